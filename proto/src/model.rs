@@ -1,0 +1,188 @@
+//! The signed `data` objects. Field names are part of protocol v1: rename
+//! nothing; add only optional fields.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::envelope::Kind;
+
+/// Telemetry from one agent at one moment (`kind = "report"`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub kind: Kind,
+    pub agent_id: String,
+    /// Unix seconds when this envelope was signed (send time).
+    pub timestamp: i64,
+    /// 16 random bytes as 32 lowercase hex characters.
+    pub nonce: String,
+    /// Strictly increasing per agent, across restarts.
+    pub tick: u64,
+    /// Unix seconds when the telemetry was collected; earlier than
+    /// `timestamp` when the report waited in the agent's spool.
+    pub observed_at: i64,
+    pub hostname: String,
+    pub agent_version: String,
+    pub system: SystemInfo,
+    #[serde(default)]
+    pub interfaces: Vec<Interface>,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    #[serde(default)]
+    pub wireguard: Vec<WgDevice>,
+    /// Sources that failed while collecting (no WireGuard, no permission…).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<CollectError>,
+    /// Reports the agent's spool had to drop since the last delivery.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub spool_dropped: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SystemInfo {
+    pub uptime_secs: u64,
+    /// 1, 5 and 15 minute load averages.
+    pub load: [f64; 3],
+    pub kernel: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Interface {
+    pub name: String,
+    /// Link kind as the kernel names it: "ether", "loopback", "wireguard",
+    /// "veth", "bridge", … ("unknown" when the kernel does not say).
+    pub kind: String,
+    /// Operational state: "up", "down", "dormant", "lowerlayerdown",
+    /// "notpresent", "testing" or "unknown".
+    pub state: String,
+    pub mtu: u32,
+    /// Hardware address, lowercase colon-separated; absent for links without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// Addresses with prefix length, e.g. "10.0.0.1/24", "2001:db8::1/64".
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    #[serde(default)]
+    pub rx_bytes: u64,
+    #[serde(default)]
+    pub tx_bytes: u64,
+    #[serde(default)]
+    pub rx_errors: u64,
+    #[serde(default)]
+    pub tx_errors: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Route {
+    /// Destination network with prefix, e.g. "0.0.0.0/0".
+    pub dst: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<u32>,
+    /// Routing table id (254 = main, 255 = local).
+    pub table: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WgDevice {
+    pub name: String,
+    /// Base64 Curve25519 public key (44 characters).
+    pub public_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen_port: Option<u16>,
+    #[serde(default)]
+    pub peers: Vec<WgPeer>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WgPeer {
+    pub public_key: String,
+    /// "host:port" as WireGuard last saw it; absent when never connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub allowed_ips: Vec<String>,
+    /// Unix seconds of the latest handshake; absent when none happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_handshake: Option<i64>,
+    #[serde(default)]
+    pub rx_bytes: u64,
+    #[serde(default)]
+    pub tx_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_keepalive: Option<u16>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CollectError {
+    /// What failed: "netlink", "wireguard", "system", …
+    pub source: String,
+    pub message: String,
+}
+
+/// First contact of an agent (`kind = "register"`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Register {
+    pub kind: Kind,
+    pub agent_id: String,
+    pub timestamp: i64,
+    pub nonce: String,
+    pub tick: u64,
+    pub hostname: String,
+    pub agent_version: String,
+}
+
+/// A forwarded envelope (`kind = "relay"`), signed by the relaying agent.
+#[derive(Debug, Serialize)]
+pub struct Relay<'a> {
+    pub kind: Kind,
+    pub agent_id: &'a str,
+    pub timestamp: i64,
+    pub nonce: &'a str,
+    pub tick: u64,
+    /// The envelope as received, byte for byte.
+    pub inner: &'a RawValue,
+}
+
+/// The agent's own message at the centre of a (possibly relayed) envelope.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Message {
+    Report(Box<Report>),
+    Register(Register),
+}
+
+impl Message {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Message::Report(_) => Kind::Report,
+            Message::Register(_) => Kind::Register,
+        }
+    }
+
+    pub fn agent_id(&self) -> &str {
+        match self {
+            Message::Report(r) => &r.agent_id,
+            Message::Register(r) => &r.agent_id,
+        }
+    }
+
+    pub fn hostname(&self) -> &str {
+        match self {
+            Message::Report(r) => &r.hostname,
+            Message::Register(r) => &r.hostname,
+        }
+    }
+
+    pub fn agent_version(&self) -> &str {
+        match self {
+            Message::Report(r) => &r.agent_version,
+            Message::Register(r) => &r.agent_version,
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Anti-replay window per agent: the highest tick seen plus the tick/nonce
+//! pairs of the last [`REPLAY_WINDOW`] ticks. Pure data; the receiver
+//! persists it so a restart does not reopen the window.
+
+use std::collections::BTreeMap;
+
+/// How far below the highest tick a message may still arrive (relays and
+/// spooled deliveries reorder messages a little).
+pub const REPLAY_WINDOW: u64 = 120;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayError {
+    #[error("tick {tick} is at or below the window floor {floor}")]
+    TooOld { tick: u64, floor: u64 },
+    #[error("tick {0} was already used")]
+    TickReused(u64),
+    #[error("nonce was already used")]
+    NonceReused,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayWindow {
+    highest: u64,
+    /// tick → nonce for ticks above `floor()`.
+    seen: BTreeMap<u64, [u8; 16]>,
+}
+
+impl ReplayWindow {
+    /// Rebuilds a window from persisted state.
+    pub fn from_parts(highest: u64, seen: impl IntoIterator<Item = (u64, [u8; 16])>) -> Self {
+        let mut w = ReplayWindow { highest, seen: seen.into_iter().collect() };
+        w.prune();
+        w
+    }
+
+    pub fn highest(&self) -> u64 {
+        self.highest
+    }
+
+    /// Ticks at or below this are refused.
+    pub fn floor(&self) -> u64 {
+        self.highest.saturating_sub(REPLAY_WINDOW)
+    }
+
+    /// Whether `(tick, nonce)` would be accepted. Does not record it.
+    pub fn check(&self, tick: u64, nonce: &[u8; 16]) -> Result<(), ReplayError> {
+        // A fresh window (highest 0) accepts tick 0 only once, via `seen`.
+        if self.highest > 0 && tick <= self.floor() {
+            return Err(ReplayError::TooOld { tick, floor: self.floor() });
+        }
+        if self.seen.contains_key(&tick) {
+            return Err(ReplayError::TickReused(tick));
+        }
+        if self.seen.values().any(|n| n == nonce) {
+            return Err(ReplayError::NonceReused);
+        }
+        Ok(())
+    }
+
+    /// Records an accepted pair. Returns the ticks that fell out of the
+    /// window, so a persistent copy can delete them too.
+    pub fn record(&mut self, tick: u64, nonce: [u8; 16]) -> Vec<u64> {
+        self.seen.insert(tick, nonce);
+        self.highest = self.highest.max(tick);
+        self.prune()
+    }
+
+    fn prune(&mut self) -> Vec<u64> {
+        let floor = self.floor();
+        if self.highest == 0 {
+            return Vec::new();
+        }
+        let keep = self.seen.split_off(&(floor + 1));
+        let dropped = std::mem::replace(&mut self.seen, keep);
+        dropped.into_keys().collect()
+    }
+
+    /// The pairs inside the window, for persisting.
+    pub fn entries(&self) -> impl Iterator<Item = (u64, &[u8; 16])> {
+        self.seen.iter().map(|(t, n)| (*t, n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(b: u8) -> [u8; 16] {
+        [b; 16]
+    }
+
+    #[test]
+    fn accepts_increasing_and_reordered_ticks() {
+        let mut w = ReplayWindow::default();
+        for t in [1, 2, 5, 4, 3] {
+            w.check(t, &n(t as u8)).unwrap();
+            w.record(t, n(t as u8));
+        }
+        assert_eq!(w.highest(), 5);
+    }
+
+    #[test]
+    fn refuses_reused_tick_and_nonce() {
+        let mut w = ReplayWindow::default();
+        w.record(10, n(1));
+        assert_eq!(w.check(10, &n(2)), Err(ReplayError::TickReused(10)));
+        assert_eq!(w.check(11, &n(1)), Err(ReplayError::NonceReused));
+        assert!(w.check(11, &n(2)).is_ok());
+    }
+
+    #[test]
+    fn refuses_ticks_at_or_below_floor() {
+        let mut w = ReplayWindow::default();
+        w.record(500, n(1));
+        assert_eq!(w.floor(), 380);
+        assert!(matches!(w.check(380, &n(2)), Err(ReplayError::TooOld { .. })));
+        assert!(w.check(381, &n(2)).is_ok());
+    }
+
+    #[test]
+    fn window_is_pruned_and_rebuilt() {
+        let mut w = ReplayWindow::default();
+        w.record(1, n(1));
+        let dropped = w.record(200, n(2));
+        assert_eq!(dropped, vec![1]);
+        let again = ReplayWindow::from_parts(200, w.entries().map(|(t, n)| (t, *n)));
+        assert_eq!(again, w);
+        assert!(again.check(200, &n(9)).is_err());
+    }
+}

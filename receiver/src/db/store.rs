@@ -1,0 +1,107 @@
+//! Writing verified messages. Called only by the writer thread, inside its
+//! batch transaction.
+
+use kattila_proto::{Layer, Message, ReplayWindow, Verified};
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// Loads an agent's persisted anti-replay window (empty if unknown).
+pub fn load_replay_window(conn: &Connection, agent_id: &str) -> rusqlite::Result<ReplayWindow> {
+    let highest: Option<i64> = conn
+        .query_row("SELECT highest_tick FROM replay_state WHERE agent_id = ?1", [agent_id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let Some(highest) = highest else { return Ok(ReplayWindow::default()) };
+    let mut stmt =
+        conn.prepare_cached("SELECT tick, nonce FROM replay_seen WHERE agent_id = ?1")?;
+    let seen = stmt
+        .query_map([agent_id], |r| {
+            let tick: i64 = r.get(0)?;
+            let nonce: Vec<u8> = r.get(1)?;
+            Ok((tick as u64, nonce))
+        })?
+        .filter_map(|row| match row {
+            Ok((tick, nonce)) => <[u8; 16]>::try_from(nonce).ok().map(|n| Ok((tick, n))),
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(ReplayWindow::from_parts(highest as u64, seen))
+}
+
+/// Persists one accepted (tick, nonce) and drops the pairs that left the window.
+pub fn record_replay(
+    conn: &Connection,
+    layer: &Layer,
+    window: &ReplayWindow,
+    dropped: &[u64],
+) -> rusqlite::Result<()> {
+    conn.prepare_cached("INSERT INTO replay_seen (agent_id, tick, nonce) VALUES (?1, ?2, ?3)")?
+        .execute(params![layer.agent_id, layer.tick as i64, &layer.nonce[..]])?;
+    conn.prepare_cached(
+        "INSERT INTO replay_state (agent_id, highest_tick) VALUES (?1, ?2)
+         ON CONFLICT(agent_id) DO UPDATE SET highest_tick = excluded.highest_tick",
+    )?
+    .execute(params![layer.agent_id, window.highest() as i64])?;
+    let mut del =
+        conn.prepare_cached("DELETE FROM replay_seen WHERE agent_id = ?1 AND tick = ?2")?;
+    for tick in dropped {
+        del.execute(params![layer.agent_id, *tick as i64])?;
+    }
+    Ok(())
+}
+
+/// Stores the agent's message: its agents row and the raw audit copy.
+pub fn store_message(
+    conn: &Connection,
+    verified: &Verified,
+    raw: &[u8],
+    received_at: i64,
+) -> rusqlite::Result<()> {
+    let origin = verified.origin();
+    let msg = &verified.message;
+    let observed_at = match msg {
+        Message::Report(r) => Some(r.observed_at),
+        Message::Register(_) => None,
+    };
+    let via = (verified.relay_hops() > 0).then(|| verified.layers[0].agent_id.as_str());
+    conn.prepare_cached(
+        "INSERT INTO agents (agent_id, hostname, agent_version, first_seen, last_seen,
+                             last_observed_at, last_tick, relay_hops, via_agent)
+         VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT(agent_id) DO UPDATE SET
+             hostname = excluded.hostname,
+             agent_version = excluded.agent_version,
+             last_seen = excluded.last_seen,
+             last_observed_at = coalesce(max(excluded.last_observed_at, agents.last_observed_at),
+                                         excluded.last_observed_at, agents.last_observed_at),
+             last_tick = max(agents.last_tick, excluded.last_tick),
+             relay_hops = excluded.relay_hops,
+             via_agent = excluded.via_agent",
+    )?
+    .execute(params![
+        origin.agent_id,
+        msg.hostname(),
+        msg.agent_version(),
+        received_at,
+        observed_at,
+        origin.tick as i64,
+        verified.relay_hops() as i64,
+        via,
+    ])?;
+    let relay_path: Vec<&str> = verified.relay_path().collect();
+    let relay_path = (!relay_path.is_empty()).then(|| relay_path.join(" "));
+    conn.prepare_cached(
+        "INSERT INTO reports (agent_id, kind, tick, received_at, observed_at, relay_path, raw)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        origin.agent_id,
+        msg.kind().as_str(),
+        origin.tick as i64,
+        received_at,
+        observed_at,
+        relay_path,
+        raw,
+    ])?;
+    Ok(())
+}

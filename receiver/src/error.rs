@@ -1,0 +1,71 @@
+//! Every error a request can end in, and its one mapping to an HTTP answer.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use kattila_proto::{ReplayError, VerifyError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    #[error("{kind} messages belong on {endpoint}")]
+    WrongKind { kind: &'static str, endpoint: &'static str },
+    #[error("replayed message from {agent_id}: {reason}")]
+    Replay { agent_id: String, reason: ReplayError },
+    #[error("the database could not commit the message")]
+    Storage,
+    #[error("the receiver is shutting down")]
+    ShuttingDown,
+}
+
+impl ApiError {
+    /// Stable machine-readable code, documented in docs/protocol.md.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Verify(e) => match e {
+                VerifyError::TooLarge { .. } => "too_large",
+                VerifyError::BadJson(_) => "bad_json",
+                VerifyError::UnsupportedVersion(_) => "unsupported_version",
+                VerifyError::BadShape(_) => "bad_shape",
+                VerifyError::TooManyRelays => "too_many_relays",
+                VerifyError::RelayLoop(_) => "relay_loop",
+                VerifyError::BadMac => "bad_mac",
+                VerifyError::Skew { .. } => "stale",
+                VerifyError::NoKey => "no_key",
+            },
+            ApiError::WrongKind { .. } => "wrong_kind",
+            ApiError::Replay { .. } => "replay",
+            ApiError::Storage => "storage",
+            ApiError::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+impl From<&ApiError> for StatusCode {
+    fn from(e: &ApiError) -> StatusCode {
+        match e {
+            ApiError::Verify(v) => match v {
+                VerifyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                VerifyError::BadJson(_)
+                | VerifyError::UnsupportedVersion(_)
+                | VerifyError::BadShape(_)
+                | VerifyError::TooManyRelays
+                | VerifyError::RelayLoop(_) => StatusCode::BAD_REQUEST,
+                VerifyError::BadMac | VerifyError::Skew { .. } => StatusCode::UNAUTHORIZED,
+                VerifyError::NoKey => StatusCode::SERVICE_UNAVAILABLE,
+            },
+            ApiError::WrongKind { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Replay { .. } => StatusCode::CONFLICT,
+            ApiError::Storage | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from(&self);
+        let body = serde_json::json!({ "error": self.code(), "detail": self.to_string() });
+        (status, Json(body)).into_response()
+    }
+}
