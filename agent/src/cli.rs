@@ -64,7 +64,7 @@ pub struct SimulateArgs {
 }
 
 pub fn main() -> ExitCode {
-    init_logging();
+    kattila_keysource::init_logging();
     let args = Args::parse();
     let result = match args.command {
         Command::Simulate(sim) => simulate(sim),
@@ -113,15 +113,4 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     result?;
     // Refusals mean the fleet and the receiver disagree (key, clock): fail loudly.
     Ok(if refused > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
-}
-
-/// Logs to stderr (stdout stays clean for data); `RUST_LOG` overrides.
-pub fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let filter = filter
-        .add_directive("hickory_net=warn".parse().expect("valid directive"))
-        .add_directive("hickory_resolver=warn".parse().expect("valid directive"))
-        .add_directive("hickory_proto=warn".parse().expect("valid directive"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }

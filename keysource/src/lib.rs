@@ -29,10 +29,12 @@ use hickory_resolver::proto::rr::{Name, RData};
 use hickory_resolver::TokioResolver;
 
 pub mod file;
+mod logging;
 #[cfg(feature = "test-server")]
 pub mod test_server;
 
 pub use file::{load_fixed_key, read_key_file, FixedKeyError};
+pub use logging::init_logging;
 
 /// Why the PSK could not be fetched.
 ///

@@ -57,7 +57,7 @@ impl Args {
 }
 
 pub fn main() -> ExitCode {
-    init_logging();
+    kattila_keysource::init_logging();
     let args = Args::parse();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -91,16 +91,4 @@ async fn shutdown_signal() {
         _ = term.recv() => {},
     }
     tracing::info!("shutting down: finishing requests and committing the queue");
-}
-
-/// Logs to stderr; `RUST_LOG` overrides the default level. DNS libraries
-/// stay at WARN because at DEBUG they print TXT answers, i.e. the key.
-pub fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let filter = filter
-        .add_directive("hickory_net=warn".parse().expect("valid directive"))
-        .add_directive("hickory_resolver=warn".parse().expect("valid directive"))
-        .add_directive("hickory_proto=warn".parse().expect("valid directive"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }

@@ -77,10 +77,7 @@ impl CryptoPan {
         let mut pad = [0u8; 16];
         pad.copy_from_slice(&pad_block);
         aes_key.fill(0);
-        CryptoPan {
-            cipher,
-            pad: u128::from_be_bytes(pad),
-        }
+        CryptoPan { cipher, pad: u128::from_be_bytes(pad) }
     }
 
     /// Anonymises an IPv4 address (reference-compatible).
@@ -285,14 +282,8 @@ mod tests {
         ("2001:db8::2", "4401:2bc:603f:d91d:27f:ff8e:e6f1:dc1c"),
         ("2001:db8:1::1", "4401:2bc:603e:23c0:0:6fff:f0f8:c3ed"),
         ("fd00:1234::abcd", "cd0f:ec54:3c:23df:7e0f:9000:11fe:2c22"),
-        (
-            "2a02:1234:5678:9abc:def0:1357:2468:ace0",
-            "4a32:efab:c998:eacc:eeef:c54:d255:1313",
-        ),
-        (
-            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
-            "ce78:61ff:387e:8078:38c4:407:c3bf:f781",
-        ),
+        ("2a02:1234:5678:9abc:def0:1357:2468:ace0", "4a32:efab:c998:eacc:eeef:c54:d255:1313"),
+        ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "ce78:61ff:387e:8078:38c4:407:c3bf:f781"),
         ("::ffff:192.0.2.1", "78ff:f001:9fc0:20df:8380:7db:c808:def2"),
     ];
 
@@ -318,11 +309,7 @@ mod tests {
     /// replaced by `noise`, so the result shares exactly `k` leading bits.
     fn sibling(a: u128, k: u32, width: u32, noise: u128) -> u128 {
         let low_bits = width - k - 1;
-        let low_mask = if low_bits == 0 {
-            0
-        } else {
-            (1u128 << low_bits) - 1
-        };
+        let low_mask = if low_bits == 0 { 0 } else { (1u128 << low_bits) - 1 };
         let flipped = a ^ (1u128 << low_bits);
         (flipped & !low_mask) | (noise & low_mask)
     }
@@ -343,10 +330,7 @@ mod tests {
             let got = cp.anonymize_v4(raw.parse().unwrap());
             assert_eq!(got, anon.parse::<Ipv4Addr>().unwrap(), "{raw}");
             // The IpAddr entry point agrees.
-            assert_eq!(
-                cp.anonymize(raw.parse().unwrap()),
-                anon.parse::<IpAddr>().unwrap()
-            );
+            assert_eq!(cp.anonymize(raw.parse().unwrap()), anon.parse::<IpAddr>().unwrap());
         }
     }
 
@@ -366,10 +350,7 @@ mod tests {
         for (raw, anon) in YACRYPTOPAN_V6 {
             let got = cp.anonymize_v6(raw.parse().unwrap());
             assert_eq!(got, anon.parse::<Ipv6Addr>().unwrap(), "{raw}");
-            assert_eq!(
-                cp.anonymize(raw.parse().unwrap()),
-                anon.parse::<IpAddr>().unwrap()
-            );
+            assert_eq!(cp.anonymize(raw.parse().unwrap()), anon.parse::<IpAddr>().unwrap());
         }
     }
 
@@ -443,11 +424,9 @@ mod tests {
         let host = cp.anonymize_v4(Ipv4Addr::new(10, 1, 2, 0)).octets();
         assert_eq!(addr.octets()[..3], host[..3]);
 
-        for (cidr, len) in [
-            ("128.11.68.132/20", 20u32),
-            ("141.223.7.43/9", 9),
-            ("24.5.0.80/31", 31),
-        ] {
+        for (cidr, len) in
+            [("128.11.68.132/20", 20u32), ("141.223.7.43/9", 9), ("24.5.0.80/31", 31)]
+        {
             let out = cp.anonymize_cidr(cidr).unwrap();
             let (a, l) = out.split_once('/').unwrap();
             assert_eq!(l.parse::<u32>().unwrap(), len);
@@ -481,19 +460,10 @@ mod tests {
         // A neighbouring /24 is a different network inside the same /23.
         let c = cp.anonymize_cidr("10.1.3.0/24").unwrap();
         assert_ne!(a, c);
-        assert_eq!(
-            cp.anonymize_cidr("10.1.2.0/23"),
-            cp.anonymize_cidr("10.1.3.9/23")
-        );
+        assert_eq!(cp.anonymize_cidr("10.1.2.0/23"), cp.anonymize_cidr("10.1.3.9/23"));
         // IPv6: two hosts in one /64.
-        assert_eq!(
-            cp.anonymize_cidr("2001:db8::1/64"),
-            cp.anonymize_cidr("2001:db8::2/64")
-        );
-        assert_eq!(
-            cp.anonymize_cidr("2001:db8::1/64").unwrap(),
-            "4401:2bc:603f:d91d::/64"
-        );
+        assert_eq!(cp.anonymize_cidr("2001:db8::1/64"), cp.anonymize_cidr("2001:db8::2/64"));
+        assert_eq!(cp.anonymize_cidr("2001:db8::1/64").unwrap(), "4401:2bc:603f:d91d::/64");
     }
 
     #[test]
@@ -501,10 +471,7 @@ mod tests {
         let cp = cp();
         assert_eq!(cp.anonymize_cidr("10.1.2.3/0").unwrap(), "0.0.0.0/0");
         assert_eq!(cp.anonymize_cidr("::1/0").unwrap(), "::/0");
-        assert_eq!(
-            cp.anonymize_cidr("128.11.68.132/32").unwrap(),
-            "135.242.180.132/32"
-        );
+        assert_eq!(cp.anonymize_cidr("128.11.68.132/32").unwrap(), "135.242.180.132/32");
         assert_eq!(
             cp.anonymize_cidr("2001:db8::1/128").unwrap(),
             "4401:2bc:603f:d91d:27f:ff8e:e6f1:dc1e/128"

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod cryptopan;
 pub mod publish;
 pub mod render;
 pub mod snapshot;
