@@ -41,6 +41,137 @@ const STEPS: &[&str] = &[
     );
     CREATE INDEX reports_by_agent ON reports(agent_id, id);
     "#,
+    // 2: current state, topology, alarms and history. Snapshot tables hold
+    // what each agent reported last; history keeps compact samples.
+    r#"
+    ALTER TABLE agents ADD COLUMN kernel TEXT;
+    ALTER TABLE agents ADD COLUMN uptime_secs INTEGER;
+    ALTER TABLE agents ADD COLUMN load1 REAL;
+    ALTER TABLE agents ADD COLUMN load5 REAL;
+    ALTER TABLE agents ADD COLUMN load15 REAL;
+    ALTER TABLE agents ADD COLUMN spool_dropped INTEGER NOT NULL DEFAULT 0;
+    -- JSON array of {source, message}: telemetry sources that failed last time.
+    ALTER TABLE agents ADD COLUMN collect_errors TEXT NOT NULL DEFAULT '[]';
+    -- 'direct' or 'relay' (reached only through relays in the newest report).
+    ALTER TABLE agents ADD COLUMN reachability TEXT NOT NULL DEFAULT 'direct';
+    ALTER TABLE agents ADD COLUMN reports INTEGER NOT NULL DEFAULT 0;
+
+    CREATE TABLE interfaces (
+        agent_id   TEXT NOT NULL REFERENCES agents(agent_id) ON DELETE CASCADE,
+        name       TEXT NOT NULL,
+        kind       TEXT NOT NULL,
+        state      TEXT NOT NULL,
+        mtu        INTEGER NOT NULL,
+        mac        TEXT,
+        addresses  TEXT NOT NULL,           -- JSON array of "addr/prefix"
+        rx_bytes   INTEGER NOT NULL,
+        tx_bytes   INTEGER NOT NULL,
+        rx_errors  INTEGER NOT NULL,
+        tx_errors  INTEGER NOT NULL,
+        first_seen INTEGER NOT NULL,
+        last_seen  INTEGER NOT NULL,
+        PRIMARY KEY (agent_id, name)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE routes (
+        agent_id TEXT NOT NULL REFERENCES agents(agent_id) ON DELETE CASCADE,
+        dst      TEXT NOT NULL,
+        gateway  TEXT,
+        dev      TEXT,
+        metric   INTEGER,
+        table_id INTEGER NOT NULL
+    );
+    CREATE INDEX routes_by_agent ON routes(agent_id);
+
+    CREATE TABLE wg_devices (
+        agent_id    TEXT NOT NULL REFERENCES agents(agent_id) ON DELETE CASCADE,
+        name        TEXT NOT NULL,
+        public_key  TEXT NOT NULL,
+        listen_port INTEGER,
+        PRIMARY KEY (agent_id, name)
+    ) WITHOUT ROWID;
+    CREATE INDEX wg_devices_by_key ON wg_devices(public_key);
+
+    CREATE TABLE wg_peers (
+        agent_id             TEXT NOT NULL REFERENCES agents(agent_id) ON DELETE CASCADE,
+        device               TEXT NOT NULL,
+        public_key           TEXT NOT NULL,
+        peer_agent_id        TEXT,          -- the agent owning public_key, NULL = external peer
+        endpoint             TEXT,
+        allowed_ips          TEXT NOT NULL, -- JSON array of "addr/prefix"
+        latest_handshake     INTEGER,       -- unix seconds, NULL = never
+        rx_bytes             INTEGER NOT NULL,
+        tx_bytes             INTEGER NOT NULL,
+        persistent_keepalive INTEGER,
+        rx_grew_at           INTEGER,       -- last report in which rx_bytes increased
+        health               TEXT NOT NULL, -- 'healthy' | 'stale' | 'never'
+        first_seen           INTEGER NOT NULL,
+        last_seen            INTEGER NOT NULL,
+        PRIMARY KEY (agent_id, device, public_key)
+    ) WITHOUT ROWID;
+    CREATE INDEX wg_peers_by_key ON wg_peers(public_key);
+
+    -- Inferred links. Agent-to-agent edges are stored once with a_agent < b_agent.
+    -- kind 'wireguard': external peers have b_agent '' and b_external = their public key.
+    -- kind 'relay': a relayed for b (direction: a_agent delivered b_agent's reports).
+    -- kind 'physical': both agents have an address in the same subnet (detail = subnet).
+    CREATE TABLE topology_edges (
+        id             INTEGER PRIMARY KEY,
+        kind           TEXT NOT NULL CHECK (kind IN ('wireguard', 'relay', 'physical')),
+        a_agent        TEXT NOT NULL,
+        b_agent        TEXT NOT NULL DEFAULT '', -- '' for an external peer
+        b_external     TEXT NOT NULL DEFAULT '', -- external peer's public key, else ''
+        both_ends      INTEGER NOT NULL DEFAULT 0, -- wireguard: both agents list each other
+        health         TEXT NOT NULL,              -- 'healthy' | 'stale' | 'down' | 'unknown'
+        handshake_age  INTEGER,                    -- seconds, newest handshake of either end
+        detail         TEXT,
+        first_seen     INTEGER NOT NULL,
+        last_seen      INTEGER NOT NULL,
+        UNIQUE (kind, a_agent, b_agent, b_external)
+    );
+    CREATE INDEX edges_by_b ON topology_edges(b_agent);
+
+    CREATE TABLE alarms (
+        id          INTEGER PRIMARY KEY,
+        kind        TEXT NOT NULL,   -- interface_down, interface_gone, interface_new, peer_stale,
+                                     -- endpoint_changed, agent_silent, relay_only, identity_conflict
+        severity    TEXT NOT NULL,   -- 'critical' | 'warning' | 'info'
+        agent_id    TEXT NOT NULL,
+        subject     TEXT NOT NULL,   -- what inside the agent: interface name, peer key, '' for the agent
+        message     TEXT NOT NULL,
+        state       TEXT NOT NULL CHECK (state IN ('active', 'resolved')),
+        first_seen  INTEGER NOT NULL,
+        last_seen   INTEGER NOT NULL,
+        resolved_at INTEGER,
+        acked_at    INTEGER
+    );
+    CREATE UNIQUE INDEX one_active_alarm ON alarms(kind, agent_id, subject) WHERE state = 'active';
+    CREATE INDEX alarms_by_state ON alarms(state, first_seen);
+
+    -- Flap suppression: consecutive observations of a condition (positive
+    -- count: holding; negative: cleared) before raising or resolving.
+    CREATE TABLE alarm_streaks (
+        kind     TEXT NOT NULL,
+        agent_id TEXT NOT NULL,
+        subject  TEXT NOT NULL,
+        streak   INTEGER NOT NULL,
+        PRIMARY KEY (kind, agent_id, subject)
+    ) WITHOUT ROWID;
+
+    -- Compact samples per agent for sparklines: one row per report at most
+    -- every sample interval, rolled up to coarser rows as they age.
+    CREATE TABLE history (
+        agent_id          TEXT NOT NULL REFERENCES agents(agent_id) ON DELETE CASCADE,
+        ts                INTEGER NOT NULL,
+        load1             REAL,
+        rx_rate           REAL,   -- bytes/s over all non-loopback interfaces
+        tx_rate           REAL,
+        max_handshake_age INTEGER,-- oldest handshake among the agent's peers, seconds
+        peers_healthy     INTEGER,
+        peers_total       INTEGER,
+        PRIMARY KEY (agent_id, ts)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 pub const LATEST: usize = STEPS.len();
