@@ -30,11 +30,13 @@ use hickory_resolver::TokioResolver;
 
 pub mod file;
 mod logging;
+pub mod ring;
 #[cfg(feature = "test-server")]
 pub mod test_server;
 
 pub use file::{load_fixed_key, read_key_file, FixedKeyError};
 pub use logging::init_logging;
+pub use ring::{refresh_forever, KeyConfig, KeyRing, KeyStatus};
 
 /// Why the PSK could not be fetched.
 ///

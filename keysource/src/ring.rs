@@ -1,0 +1,198 @@
+//! The live key set of a running program and the task that keeps it fresh
+//! from DNS. Verifiers read it on every message; the refresh task replaces
+//! the current key when the TXT value changes, keeping two previous keys.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use kattila_proto::{KeySet, Psk};
+
+use crate::{fetch_txt, FetchError};
+
+/// Where a program's fleet key comes from.
+#[derive(Debug, Clone)]
+pub enum KeyConfig {
+    /// `KATTILA_PSK` or a key file: one fixed key, never refreshed.
+    Fixed(Psk),
+    /// A DNS TXT record, looked up every `refresh`.
+    Dns {
+        /// Record name, e.g. `kattila.example.com`.
+        name: String,
+        /// Resolver to ask; `None` uses the system configuration.
+        server: Option<SocketAddr>,
+        /// Time between refreshes (hourly in production).
+        refresh: Duration,
+        /// Bound on one lookup.
+        timeout: Duration,
+    },
+}
+
+/// How key refreshing is going, for health checks and metrics. Holds no
+/// key material.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyStatus {
+    /// `"fixed"` or `"dns"`.
+    pub source: &'static str,
+    /// Keys currently accepted (0 until the first successful lookup).
+    pub keys: usize,
+    /// Unix seconds of the last successful lookup.
+    pub last_success: Option<i64>,
+    /// Unix seconds of the last failed lookup, if it is newer than the last success.
+    pub failing_since: Option<i64>,
+    /// The last lookup error (names the record and server, never the value).
+    pub last_error: Option<String>,
+    /// Successful lookups that brought a new key.
+    pub rotations: u64,
+    /// Failed lookups since start.
+    pub failures: u64,
+}
+
+impl KeyStatus {
+    /// Whether verification runs on keys that are not being refreshed.
+    pub fn degraded(&self) -> bool {
+        self.keys == 0 || self.failing_since.is_some()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    keys: KeySet,
+    status: KeyStatus,
+}
+
+/// The shared, swappable key set. Cloning is cheap; all clones see the same keys.
+#[derive(Debug, Clone, Default)]
+pub struct KeyRing(Arc<RwLock<Inner>>);
+
+impl KeyRing {
+    /// A ring for `config`: filled at once for a fixed key, empty until the
+    /// first lookup for DNS.
+    pub fn new(config: &KeyConfig) -> KeyRing {
+        let inner = match config {
+            KeyConfig::Fixed(psk) => Inner {
+                keys: KeySet::new(psk.clone()),
+                status: KeyStatus { source: "fixed", keys: 1, ..KeyStatus::default() },
+            },
+            KeyConfig::Dns { .. } => Inner {
+                status: KeyStatus { source: "dns", ..KeyStatus::default() },
+                ..Inner::default()
+            },
+        };
+        KeyRing(Arc::new(RwLock::new(inner)))
+    }
+
+    /// Runs `f` with the accepted keys (the lock is held only for the call).
+    pub fn with<R>(&self, f: impl FnOnce(&KeySet) -> R) -> R {
+        f(&self.0.read().unwrap_or_else(|e| e.into_inner()).keys)
+    }
+
+    /// The key to sign with, if any is known yet.
+    pub fn current(&self) -> Option<Psk> {
+        self.with(|k| k.current().cloned())
+    }
+
+    /// A snapshot of the refresh status.
+    pub fn status(&self) -> KeyStatus {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).status.clone()
+    }
+
+    /// Records a successful lookup; returns whether the key changed.
+    pub fn accept(&self, key: Psk, now: i64) -> bool {
+        let mut inner = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let rotated = inner.keys.rotate(key);
+        let keys = inner.keys.len();
+        let status = &mut inner.status;
+        status.keys = keys;
+        status.last_success = Some(now);
+        status.failing_since = None;
+        status.last_error = None;
+        if rotated {
+            status.rotations += 1;
+        }
+        rotated
+    }
+
+    /// Records a failed lookup; the known keys stay in use.
+    pub fn fail(&self, error: &FetchError, now: i64) {
+        let mut inner = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let status = &mut inner.status;
+        status.failures += 1;
+        status.failing_since.get_or_insert(now);
+        status.last_error = Some(error.to_string());
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Keeps `ring` fresh from DNS until the task is dropped. Does nothing for a
+/// fixed key. While no key is known it retries with exponential backoff
+/// (1 s doubling up to `refresh`); afterwards it looks up every `refresh`,
+/// and a failed lookup keeps the known keys and retries sooner.
+pub async fn refresh_forever(ring: KeyRing, config: KeyConfig) {
+    let KeyConfig::Dns { name, server, refresh, timeout } = config else { return };
+    let mut backoff = Duration::from_secs(1).min(refresh);
+    loop {
+        let wait = match fetch_txt(&name, server, timeout).await.and_then(|value| {
+            Psk::new(&value).ok_or(FetchError::Empty { name: name.clone(), server: String::new() })
+        }) {
+            Ok(key) => {
+                if ring.accept(key, unix_now()) {
+                    tracing::info!(record = %name, keys = ring.status().keys, "fleet key changed");
+                }
+                backoff = Duration::from_secs(1).min(refresh);
+                refresh
+            }
+            Err(e) => {
+                ring.fail(&e, unix_now());
+                tracing::warn!(error = %e, retry_in = ?backoff, "fleet key lookup failed; keeping the known keys");
+                let wait = backoff;
+                backoff = (backoff * 2).min(refresh);
+                wait
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_ring_has_its_key_and_status_holds_no_secret() {
+        let ring = KeyRing::new(&KeyConfig::Fixed(Psk::new("sekrit-value").unwrap()));
+        assert!(ring.current().is_some());
+        let status = ring.status();
+        assert_eq!((status.source, status.keys), ("fixed", 1));
+        assert!(!status.degraded());
+        assert!(!format!("{ring:?}{status:?}").contains("sekrit"));
+    }
+
+    #[test]
+    fn dns_ring_starts_empty_and_tracks_failures_and_rotations() {
+        let config = KeyConfig::Dns {
+            name: "k.example".into(),
+            server: None,
+            refresh: Duration::from_secs(3600),
+            timeout: Duration::from_secs(1),
+        };
+        let ring = KeyRing::new(&config);
+        assert!(ring.current().is_none());
+        assert!(ring.status().degraded());
+        let err = FetchError::Timeout { name: "k.example".into(), server: "x".into() };
+        ring.fail(&err, 10);
+        assert_eq!(ring.status().failing_since, Some(10));
+        assert!(ring.accept(Psk::new("one").unwrap(), 20));
+        assert!(!ring.accept(Psk::new("one").unwrap(), 30));
+        assert!(ring.accept(Psk::new("two").unwrap(), 40));
+        let s = ring.status();
+        assert_eq!((s.keys, s.rotations, s.failures, s.failing_since), (2, 2, 1, None));
+        assert!(!s.degraded());
+    }
+}
