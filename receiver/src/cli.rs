@@ -3,15 +3,25 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
+use anyhow::Context;
 use clap::Parser;
+use kattila_keysource::KeyConfig;
 use kattila_proto::limits::MAX_BODY_BYTES;
 
-use crate::config::Config;
-use crate::keys::KeySource;
+use crate::config::{AdminToken, Config};
+use crate::process::Settings;
 
 /// Kattila receiver: accepts signed reports from kattila agents, verifies
-/// them and commits them to a SQLite database that sitegen publishes.
+/// them, commits them to a SQLite database, infers the topology and runs
+/// the alarms that sitegen publishes.
+///
+/// The fleet key comes from the DNS TXT record named by --dns (refreshed
+/// periodically; the current and two previous keys verify), or, overriding
+/// DNS, from the KATTILA_PSK environment variable or --psk-file. The admin
+/// API token comes from KATTILA_ADMIN_TOKEN or --admin-token-file; without
+/// one the admin API answers 403.
 #[derive(Debug, Parser)]
 #[command(name = "kattila-receiver", version)]
 pub struct Args {
@@ -23,10 +33,55 @@ pub struct Args {
     #[arg(long, env = "KATTILA_DB", default_value = "kattila.db")]
     pub db: PathBuf,
 
-    /// File holding the fleet pre-shared key (instead of KATTILA_PSK).
-    /// Keep it mode 600.
+    /// DNS TXT record holding the fleet key, e.g. kattila.example.com.
+    #[arg(long, env = "KATTILA_DNS")]
+    pub dns: Option<String>,
+
+    /// DNS server to ask (ip:port) instead of the system resolver.
+    #[arg(long, env = "KATTILA_DNS_SERVER")]
+    pub dns_server: Option<SocketAddr>,
+
+    /// Seconds between lookups of the fleet key.
+    #[arg(long, env = "KATTILA_KEY_REFRESH_SECS", default_value_t = 3600.0)]
+    pub key_refresh_secs: f64,
+
+    /// File holding the fleet key (overrides --dns). Keep it mode 600.
     #[arg(long, env = "KATTILA_PSK_FILE")]
     pub psk_file: Option<PathBuf>,
+
+    /// File holding the admin API bearer token. Keep it mode 600.
+    #[arg(long, env = "KATTILA_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// Expected seconds between two reports of one agent; an agent is
+    /// silent after three intervals without a report.
+    #[arg(long, env = "KATTILA_INTERVAL", default_value_t = 30)]
+    pub interval_secs: i64,
+
+    /// Consecutive observations before an alarm is raised or resolved.
+    #[arg(long, env = "KATTILA_ALARM_THRESHOLD", default_value_t = 2)]
+    pub alarm_threshold: i64,
+
+    /// A WireGuard peer is stale when its newest handshake is older than
+    /// this and it received nothing since the previous report.
+    #[arg(long, env = "KATTILA_STALE_AFTER_SECS", default_value_t = 180)]
+    pub stale_after_secs: i64,
+
+    /// Seconds between history samples (and counter updates) per agent.
+    #[arg(long, env = "KATTILA_SAMPLE_SECS", default_value_t = 60)]
+    pub sample_secs: i64,
+
+    /// Hours to keep the raw audit copy of each report.
+    #[arg(long, env = "KATTILA_AUDIT_HOURS", default_value_t = 24)]
+    pub audit_hours: i64,
+
+    /// Days to keep history samples (hourly means after the first day).
+    #[arg(long, env = "KATTILA_HISTORY_DAYS", default_value_t = 7)]
+    pub history_days: i64,
+
+    /// Seconds between timer sweeps (silent agents, expiry, retention).
+    #[arg(long, env = "KATTILA_SWEEP_SECS", default_value_t = 5.0)]
+    pub sweep_secs: f64,
 
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "KATTILA_MAX_BODY", default_value_t = MAX_BODY_BYTES)]
@@ -38,20 +93,71 @@ pub struct Args {
 }
 
 impl Args {
-    /// Validates the arguments into a [`Config`]. The key itself is read
-    /// from `KATTILA_PSK` here and nowhere else, so it never appears on a
-    /// command line.
+    /// Validates the arguments into a [`Config`]. Secrets are read from the
+    /// environment here and nowhere else, so they never appear on a command line.
     pub fn into_config(self) -> anyhow::Result<Config> {
         let psk = std::env::var("KATTILA_PSK").ok();
-        let keys = KeySource::from_options(psk.as_deref(), self.psk_file.as_deref())?;
+        let keys =
+            match kattila_keysource::load_fixed_key(psk.as_deref(), self.psk_file.as_deref())? {
+                Some(key) => KeyConfig::Fixed(key),
+                None => match self.dns {
+                    Some(name) if !name.trim().is_empty() => {
+                        anyhow::ensure!(
+                            self.key_refresh_secs >= 1.0,
+                            "--key-refresh-secs must be at least 1"
+                        );
+                        KeyConfig::Dns {
+                            name: name.trim().to_string(),
+                            server: self.dns_server,
+                            refresh: Duration::from_secs_f64(self.key_refresh_secs),
+                            timeout: Duration::from_secs(5),
+                        }
+                    }
+                    _ => anyhow::bail!(
+                        "no fleet key: set --dns (KATTILA_DNS), KATTILA_PSK or --psk-file"
+                    ),
+                },
+            };
+        let admin_token = match (std::env::var("KATTILA_ADMIN_TOKEN").ok(), &self.admin_token_file)
+        {
+            (Some(_), Some(_)) => {
+                anyhow::bail!("give either KATTILA_ADMIN_TOKEN or --admin-token-file, not both")
+            }
+            (Some(t), None) => Some(t),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading admin token file {}", path.display()))?,
+            ),
+            (None, None) => None,
+        };
+        let admin_token = match admin_token.map(|t| t.trim().to_string()) {
+            Some(t) if t.len() < 16 => {
+                anyhow::bail!("the admin token must be at least 16 characters")
+            }
+            other => other.map(AdminToken),
+        };
         anyhow::ensure!(self.max_batch > 0, "--max-batch must be at least 1");
         anyhow::ensure!(self.max_body >= 1024, "--max-body must be at least 1024 bytes");
+        anyhow::ensure!(self.interval_secs >= 1, "--interval-secs must be at least 1");
+        anyhow::ensure!(self.alarm_threshold >= 1, "--alarm-threshold must be at least 1");
+        anyhow::ensure!(self.sweep_secs >= 0.05, "--sweep-secs must be at least 0.05");
         Ok(Config {
             listen: self.listen,
             db_path: self.db,
             keys,
             max_body: self.max_body,
             max_batch: self.max_batch,
+            admin_token,
+            settings: Settings {
+                interval_secs: self.interval_secs,
+                alarm_threshold: self.alarm_threshold,
+                stale_after_secs: self.stale_after_secs,
+                sample_secs: self.sample_secs.max(0),
+                event_ttl_secs: 3600,
+                audit_retention_secs: self.audit_hours.max(1) * 3600,
+                history_retention_secs: self.history_days.max(1) * 86_400,
+            },
+            sweep_secs: self.sweep_secs,
         })
     }
 }

@@ -4,19 +4,35 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use kattila_keysource::KeyConfig;
 use kattila_proto::limits::MAX_BODY_BYTES;
 
-use crate::keys::KeySource;
+use crate::process::Settings;
+
+/// The bearer token for admin calls. `Debug` never shows it.
+#[derive(Clone)]
+pub struct AdminToken(pub String);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
     pub db_path: PathBuf,
-    pub keys: KeySource,
+    pub keys: KeyConfig,
     /// Largest accepted request body in bytes.
     pub max_body: usize,
     /// Most messages committed in one transaction.
     pub max_batch: usize,
+    /// Admin API token; `None` disables the admin API (403).
+    pub admin_token: Option<AdminToken>,
+    pub settings: Settings,
+    /// Seconds between timer sweeps (silent agents, retention).
+    pub sweep_secs: f64,
 }
 
 impl Config {
@@ -25,9 +41,12 @@ impl Config {
         Config {
             listen: "127.0.0.1:0".parse().expect("valid literal"),
             db_path: db_path.into(),
-            keys: KeySource::Fixed(kattila_proto::Psk::new(psk).expect("non-empty test key")),
+            keys: KeyConfig::Fixed(kattila_proto::Psk::new(psk).expect("non-empty test key")),
             max_body: MAX_BODY_BYTES,
             max_batch: 256,
+            admin_token: None,
+            settings: Settings::default(),
+            sweep_secs: 5.0,
         }
     }
 }

@@ -17,6 +17,16 @@ pub enum ApiError {
     Storage,
     #[error("the receiver is shutting down")]
     ShuttingDown,
+    #[error("the admin API is disabled: no admin token is configured")]
+    AdminDisabled,
+    #[error("missing or wrong bearer token")]
+    AdminUnauthorized,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("reading the database failed")]
+    Read,
 }
 
 impl ApiError {
@@ -38,6 +48,11 @@ impl ApiError {
             ApiError::Replay { .. } => "replay",
             ApiError::Storage => "storage",
             ApiError::ShuttingDown => "shutting_down",
+            ApiError::AdminDisabled => "admin_disabled",
+            ApiError::AdminUnauthorized => "unauthorized",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Read => "storage",
         }
     }
 }
@@ -57,7 +72,13 @@ impl From<&ApiError> for StatusCode {
             },
             ApiError::WrongKind { .. } => StatusCode::BAD_REQUEST,
             ApiError::Replay { .. } => StatusCode::CONFLICT,
-            ApiError::Storage | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Storage | ApiError::ShuttingDown | ApiError::Read => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::AdminDisabled => StatusCode::FORBIDDEN,
+            ApiError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
         }
     }
 }

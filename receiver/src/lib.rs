@@ -8,7 +8,9 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;
-pub mod keys;
+pub mod metrics;
+pub mod process;
+pub mod read;
 pub mod server;
 pub mod writer;
 

@@ -1,14 +1,18 @@
-//! Runs the receiver: the writer thread plus the HTTP server, with a
-//! graceful shutdown that commits everything already accepted.
+//! Runs the receiver: key refresh, the writer thread, the timer sweeps and
+//! the HTTP server, with a graceful shutdown that commits everything
+//! already accepted.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use kattila_keysource::{refresh_forever, KeyRing};
 use tokio::net::TcpListener;
 
 use crate::api::{router, AppState};
 use crate::config::Config;
-use crate::keys::SharedKeys;
+use crate::metrics::Metrics;
 use crate::writer::Writer;
 
 /// Serves on `listener` until `shutdown` resolves, then stops accepting,
@@ -18,19 +22,44 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let (writer, handle) = Writer::start(&config.db_path, config.max_batch)?;
+    let metrics = Arc::new(Metrics::default());
+    let (writer, handle) =
+        Writer::start(&config.db_path, config.max_batch, config.settings.clone(), metrics.clone())?;
+    let keys = KeyRing::new(&config.keys);
+    let refresher = tokio::spawn(refresh_forever(keys.clone(), config.keys.clone()));
+    let sweeper = {
+        let handle = handle.clone();
+        let period = Duration::from_secs_f64(config.sweep_secs.max(0.05));
+        tokio::spawn(async move {
+            let mut timer = tokio::time::interval(period);
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                timer.tick().await;
+                if !handle.sweep(crate::unix_now()).await {
+                    break;
+                }
+            }
+        })
+    };
     let state = AppState {
-        keys: SharedKeys::new(config.keys.initial()),
+        keys,
         writer: handle,
         max_body: config.max_body,
+        db_path: config.db_path.clone(),
+        admin_token: config.admin_token.clone(),
+        metrics,
+        silent_after: 3 * config.settings.interval_secs,
     };
     let app = router(state);
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .context("HTTP server failed");
-    // `app` (and with it every writer handle) is gone now: the writer drains
-    // its queue, commits and exits.
+    // The router (and its writer handles) is gone; stop the timers so the
+    // last handle drops, then the writer drains its queue, commits and exits.
+    sweeper.abort();
+    refresher.abort();
+    let _ = sweeper.await;
     tokio::task::spawn_blocking(move || writer.join()).await.ok();
     result
 }

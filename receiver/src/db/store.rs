@@ -66,8 +66,8 @@ pub fn store_message(
     let via = (verified.relay_hops() > 0).then(|| verified.layers[0].agent_id.as_str());
     conn.prepare_cached(
         "INSERT INTO agents (agent_id, hostname, agent_version, first_seen, last_seen,
-                             last_observed_at, last_tick, relay_hops, via_agent)
-         VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8)
+                             last_observed_at, last_tick, relay_hops, via_agent, reachability)
+         VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT(agent_id) DO UPDATE SET
              hostname = excluded.hostname,
              agent_version = excluded.agent_version,
@@ -76,7 +76,8 @@ pub fn store_message(
                                          excluded.last_observed_at, agents.last_observed_at),
              last_tick = max(agents.last_tick, excluded.last_tick),
              relay_hops = excluded.relay_hops,
-             via_agent = excluded.via_agent",
+             via_agent = excluded.via_agent,
+             reachability = excluded.reachability",
     )?
     .execute(params![
         origin.agent_id,
@@ -87,6 +88,7 @@ pub fn store_message(
         origin.tick as i64,
         verified.relay_hops() as i64,
         via,
+        if verified.relay_hops() > 0 { "relay" } else { "direct" },
     ])?;
     let relay_path: Vec<&str> = verified.relay_path().collect();
     let relay_path = (!relay_path.is_empty()).then(|| relay_path.join(" "));
