@@ -207,7 +207,9 @@ impl Processor {
 
         let iface_events = update_interfaces(conn, id, cache, &r.interfaces, now, write_counters)?;
         update_routes_if_changed(conn, id, r)?;
-        let device_keys: Vec<String> = r.wireguard.iter().map(|d| d.public_key.clone()).collect();
+        let mut device_keys: Vec<String> =
+            r.wireguard.iter().map(|d| d.public_key.clone()).collect();
+        device_keys.sort();
         let devices_changed = device_keys != cache.device_keys;
         if devices_changed {
             conn.prepare_cached("DELETE FROM wg_devices WHERE agent_id = ?1")?.execute([id])?;
@@ -407,8 +409,9 @@ fn load_agent_cache(conn: &Connection, agent_id: &str) -> rusqlite::Result<Agent
         let (k, p) = row?;
         cache.peers.insert(k, p);
     }
-    let mut stmt = conn
-        .prepare_cached("SELECT public_key FROM wg_devices WHERE agent_id = ?1 ORDER BY rowid")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT public_key FROM wg_devices WHERE agent_id = ?1 ORDER BY public_key",
+    )?;
     cache.device_keys = stmt.query_map([agent_id], |r| r.get(0))?.collect::<Result<_, _>>()?;
     Ok(cache)
 }
@@ -451,13 +454,12 @@ fn update_interfaces(
         };
         let previous = cache.interfaces.get(&i.name);
         let changed = previous != Some(&cached);
-        match previous {
-            None => events.push(IfaceObservation::New { name: i.name.clone() }),
-            Some(p) if p.gone => {
-                events.push(IfaceObservation::Gone { name: i.name.clone(), gone: false })
-            }
-            Some(_) => {}
+        if previous.is_none() {
+            events.push(IfaceObservation::New { name: i.name.clone() });
         }
+        // Present: clears a 'gone' condition (observed every time, so the
+        // clear streak can reach the threshold).
+        events.push(IfaceObservation::Gone { name: i.name.clone(), gone: false });
         if changed || write_counters {
             conn.prepare_cached(
                 "INSERT INTO interfaces (agent_id, name, kind, state, mtu, mac, addresses, rx_bytes, tx_bytes,
