@@ -1,0 +1,161 @@
+//! Topology inference from a simulated mesh, over real HTTP.
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::*;
+use kattila_agent::simulate::{SimFleet, SITE_SIZE};
+use kattila_proto::{signed_envelope, Kind, Psk, Relay};
+use serde_json::value::RawValue;
+
+fn edges(h: &Harness, kind: &str) -> Vec<(String, String, String, bool, String)> {
+    let conn = h.conn();
+    let mut stmt = conn
+        .prepare("SELECT a_agent, b_agent, b_external, both_ends, health FROM topology_edges WHERE kind = ?1 ORDER BY 1, 2, 3")
+        .unwrap();
+    stmt.query_map([kind], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// The links the simulated fleet is built with, as ordered agent-id pairs.
+fn expected_links(fleet: &SimFleet) -> HashSet<(String, String)> {
+    let mut links = HashSet::new();
+    for a in &fleet.agents {
+        for &p in &a.peers {
+            let (x, y) = (a.agent_id.clone(), fleet.agents[p].agent_id.clone());
+            links.insert(if x < y { (x, y) } else { (y, x) });
+        }
+    }
+    links
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mesh_edges_match_the_fleet_and_are_both_ends() {
+    let h = Harness::start(|_| {}).await;
+    let fleet = SimFleet::new("topology", 12);
+    let mut agents: Vec<SimAgent> = (0..12).map(|i| SimAgent::new(&fleet, i)).collect();
+    for a in agents.iter_mut() {
+        a.send(&h.url).await.unwrap();
+    }
+    let wg = edges(&h, "wireguard");
+    let found: HashSet<(String, String)> = wg.iter().map(|e| (e.0.clone(), e.1.clone())).collect();
+    assert_eq!(found, expected_links(&fleet));
+    assert!(wg.iter().all(|e| e.2.is_empty() && e.3 && e.4 == "healthy"), "{wg:?}");
+
+    // Physical: the agents of one site share a /24 and a /64.
+    let physical = edges(&h, "physical");
+    let per_site = SITE_SIZE * (SITE_SIZE - 1) / 2;
+    let sites = [SITE_SIZE, SITE_SIZE, 12 - 2 * SITE_SIZE];
+    let expected: usize = sites.iter().map(|n| n * (n - 1) / 2).sum();
+    assert_eq!(physical.len(), expected, "{per_site} per full site");
+
+    // /status/agents lists each agent with its links.
+    let (status, body) = h.get("/status/agents").await;
+    assert_eq!(status, 200);
+    let list = body["agents"].as_array().unwrap();
+    assert_eq!(list.len(), 12);
+    let hub = list.iter().find(|a| a["agent_id"] == fleet.agents[0].agent_id).unwrap();
+    let wg_links =
+        hub["links"].as_array().unwrap().iter().filter(|l| l["kind"] == "wireguard").count();
+    assert_eq!(wg_links, fleet.agents[0].peers.len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_sided_and_external_peers() {
+    let h = Harness::start(|_| {}).await;
+    let fleet = SimFleet::new("sided", 5);
+    let mut hub = SimAgent::new(&fleet, 0);
+    let mut spoke = SimAgent::new(&fleet, 1);
+    let external_key = "Y2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2M=".to_string();
+    // Only the spoke has reported: its peers are agents nobody knows yet.
+    spoke.send(&h.url).await.unwrap();
+    assert!(
+        edges(&h, "wireguard").iter().all(|e| !e.2.is_empty()),
+        "unknown keys are external peers"
+    );
+    // The hub reports, adding an external peer of its own.
+    let ext = external_key.clone();
+    hub.send_with(&h.url, move |t| {
+        let mut p = t.wireguard[0].peers[0].clone();
+        p.public_key = ext;
+        t.wireguard[0].peers.push(p);
+    })
+    .await
+    .unwrap();
+    let (hub_id, spoke_id) = (hub.id().to_string(), spoke.id().to_string());
+    let (a, b) = if hub_id < spoke_id { (&hub_id, &spoke_id) } else { (&spoke_id, &hub_id) };
+    let wg = edges(&h, "wireguard");
+    let link = wg.iter().find(|e| &e.0 == a && &e.1 == b).expect("hub-spoke edge");
+    assert!(link.3, "both ends list each other");
+    assert!(wg.iter().any(|e| e.0 == hub_id && e.2 == external_key), "external peer kept: {wg:?}");
+    // The spoke drops the hub from its configuration: the edge is one-sided.
+    let hub_key = fleet.agents[0].wg_public_key.clone();
+    spoke
+        .send_with(&h.url, move |t| t.wireguard[0].peers.retain(|p| p.public_key != hub_key))
+        .await
+        .unwrap();
+    let wg = edges(&h, "wireguard");
+    let link = wg.iter().find(|e| &e.0 == a && &e.1 == b).expect("edge kept from the hub's side");
+    assert!(!link.3, "one end only");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn relayed_reports_make_relay_edges_and_a_relay_only_alarm() {
+    let h = Harness::start(|c| c.settings.alarm_threshold = 2).await;
+    let fleet = SimFleet::new("relay", 3);
+    let psk = Psk::new(PSK).unwrap();
+    let origin = fleet.agents[2].agent_id.clone();
+    let relayer = fleet.agents[0].agent_id.clone();
+    let client = reqwest::Client::new();
+    for tick in 1..=2u64 {
+        let now = kattila_agent::unix_now();
+        let mut report = kattila_agent::report::build_report(&origin, now, fleet.telemetry(2, now));
+        report.tick = tick;
+        report.nonce = format!("{tick:032x}");
+        let inner = String::from_utf8(signed_envelope(&psk, &report)).unwrap();
+        let inner = RawValue::from_string(inner).unwrap();
+        let nonce = format!("{:032x}", tick + 100);
+        let relay = Relay {
+            kind: Kind::Relay,
+            agent_id: &relayer,
+            timestamp: now,
+            nonce: &nonce,
+            tick,
+            inner: &inner,
+        };
+        let r = client
+            .post(format!("{}/status/updates", h.url))
+            .body(signed_envelope(&psk, &relay))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let relay_edges = edges(&h, "relay");
+    assert_eq!(relay_edges.len(), 1);
+    assert_eq!(
+        (relay_edges[0].0.as_str(), relay_edges[0].1.as_str()),
+        (relayer.as_str(), origin.as_str())
+    );
+    assert_eq!(h.active("relay_only", &origin), 1);
+    let reach: String = h
+        .conn()
+        .query_row("SELECT reachability FROM agents WHERE agent_id = ?1", [&origin], |r| r.get(0))
+        .unwrap();
+    assert_eq!(reach, "relay");
+    // Direct again: resolved after the threshold.
+    let mut direct = SimAgent::new(&fleet, 2);
+    // Its fresh tick counter first repeats the ticks used through the relay
+    // (refused as replays), then two direct reports are accepted.
+    let mut accepted = 0;
+    while accepted < 2 {
+        match direct.send(&h.url).await {
+            Ok(_) => accepted += 1,
+            Err(e) => assert!(e.to_string().contains("replay"), "{e}"),
+        }
+    }
+    assert_eq!(h.active("relay_only", &origin), 0);
+}
