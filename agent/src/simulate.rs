@@ -68,10 +68,22 @@ impl SimFleet {
                 link(i, i + 1);
             }
         }
-        // Hubs form a full mesh between sites.
-        for a in 0..sites {
-            for b in a + 1..sites {
-                link(hub(a), hub(b));
+        // Hubs link sites: a full mesh for a few sites; for many, each hub
+        // peers with the hubs 1, 2, 4, 8, … sites away (any site reaches any
+        // other in a few hops, and no hub carries hundreds of peers).
+        if sites <= 8 {
+            for a in 0..sites {
+                for b in a + 1..sites {
+                    link(hub(a), hub(b));
+                }
+            }
+        } else {
+            for a in 0..sites {
+                let mut step = 1;
+                while step < sites {
+                    link(hub(a), hub((a + step) % sites));
+                    step *= 2;
+                }
             }
         }
         let agents = (0..count)
@@ -190,6 +202,15 @@ impl SimFleet {
                 table: 255,
             },
         ];
+        // wg-quick installs a route for each peer's allowed IPs.
+        let mut routes = routes;
+        routes.extend(a.peers.iter().map(|&p| Route {
+            dst: format!("{}/32", self.wg_addr(p)),
+            gateway: None,
+            dev: Some("wg0".into()),
+            metric: None,
+            table: 254,
+        }));
         let peers = a
             .peers
             .iter()
