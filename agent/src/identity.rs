@@ -12,6 +12,28 @@ pub fn new_agent_id() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }
 
+/// Reads the agent id kept in `path`, or generates one and stores it there
+/// when the file does not exist yet. A file that exists but does not hold a
+/// valid id is an error, never silently replaced: the id is the agent's
+/// identity at the receiver.
+pub fn load_or_create_agent_id(path: &Path) -> anyhow::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let id = text.trim().to_string();
+            kattila_proto::limits::check_agent_id(&id).map_err(|e| {
+                anyhow::anyhow!("agent id file {} is corrupt: {}", path.display(), e.0)
+            })?;
+            Ok(id)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = new_agent_id();
+            write_atomically(path, format!("{id}\n").as_bytes())?;
+            Ok(id)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
 /// A fresh nonce: 16 random bytes as 32 lowercase hex characters.
 pub fn new_nonce() -> String {
     hex::encode(rand::random::<[u8; 16]>())
@@ -98,6 +120,18 @@ mod tests {
         std::fs::write(&path, "garbage").unwrap();
         let err = TickCounter::open(&path, 1).unwrap_err();
         assert!(format!("{err:#}").contains("corrupt"));
+    }
+
+    #[test]
+    fn agent_id_is_created_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent_id");
+        let a = load_or_create_agent_id(&path).unwrap();
+        assert_eq!(load_or_create_agent_id(&path).unwrap(), a);
+        std::fs::write(&path, "not an id!\n").unwrap();
+        let err = load_or_create_agent_id(&path).unwrap_err();
+        assert!(format!("{err:#}").contains("corrupt"));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "not an id!\n");
     }
 
     #[test]

@@ -3,11 +3,17 @@
 //! fleet simulator, so the simulator cannot drift from the real format.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod cli;
+pub mod collect;
+pub mod config;
 pub mod identity;
+pub mod node;
 pub mod push;
 pub mod report;
+pub mod reset;
 pub mod simulate;
+pub mod spool;
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> i64 {

@@ -51,6 +51,19 @@ impl Pusher {
     /// POSTs `envelope` to `url`. `Ok` only for a 2xx answer, which the
     /// receiver sends after committing the message.
     pub async fn post(&self, url: &str, envelope: Vec<u8>) -> Result<serde_json::Value, PushError> {
+        let (status, body) = self.post_raw(url, envelope).await?;
+        if (200..300).contains(&status) {
+            return Ok(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null));
+        }
+        Err(refusal(url, status, &body))
+    }
+
+    /// POSTs `envelope` to `url` and returns whatever HTTP answer came back.
+    pub async fn post_raw(
+        &self,
+        url: &str,
+        envelope: Vec<u8>,
+    ) -> Result<(u16, Vec<u8>), PushError> {
         let response = self
             .client
             .post(url)
@@ -59,25 +72,54 @@ impl Pusher {
             .send()
             .await
             .map_err(|source| PushError::Unreachable { url: url.to_string(), source })?;
-        let status = response.status();
+        let status = response.status().as_u16();
         let body = response
             .bytes()
             .await
             .map_err(|source| PushError::Unreachable { url: url.to_string(), source })?;
-        if status.is_success() {
-            return Ok(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null));
-        }
-        let (code, detail) = match serde_json::from_slice::<ErrorBody>(&body) {
-            Ok(e) => (e.error, e.detail),
-            Err(_) => {
-                ("unknown".into(), String::from_utf8_lossy(&body).chars().take(200).collect())
-            }
-        };
-        Err(PushError::Refused { url: url.to_string(), status: status.as_u16(), code, detail })
+        Ok((status, body.to_vec()))
     }
+
+    /// GETs `url` and parses the JSON answer of a 2xx response.
+    pub async fn get_json(&self, url: &str) -> Result<serde_json::Value, PushError> {
+        let response = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|source| PushError::Unreachable { url: url.to_string(), source })?;
+        let status = response.status().as_u16();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|source| PushError::Unreachable { url: url.to_string(), source })?;
+        if !(200..300).contains(&status) {
+            return Err(refusal(url, status, &body));
+        }
+        serde_json::from_slice(&body).map_err(|e| PushError::Refused {
+            url: url.to_string(),
+            status,
+            code: "bad_json".into(),
+            detail: e.to_string(),
+        })
+    }
+}
+
+/// The refusal described by a non-2xx answer.
+pub fn refusal(url: &str, status: u16, body: &[u8]) -> PushError {
+    let (code, detail) = match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => (e.error, e.detail),
+        Err(_) => ("unknown".into(), String::from_utf8_lossy(body).chars().take(200).collect()),
+    };
+    PushError::Refused { url: url.to_string(), status, code, detail }
 }
 
 /// The receiver's update endpoint under a base URL such as `http://host:5086`.
 pub fn updates_url(base: &str) -> String {
-    format!("{}/status/updates", base.trim_end_matches('/'))
+    endpoint(base, "/status/updates")
+}
+
+/// `path` under a base URL, without doubling the slash.
+pub fn endpoint(base: &str, path: &str) -> String {
+    format!("{}{path}", base.trim_end_matches('/'))
 }
