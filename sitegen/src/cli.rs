@@ -4,12 +4,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Parser;
 
+use crate::anon::{Anon, SiteKey};
+use crate::git::{GitOptions, GitOutcome, GitSnapshots};
+
 /// sitegen: turns the Kattila receiver's database into a static HTML
-/// dashboard. The site is written to a fresh directory under --out and
-/// switched in atomically: serve OUT/current with any web server, or open
-/// OUT/current/index.html in a browser.
+/// dashboard with JSON files. The site is written to a fresh directory under
+/// --out and switched in atomically: serve OUT/current with any web server,
+/// or open OUT/current/index.html in a browser. IP addresses are replaced by
+/// keyed, prefix-preserving pseudonyms unless --reveal-addresses is given.
 #[derive(Debug, Parser)]
 #[command(name = "sitegen", version)]
 pub struct Args {
@@ -29,9 +34,55 @@ pub struct Args {
     #[arg(long)]
     pub watch: bool,
 
-    /// In --watch mode, how often to check the database for changes (ms).
-    #[arg(long, default_value_t = 250)]
+    /// In --watch mode, check the database at least this often (ms), even
+    /// when no file event arrived.
+    #[arg(long, default_value_t = 500)]
     pub poll_ms: u64,
+
+    /// In --watch mode, wait for this much quiet (ms) after a change before
+    /// building, so a burst of commits gives one build.
+    #[arg(long, default_value_t = 50)]
+    pub debounce_ms: u64,
+
+    /// How long to wait for a locked database (ms).
+    #[arg(long, default_value_t = 5000)]
+    pub busy_timeout_ms: u64,
+
+    /// Directory with templates (and static/) that replace the built-in
+    /// ones file by file.
+    #[arg(long, env = "KATTILA_TEMPLATES")]
+    pub templates: Option<PathBuf>,
+
+    /// File with the site key (64 hex digits); created with mode 600 when
+    /// missing. Default: OUT/.sitegen/site-key. KATTILA_SITE_KEY (64 hex
+    /// digits or a passphrase) takes precedence.
+    #[arg(long, env = "KATTILA_SITE_KEY_FILE")]
+    pub site_key_file: Option<PathBuf>,
+
+    /// Show real IP and MAC addresses. For private sites only.
+    #[arg(long)]
+    pub reveal_addresses: bool,
+
+    /// An agent without a report for this many seconds is shown as silent.
+    #[arg(long, default_value_t = 300)]
+    pub silent_after: i64,
+
+    /// Keep OUT/git as a git repository of the site and commit after builds
+    /// that changed the fleet's state.
+    #[arg(long)]
+    pub git: bool,
+
+    /// At most one git commit per this many seconds.
+    #[arg(long, default_value_t = 300, requires = "git")]
+    pub git_interval: u64,
+
+    /// Push each commit to this remote (name or URL).
+    #[arg(long, requires = "git")]
+    pub git_push: Option<String>,
+
+    /// Branch of the snapshots.
+    #[arg(long, default_value = "main", requires = "git")]
+    pub git_branch: String,
 }
 
 pub fn main() -> ExitCode {
@@ -46,25 +97,72 @@ pub fn main() -> ExitCode {
     }
 }
 
+fn anonymiser(args: &Args) -> anyhow::Result<Anon> {
+    if args.reveal_addresses {
+        return Ok(Anon::reveal());
+    }
+    if let Ok(text) = std::env::var("KATTILA_SITE_KEY") {
+        return Ok(Anon::new(&SiteKey::parse(&text).context("KATTILA_SITE_KEY")?));
+    }
+    let path =
+        args.site_key_file.clone().unwrap_or_else(|| crate::state_dir(&args.out).join("site-key"));
+    Ok(Anon::new(&SiteKey::load_or_create(&path)?))
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
     if !args.once && !args.watch {
         anyhow::bail!("say --once (build and exit) or --watch (keep rebuilding)");
     }
+    if let Some(t) = &args.templates {
+        if !t.is_dir() {
+            anyhow::bail!("--templates {} is not a directory", t.display());
+        }
+    }
+    let anon = anonymiser(&args)?;
+    let mut builder = crate::Builder::new(
+        &args.out,
+        anon,
+        crate::render::RenderOptions { templates: args.templates.clone() },
+        crate::view::ViewOptions { silent_after_secs: args.silent_after },
+    );
+    let mut git = if args.git {
+        Some(GitSnapshots::open(
+            &args.out,
+            GitOptions {
+                interval: Duration::from_secs(args.git_interval),
+                push: args.git_push.clone(),
+                branch: args.git_branch.clone(),
+            },
+        )?)
+    } else {
+        None
+    };
     if args.once {
-        let report = crate::build_once(&args.db, &args.out, crate::unix_now())?;
-        println!(
-            "built {} agents, {} files in {:.0?} -> {}",
-            report.agents,
-            report.files,
-            report.elapsed,
-            report.published.display()
-        );
+        let conn = crate::snapshot::open_read_only(&args.db)?;
+        conn.busy_timeout(Duration::from_millis(args.busy_timeout_ms))?;
+        let report = builder.build(&conn, crate::unix_now()).with_context(|| {
+            format!("building from {} (locked by another program?)", args.db.display())
+        })?;
+        println!("{}", report.line());
+        if let Some(g) = git.as_mut() {
+            match g.after_build(&report.published, &report.digest, crate::unix_now())? {
+                GitOutcome::Committed(msg) => println!("git: committed \"{msg}\""),
+                GitOutcome::Unchanged => println!("git: fleet state unchanged, nothing to commit"),
+                GitOutcome::Deferred => println!(
+                    "git: state changed, but the last commit is under {} s old; not committing yet",
+                    args.git_interval
+                ),
+            }
+        }
         return Ok(());
     }
     // Runs until killed: publishing is atomic, so an interrupted build only
     // leaves an unused directory under OUT/.builds that the next build removes.
-    let poll = Duration::from_millis(args.poll_ms.clamp(10, 10_000));
-    crate::watch::watch(&args.db, &args.out, poll, || false)
+    let opts = crate::watch::WatchOptions {
+        fallback: Duration::from_millis(args.poll_ms.clamp(10, 60_000)),
+        debounce: Duration::from_millis(args.debounce_ms.min(5_000)),
+    };
+    crate::watch::watch(&args.db, &mut builder, git.as_mut(), &opts, || false)
 }
 
 fn init_logging() {

@@ -1,18 +1,30 @@
 //! `sitegen`: turns the receiver's database into a static site. It opens
-//! the database read-only, reads one consistent snapshot per build, renders
-//! it with minijinja and publishes the result atomically. It makes no
-//! network calls.
+//! the database read-only, reads one consistent snapshot per build, turns
+//! it into an anonymised view, renders pages, maps and JSON from that view
+//! and publishes the result atomically. It makes no network calls (except
+//! `git push` when asked to).
 #![forbid(unsafe_code)]
 
+pub mod anon;
+pub mod api;
+pub mod changes;
 pub mod cli;
 pub mod cryptopan;
+pub mod git;
+pub mod layout;
+pub mod maps;
 pub mod publish;
 pub mod render;
 pub mod snapshot;
+pub mod view;
 pub mod watch;
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use anon::Anon;
+use changes::{Changes, StateDigest};
+use layout::LayoutCache;
 
 /// What one build did, for the one-line report.
 #[derive(Debug)]
@@ -20,31 +32,115 @@ pub struct BuildReport {
     pub agents: usize,
     pub files: usize,
     pub published: PathBuf,
-    pub elapsed: std::time::Duration,
+    pub elapsed: Duration,
+    /// Time spent reading the database.
+    pub read_time: Duration,
+    pub layouts_computed: usize,
+    pub layouts_cached: usize,
+    pub layout_time: Duration,
+    /// What changed in the fleet's state since the previous build.
+    pub changes: Changes,
+    pub digest: StateDigest,
 }
 
-/// Reads the database at `db`, renders the site and publishes it under `out`.
+impl BuildReport {
+    /// The one line printed per build.
+    pub fn line(&self) -> String {
+        format!(
+            "built {} agents, {} files in {:.0?} ({}; layouts: {} cached, {} computed in {:.0?}) -> {}",
+            self.agents,
+            self.files,
+            self.elapsed,
+            self.changes.describe(),
+            self.layouts_cached,
+            self.layouts_computed,
+            self.layout_time,
+            self.published.display()
+        )
+    }
+}
+
+/// The private working directory of sitegen inside OUT (site key, layout
+/// cache, git state). Never published.
+pub fn state_dir(out: &Path) -> PathBuf {
+    out.join(".sitegen")
+}
+
+/// Keeps what successive builds share: the anonymiser (with its memo), the
+/// layout cache and the previous state for change reports.
+pub struct Builder {
+    out: PathBuf,
+    anon: Anon,
+    cache: LayoutCache,
+    render: render::RenderOptions,
+    view: view::ViewOptions,
+    previous: Option<StateDigest>,
+}
+
+impl Builder {
+    pub fn new(
+        out: &Path,
+        anon: Anon,
+        render: render::RenderOptions,
+        view: view::ViewOptions,
+    ) -> Builder {
+        Builder {
+            out: out.to_path_buf(),
+            anon,
+            cache: LayoutCache::new(Some(state_dir(out).join("layouts"))),
+            render,
+            view,
+            previous: None,
+        }
+    }
+
+    /// Reads one snapshot through `conn`, renders and publishes it.
+    pub fn build(&mut self, conn: &rusqlite::Connection, now: i64) -> anyhow::Result<BuildReport> {
+        let started = Instant::now();
+        let snap = snapshot::FleetSnapshot::read(conn, now)?;
+        let read_time = started.elapsed();
+        let (files, digest) = self.render_files(&snap, now)?;
+        let published = publish::publish(&self.out, &files)?;
+        let changes = Changes::between(self.previous.as_ref(), &digest);
+        self.previous = Some(digest.clone());
+        Ok(BuildReport {
+            agents: snap.agents.len(),
+            files: files.len(),
+            published,
+            elapsed: started.elapsed(),
+            read_time,
+            layouts_computed: self.cache.misses,
+            layouts_cached: self.cache.hits,
+            layout_time: self.cache.compute_time,
+            changes,
+            digest,
+        })
+    }
+
+    /// Every file of the site for `snap`, without publishing, and the
+    /// state digest of the view.
+    pub fn render_files(
+        &mut self,
+        snap: &snapshot::FleetSnapshot,
+        now: i64,
+    ) -> anyhow::Result<(Vec<render::SiteFile>, StateDigest)> {
+        let site = view::Site::build(snap, &mut self.anon, now, &self.view);
+        self.cache.begin();
+        let mut files = render::render_site(&site, &mut self.cache, &self.render)?;
+        self.cache.finish();
+        files.extend(api::files(&site)?);
+        Ok((files, StateDigest::of(&site)))
+    }
+}
+
+/// Reads the database at `db`, renders the site and publishes it under
+/// `out`, with the site key from `OUT/.sitegen/site-key` (created if
+/// absent).
 pub fn build_once(db: &Path, out: &Path, now: i64) -> anyhow::Result<BuildReport> {
     let conn = snapshot::open_read_only(db)?;
-    build_with(&conn, out, now)
-}
-
-/// Like [`build_once`] with an already open read-only connection.
-pub fn build_with(
-    conn: &rusqlite::Connection,
-    out: &Path,
-    now: i64,
-) -> anyhow::Result<BuildReport> {
-    let started = Instant::now();
-    let snap = snapshot::FleetSnapshot::read(conn)?;
-    let files = render::render_site(&snap, now)?;
-    let published = publish::publish(out, &files)?;
-    Ok(BuildReport {
-        agents: snap.agents.len(),
-        files: files.len(),
-        published,
-        elapsed: started.elapsed(),
-    })
+    let key = anon::SiteKey::load_or_create(&state_dir(out).join("site-key"))?;
+    let mut builder = Builder::new(out, Anon::new(&key), Default::default(), Default::default());
+    builder.build(&conn, now)
 }
 
 /// Seconds since the Unix epoch.

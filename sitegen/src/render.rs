@@ -1,75 +1,416 @@
-//! Rendering the snapshot into files with minijinja. Templates are embedded
-//! from `templates/`; agent-supplied strings are untrusted and escaped in
-//! HTML and SVG alike.
+//! Rendering the view into files with minijinja. Templates are embedded
+//! from `templates/` (or read from `--templates DIR`, file by file);
+//! agent-supplied strings are untrusted and escaped in HTML and SVG alike.
 
-use minijinja::value::Serde;
+use std::path::{Path, PathBuf};
+
+use minijinja::value::Value;
 use minijinja::{context, AutoEscape, Environment};
 use serde::Serialize;
 
-use crate::snapshot::FleetSnapshot;
+use crate::layout::LayoutCache;
+use crate::maps;
+use crate::view::{AgentView, Site};
+
+/// A serialisable value for a template context.
+fn v<T: Serialize>(x: T) -> Value {
+    Value::from(minijinja::value::Serde(x))
+}
 
 /// One output file: path relative to the site root, and contents.
 pub type SiteFile = (String, Vec<u8>);
 
+/// Resolved alarm rows per page of the alarm log.
+pub const ALARMS_PER_PAGE: usize = 100;
+/// Fleets up to this size get one full agent matrix; larger ones a
+/// cluster × cluster matrix plus one matrix per cluster.
+pub const FULL_MATRIX_MAX: usize = 40;
+
 const TEMPLATES: &[(&str, &str)] = &[
     ("base.html", include_str!("../../templates/base.html")),
+    ("macros.html", include_str!("../../templates/macros.html")),
     ("index.html", include_str!("../../templates/index.html")),
+    ("agent.html", include_str!("../../templates/agent.html")),
+    ("alarms.html", include_str!("../../templates/alarms.html")),
+    ("map.html", include_str!("../../templates/map.html")),
+    ("cluster.html", include_str!("../../templates/cluster.html")),
+    ("matrix.html", include_str!("../../templates/matrix.html")),
+    ("graph.svg", include_str!("../../templates/graph.svg")),
+    ("sparkline.svg", include_str!("../../templates/sparkline.svg")),
 ];
 
 const STATIC_FILES: &[(&str, &str)] =
     &[("static/style.css", include_str!("../../templates/static/style.css"))];
 
-/// The template environment. minijinja escapes `.html` by file name but not
-/// `.svg`; the callback makes every markup template escape.
-pub fn environment() -> anyhow::Result<Environment<'static>> {
+/// Which template names escape: HTML, SVG and XML alike (minijinja only
+/// knows `.html` by itself).
+pub fn auto_escape(name: &str) -> AutoEscape {
+    if name.ends_with(".html") || name.ends_with(".svg") || name.ends_with(".xml") {
+        AutoEscape::Html
+    } else {
+        AutoEscape::None
+    }
+}
+
+/// The template environment: embedded templates, each replaced by
+/// `dir/NAME` when that file exists.
+pub fn environment(dir: Option<&Path>) -> anyhow::Result<Environment<'static>> {
     let mut env = Environment::new();
-    env.set_auto_escape_callback(|name| {
-        if name.ends_with(".html") || name.ends_with(".svg") || name.ends_with(".xml") {
-            AutoEscape::Html
-        } else {
-            AutoEscape::None
+    env.set_auto_escape_callback(auto_escape);
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Lenient);
+    // Escape & < > " ' (enough inside elements and quoted attributes) but
+    // leave '/' alone, so relative links stay readable.
+    env.set_formatter(|out, state, value| {
+        if matches!(state.auto_escape(), AutoEscape::Html) && !value.is_safe() {
+            if let Some(s) = value.as_str() {
+                out.write_str(&escape_html(s)).map_err(minijinja::Error::from)?;
+                return Ok(());
+            }
         }
+        minijinja::escape_formatter(out, state, value)
     });
     for (name, source) in TEMPLATES {
-        env.add_template(name, source)?;
+        let custom = dir.map(|d| d.join(name)).filter(|p| p.is_file());
+        match custom {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| anyhow::anyhow!("reading template {}: {e}", path.display()))?;
+                env.add_template_owned(name.to_string(), text)?;
+            }
+            None => env.add_template(name, source)?,
+        }
     }
+    env.add_filter("ago", |secs: i64| age_text(secs) + " ago");
+    env.add_filter("age", age_text);
+    env.add_filter("iso", iso_time);
+    env.add_filter("bytes", bytes_text);
+    env.add_filter("duration", duration_text);
     Ok(env)
 }
 
-#[derive(Serialize)]
-struct AgentView<'a> {
-    agent_id: &'a str,
-    hostname: &'a str,
-    agent_version: &'a str,
-    last_seen_iso: String,
-    last_seen_ago: String,
-    relay_hops: i64,
+/// Static files, with overrides from `dir/static/`.
+fn static_files(dir: Option<&Path>) -> Vec<SiteFile> {
+    STATIC_FILES
+        .iter()
+        .map(|(p, c)| {
+            let custom = dir.map(|d| d.join(p)).and_then(|path| std::fs::read(path).ok());
+            (p.to_string(), custom.unwrap_or_else(|| c.as_bytes().to_vec()))
+        })
+        .collect()
 }
 
-/// Renders every file of the site.
-pub fn render_site(snap: &FleetSnapshot, now: i64) -> anyhow::Result<Vec<SiteFile>> {
-    let env = environment()?;
-    let agents: Vec<AgentView<'_>> = snap
-        .agents
+/// Settings for rendering.
+#[derive(Debug, Clone, Default)]
+pub struct RenderOptions {
+    pub templates: Option<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct Spark {
+    label: String,
+    points: String,
+    last: String,
+    min: String,
+    max: String,
+    samples: usize,
+}
+
+fn sparkline(label: &str, series: &[(i64, f64)], fmt: impl Fn(f64) -> String) -> Option<Spark> {
+    if series.len() < 2 {
+        return None;
+    }
+    let (w, h) = (160.0, 32.0);
+    let (t0, t1) = (series[0].0 as f64, series[series.len() - 1].0 as f64);
+    let (lo, hi) =
+        series.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &(_, v)| (lo.min(v), hi.max(v)));
+    let span_t = (t1 - t0).max(1.0);
+    let span_v = (hi - lo).max(1e-9);
+    let points = series
         .iter()
-        .map(|a| AgentView {
+        .map(|&(t, v)| {
+            let x = (t as f64 - t0) / span_t * w;
+            let y = if hi > lo { h - 2.0 - (v - lo) / span_v * (h - 4.0) } else { h / 2.0 };
+            format!("{x:.1},{y:.1}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    Some(Spark {
+        label: label.into(),
+        points,
+        last: fmt(series[series.len() - 1].1),
+        min: fmt(lo),
+        max: fmt(hi),
+        samples: series.len(),
+    })
+}
+
+fn sparklines(a: &AgentView) -> Vec<Spark> {
+    let series = |f: &dyn Fn(&crate::snapshot::Sample) -> Option<f64>| -> Vec<(i64, f64)> {
+        a.history.iter().filter_map(|s| f(s).filter(|v| v.is_finite()).map(|v| (s.ts, v))).collect()
+    };
+    [
+        sparkline("load (1 min)", &series(&|s| s.load1), |v| format!("{v:.2}")),
+        sparkline("receive rate", &series(&|s| s.rx_rate), |v| {
+            format!("{}/s", bytes_text(v as i64))
+        }),
+        sparkline("send rate", &series(&|s| s.tx_rate), |v| format!("{}/s", bytes_text(v as i64))),
+        sparkline("oldest handshake", &series(&|s| s.max_handshake_age.map(|v| v as f64)), |v| {
+            age_text(v as i64)
+        }),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// Renders every HTML page and static file of the site (the JSON API is
+/// [`crate::api::files`]).
+pub fn render_site(
+    site: &Site,
+    cache: &mut LayoutCache,
+    opts: &RenderOptions,
+) -> anyhow::Result<Vec<SiteFile>> {
+    let env = environment(opts.templates.as_deref())?;
+    let now = site.generated_at;
+    let common = |root: &str, nav: &str| {
+        context! {
+            root => root,
+            nav => nav,
+            generated_iso => iso_time(now),
+            generated_human => iso_time(now).replace('T', " ").replace('Z', " UTC"),
+            now => now,
+            revealed => site.addresses_revealed,
+        }
+    };
+    let mut files: Vec<SiteFile> = Vec::new();
+    let svg = |graph: &Option<maps::SvgGraph>| -> anyhow::Result<String> {
+        match graph {
+            Some(g) => Ok(env.get_template("graph.svg")?.render(context! { g => v(g) })?),
+            None => Ok(String::new()),
+        }
+    };
+
+    // Overview.
+    let newest: Vec<_> = site.alarms.iter().filter(|a| a.state == "active").take(10).collect();
+    let page = env.get_template("index.html")?.render(context! {
+        ..common("", "overview"),
+        ..context! {
+            summary => v(&site.summary),
+            agents => v(site.agents.iter().map(AgentRow::from).collect::<Vec<_>>()),
+            newest_alarms => v(newest),
+            clusters => v(&site.clusters),
+        }
+    })?;
+    files.push(("index.html".into(), page.into_bytes()));
+
+    // Fleet map.
+    let overview = maps::overview(site, cache, 0);
+    let page = env.get_template("map.html")?.render(context! {
+        ..common("", "map"),
+        ..context! {
+            svg => Value::from_safe_string(svg(&overview)?),
+            clusters => v(&site.clusters),
+            engine => overview.as_ref().map(|g| g.engine.clone()),
+        }
+    })?;
+    files.push(("map.html".into(), page.into_bytes()));
+
+    // One map (and, for big fleets, one matrix) per cluster.
+    let grouped = site.agents.len() > FULL_MATRIX_MAX;
+    for (c, cl) in site.clusters.iter().enumerate() {
+        let graph = maps::cluster(site, c, cache, 1);
+        let members: Vec<AgentRow> =
+            cl.agents.iter().map(|&i| AgentRow::from(&site.agents[i])).collect();
+        let rows = if grouped { maps::matrix(site, &cl.agents, now) } else { Vec::new() };
+        let page = env.get_template("cluster.html")?.render(context! {
+            ..common("../", "map"),
+            ..context! {
+                cluster => v(cl),
+                svg => Value::from_safe_string(svg(&graph)?),
+                members => v(members),
+                matrix => v(rows),
+                engine => graph.as_ref().map(|g| g.engine.clone()),
+            }
+        })?;
+        files.push((cl.page.clone(), page.into_bytes()));
+    }
+
+    // Agent matrix.
+    let all: Vec<usize> = (0..site.agents.len()).collect();
+    let (rows, cluster_rows) = if grouped {
+        (Vec::new(), cluster_matrix(site))
+    } else {
+        (maps::matrix(site, &all, now), Vec::new())
+    };
+    let page = env.get_template("matrix.html")?.render(context! {
+        ..common("", "matrix"),
+        ..context! { matrix => v(rows), clusters => v(&site.clusters), cluster_rows => v(cluster_rows), grouped => grouped }
+    })?;
+    files.push(("matrix.html".into(), page.into_bytes()));
+
+    // Alarm log: active first (all of them), then resolved, paginated.
+    let active: Vec<_> = site.alarms.iter().filter(|a| a.state == "active").collect();
+    let history: Vec<_> = site.alarms.iter().filter(|a| a.state != "active").collect();
+    let pages = history.len().div_ceil(ALARMS_PER_PAGE).max(1);
+    for p in 1..=pages {
+        let chunk: Vec<_> =
+            history.iter().skip((p - 1) * ALARMS_PER_PAGE).take(ALARMS_PER_PAGE).collect();
+        let (path, root) = if p == 1 {
+            ("alarms.html".to_string(), "")
+        } else {
+            (format!("alarms/page-{p}.html"), "../")
+        };
+        let page_link = |q: usize| {
+            if q == 1 {
+                format!("{root}alarms.html")
+            } else {
+                format!("{root}alarms/page-{q}.html")
+            }
+        };
+        let page = env.get_template("alarms.html")?.render(context! {
+            ..common(root, "alarms"),
+            ..context! {
+                active => v(if p == 1 { active.clone() } else { Vec::new() }),
+                active_total => active.len(),
+                history => v(chunk),
+                history_total => history.len(),
+                page => p,
+                pages => pages,
+                prev => (p > 1).then(|| page_link(p - 1)),
+                next => (p < pages).then(|| page_link(p + 1)),
+                first_row => (p - 1) * ALARMS_PER_PAGE + 1,
+            }
+        })?;
+        files.push((path, page.into_bytes()));
+    }
+
+    // One page per agent.
+    let agent_tpl = env.get_template("agent.html")?;
+    let spark_tpl = env.get_template("sparkline.svg")?;
+    for a in &site.agents {
+        let alarms: Vec<_> =
+            site.alarms.iter().filter(|x| x.agent_id == a.agent_id).take(50).collect();
+        let via = a.via_agent.as_deref().and_then(|v| site.agent(v)).map(AgentRow::from);
+        let sparks: Vec<String> = sparklines(a)
+            .iter()
+            .map(|s| spark_tpl.render(context! { s => v(s) }))
+            .collect::<Result<_, _>>()?;
+        let cluster = site.clusters.iter().find(|c| c.id == a.cluster);
+        let page = agent_tpl.render(context! {
+            ..common("../", "agents"),
+            ..context! {
+                a => v(a),
+                via => v(via),
+                alarms => v(alarms),
+                sparklines => sparks.into_iter().map(Value::from_safe_string).collect::<Vec<_>>(),
+                cluster => v(cluster),
+            }
+        })?;
+        files.push((a.page.clone(), page.into_bytes()));
+    }
+
+    files.extend(static_files(opts.templates.as_deref()));
+    Ok(files)
+}
+
+/// What lists of agents show.
+#[derive(Serialize)]
+struct AgentRow<'a> {
+    agent_id: &'a str,
+    hostname: &'a str,
+    page: &'a str,
+    status: &'a str,
+    agent_version: &'a str,
+    last_seen: i64,
+    last_seen_age: i64,
+    relay_hops: i64,
+    cluster: &'a str,
+    peers_total: usize,
+    peers_healthy: usize,
+    alarms_active: usize,
+}
+
+impl<'a> From<&'a AgentView> for AgentRow<'a> {
+    fn from(a: &'a AgentView) -> Self {
+        AgentRow {
             agent_id: &a.agent_id,
             hostname: &a.hostname,
+            page: &a.page,
+            status: &a.status,
             agent_version: &a.agent_version,
-            last_seen_iso: iso_time(a.last_seen),
-            last_seen_ago: ago(now - a.last_seen),
+            last_seen: a.last_seen,
+            last_seen_age: a.last_seen_age,
             relay_hops: a.relay_hops,
+            cluster: &a.cluster,
+            peers_total: a.peers_total,
+            peers_healthy: a.peers_healthy,
+            alarms_active: a.alarms_active,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ClusterRow {
+    label: String,
+    page: String,
+    cells: Vec<String>,
+    titles: Vec<String>,
+}
+
+/// cluster × cluster: number of WireGuard links between members.
+fn cluster_matrix(site: &Site) -> Vec<ClusterRow> {
+    let n = site.clusters.len();
+    if n > 60 {
+        // Too wide to read; the cluster list links each cluster's own matrix.
+        return Vec::new();
+    }
+    let mut of = vec![0usize; site.agents.len()];
+    for (c, cl) in site.clusters.iter().enumerate() {
+        for &i in &cl.agents {
+            of[i] = c;
+        }
+    }
+    let mut counts = vec![vec![0usize; n]; n];
+    for &(lo, hi) in site.pairs.keys() {
+        let (a, b) = (of[lo], of[hi]);
+        counts[a][b] += 1;
+        if a != b {
+            counts[b][a] += 1;
+        }
+    }
+    (0..n)
+        .map(|r| ClusterRow {
+            label: site.clusters[r].label.clone(),
+            page: site.clusters[r].page.clone(),
+            cells: (0..n)
+                .map(|c| if counts[r][c] == 0 { String::new() } else { counts[r][c].to_string() })
+                .collect(),
+            titles: (0..n)
+                .map(|c| {
+                    format!(
+                        "{} — {}: {} WireGuard links",
+                        site.clusters[r].label, site.clusters[c].label, counts[r][c]
+                    )
+                })
+                .collect(),
         })
-        .collect();
-    let index = env.get_template("index.html")?.render(context! {
-        root => "",
-        generated_iso => iso_time(now),
-        generated_human => iso_time(now).replace('T', " ").replace('Z', " UTC"),
-        agents => Serde(&agents),
-    })?;
-    let mut files = vec![("index.html".to_string(), index.into_bytes())];
-    files.extend(STATIC_FILES.iter().map(|(p, c)| (p.to_string(), c.as_bytes().to_vec())));
-    Ok(files)
+        .collect()
+}
+
+/// HTML/SVG text and attribute escaping.
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#x27;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// RFC 3339 UTC, seconds precision.
@@ -78,56 +419,118 @@ pub fn iso_time(unix: i64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-/// "just now", "42 s ago", "5 min ago", "3 h ago", "2 d ago".
+/// "just now", "42 s", "5 min", "3 h", "2 d".
+pub fn age_text(secs: i64) -> String {
+    match secs {
+        i64::MIN..=1 => "just now".into(),
+        2..=119 => format!("{secs} s"),
+        120..=7199 => format!("{} min", secs / 60),
+        7200..=172_799 => format!("{} h", secs / 3600),
+        _ => format!("{} d", secs / 86_400),
+    }
+}
+
+/// "just now", "42 s ago", "5 min ago", …
 pub fn ago(secs: i64) -> String {
     match secs {
         i64::MIN..=1 => "just now".into(),
-        2..=119 => format!("{secs} s ago"),
-        120..=7199 => format!("{} min ago", secs / 60),
-        7200..=172_799 => format!("{} h ago", secs / 3600),
-        _ => format!("{} d ago", secs / 86_400),
+        _ => format!("{} ago", age_text(secs)),
+    }
+}
+
+/// "3 min 20 s", "2 h 5 min", "4 d 3 h".
+pub fn duration_text(secs: i64) -> String {
+    let s = secs.max(0);
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min {} s", s / 60, s % 60),
+        3600..=86_399 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// 1536 → "1.5 KiB".
+pub fn bytes_text(n: i64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n.max(0) as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < units.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{} B", n.max(0))
+    } else {
+        format!("{v:.1} {}", units[u])
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::AgentRow;
-
-    fn agent(hostname: &str) -> AgentRow {
-        AgentRow {
-            agent_id: "a1".into(),
-            hostname: hostname.into(),
-            agent_version: "0.1.0".into(),
-            first_seen: 0,
-            last_seen: 1_767_225_600,
-            relay_hops: 0,
-        }
-    }
-
-    #[test]
-    fn hostile_hostnames_are_escaped() {
-        let snap = FleetSnapshot { agents: vec![agent("<script>alert('x')</script>\"&")] };
-        let files = render_site(&snap, 1_767_225_700).unwrap();
-        let index = String::from_utf8(files[0].1.clone()).unwrap();
-        assert!(!index.contains("<script>"));
-        assert!(index.contains("&lt;script&gt;"));
-        assert!(index.contains("100 s ago"));
-    }
 
     #[test]
     fn svg_templates_are_escaped_too() {
-        let mut env = environment().unwrap();
-        env.add_template("t.svg", "<svg><title>{{ name }}</title></svg>").unwrap();
-        let out = env.get_template("t.svg").unwrap().render(context! { name => "<b>&" }).unwrap();
-        assert_eq!(out, "<svg><title>&lt;b&gt;&amp;</title></svg>");
+        let mut env = environment(None).unwrap();
+        env.add_template("t.svg", "<svg><title>{{ name }}</title><a href=\"{{ name }}\"/></svg>")
+            .unwrap();
+        let out =
+            env.get_template("t.svg").unwrap().render(context! { name => "<b>&\"'" }).unwrap();
+        assert_eq!(
+            out,
+            "<svg><title>&lt;b&gt;&amp;&quot;&#x27;</title><a href=\"&lt;b&gt;&amp;&quot;&#x27;\"/></svg>"
+        );
+        // And the real map template escapes what it draws.
+        let g = maps::SvgGraph {
+            title: "<t>".into(),
+            width: 10.0,
+            height: 10.0,
+            engine: "x".into(),
+            nodes: vec![maps::SvgNode {
+                x: 1.0,
+                y: 1.0,
+                label: "<script>alert(1)</script>".into(),
+                sublabel: "\"onload=".into(),
+                title: "</title><script>".into(),
+                href: Some("a\"b.html".into()),
+                class: "agent up".into(),
+                mark: "●".into(),
+            }],
+            edges: vec![],
+        };
+        let out = environment(None)
+            .unwrap()
+            .get_template("graph.svg")
+            .unwrap()
+            .render(context! { g => v(g) })
+            .unwrap();
+        assert!(!out.contains("<script>") && !out.contains("</title><script"), "{out}");
+        assert!(!out.contains("\"onload="), "{out}");
+        assert!(out.contains("&lt;script&gt;"));
     }
 
     #[test]
-    fn times() {
+    fn texts() {
         assert_eq!(iso_time(1_767_225_600), "2026-01-01T00:00:00Z");
         assert_eq!(ago(0), "just now");
         assert_eq!(ago(300), "5 min ago");
         assert_eq!(ago(90_000), "25 h ago");
+        assert_eq!(duration_text(3725), "1 h 2 min");
+        assert_eq!(bytes_text(1536), "1.5 KiB");
+    }
+
+    #[test]
+    fn templates_can_be_overridden_from_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("index.html"), "custom {{ summary.agents_total }}").unwrap();
+        let env = environment(Some(dir.path())).unwrap();
+        let out = env
+            .get_template("index.html")
+            .unwrap()
+            .render(context! { summary => context! { agents_total => 3 } })
+            .unwrap();
+        assert_eq!(out, "custom 3");
+        // Others stay embedded.
+        assert!(env.get_template("agent.html").is_ok());
     }
 }

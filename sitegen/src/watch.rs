@@ -1,36 +1,132 @@
 //! Watch mode: rebuild whenever the receiver committed something.
 //!
-//! A long-lived read connection asks `PRAGMA data_version`, which changes
-//! exactly when another connection committed to the database. Polling it is
-//! cheap (no I/O beyond the shared-memory index), so a short interval gives
-//! prompt rebuilds without relying on file-system events.
+//! A commit in WAL mode touches only the `-wal` file (the main file changes
+//! at checkpoint; `-shm` is mmapped and raises no events), `-wal` vanishes
+//! when the last connection closes, and a big transaction spills into it
+//! before it commits. So file events are only a wake-up: the database's
+//! directory is watched with notify, and on every wake-up — or when the
+//! fallback timer fires, in case an event was missed — one long-lived read
+//! connection asks `PRAGMA data_version`, which changes exactly when another
+//! connection committed. Bursts are debounced before building.
 
 use std::path::Path;
-use std::time::Duration;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-use crate::snapshot::open_read_only;
+use notify::{RecursiveMode, Watcher};
+
+use crate::git::{GitOutcome, GitSnapshots};
+use crate::snapshot::{data_version, open_read_only};
+use crate::Builder;
+
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    /// Check the database at least this often even without file events.
+    pub fallback: Duration,
+    /// After a change, wait until the database has been quiet this long
+    /// (at most four times as long in all) before building.
+    pub debounce: Duration,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        WatchOptions { fallback: Duration::from_millis(500), debounce: Duration::from_millis(50) }
+    }
+}
+
+/// Waits for wake-ups until `quiet` passed without one, or `max` in all.
+fn settle(rx: &mpsc::Receiver<()>, quiet: Duration, max: Duration) {
+    let deadline = Instant::now() + max;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        match rx.recv_timeout(quiet.min(left)) {
+            Ok(()) => continue,
+            Err(_) => return,
+        }
+    }
+}
 
 /// Rebuilds after every committed change until `stop` returns true.
-/// Prints one line per build.
-pub fn watch(db: &Path, out: &Path, poll: Duration, stop: impl Fn() -> bool) -> anyhow::Result<()> {
+/// Prints one line per build (and per git commit).
+pub fn watch(
+    db: &Path,
+    builder: &mut Builder,
+    mut git: Option<&mut GitSnapshots>,
+    opts: &WatchOptions,
+    stop: impl Fn() -> bool,
+) -> anyhow::Result<()> {
     let conn = open_read_only(db)?;
+    let (tx, rx) = mpsc::channel::<()>();
+    let db_name = db.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let relevant = match &res {
+            Ok(ev) => {
+                ev.paths.is_empty()
+                    || ev.paths.iter().any(|p| {
+                        p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&db_name))
+                    })
+            }
+            Err(_) => true,
+        };
+        if relevant {
+            let _ = tx.send(());
+        }
+    });
+    let dir = db.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let watching = match watcher.as_mut() {
+        Ok(w) => w.watch(dir, RecursiveMode::NonRecursive),
+        Err(e) => Err(notify::Error::generic(&e.to_string())),
+    };
+    match watching {
+        Ok(()) => {}
+        Err(e) => tracing::warn!(
+            error = %e,
+            "cannot watch {} for changes; checking every {:?} instead",
+            dir.display(),
+            opts.fallback
+        ),
+    }
     let mut last_version: Option<i64> = None;
+    let mut pending_git: Option<(std::path::PathBuf, crate::changes::StateDigest)> = None;
     while !stop() {
-        let version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
-        if last_version != Some(version) {
-            last_version = Some(version);
-            match crate::build_with(&conn, out, crate::unix_now()) {
-                Ok(report) => println!(
-                    "built {} agents, {} files in {:.0?} -> {}",
-                    report.agents,
-                    report.files,
-                    report.elapsed,
-                    report.published.display()
-                ),
-                Err(e) => eprintln!("sitegen: build failed: {e:#}"),
+        match data_version(&conn) {
+            Ok(version) if last_version != Some(version) => {
+                if last_version.is_some() {
+                    settle(&rx, opts.debounce, opts.debounce * 4);
+                }
+                // Read the version again after settling: a commit after this
+                // point triggers another build.
+                last_version = Some(data_version(&conn).unwrap_or(version));
+                match builder.build(&conn, crate::unix_now()) {
+                    Ok(report) => {
+                        println!("{}", report.line());
+                        pending_git = Some((report.published.clone(), report.digest.clone()));
+                    }
+                    Err(e) => eprintln!("sitegen: build failed: {e:#}"),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("sitegen: cannot read the database: {e}"),
+        }
+        if let (Some(g), Some((site, digest))) = (git.as_deref_mut(), &pending_git) {
+            match g.after_build(site, digest, crate::unix_now()) {
+                Ok(GitOutcome::Committed(msg)) => {
+                    println!("git: committed \"{msg}\"");
+                    pending_git = None;
+                }
+                Ok(GitOutcome::Unchanged) => pending_git = None,
+                Ok(GitOutcome::Deferred) => {}
+                Err(e) => {
+                    eprintln!("sitegen: git snapshot failed: {e:#}");
+                    pending_git = None;
+                }
             }
         }
-        std::thread::sleep(poll);
+        let _ = rx.recv_timeout(opts.fallback);
+        while rx.try_recv().is_ok() {}
     }
     Ok(())
 }

@@ -1,0 +1,493 @@
+//! Node positions for the topology maps.
+//!
+//! Small graphs (up to [`LAYOUT_RS_MAX_NODES`] nodes) are laid out with
+//! layout-rs (layered, readable, but its cost grows steeply: 100 nodes take
+//! ~0.4 s, 300 nodes ~10 s). Larger graphs use a grid-accelerated
+//! Fruchterman–Reingold force layout written here, O(nodes + edges) per
+//! iteration. Only positions are taken from either; the SVG is drawn by our
+//! own templates.
+//!
+//! Layouts depend only on the graph's *structure* (node ids and edges), so
+//! they are cached by a hash of it, in memory and on disk under
+//! `OUT/.sitegen/layouts/`: a change of health, colour or counters never
+//! re-runs a layout.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Largest graph handed to layout-rs.
+pub const LAYOUT_RS_MAX_NODES: usize = 40;
+/// Bump when the layout code changes, so cached layouts are redone.
+const ALGORITHM_VERSION: &str = "kattila-layout-2";
+
+/// A graph to lay out: node ids (any order, unique) and edges between
+/// node indices.
+#[derive(Debug, Clone, Default)]
+pub struct Graph {
+    pub nodes: Vec<String>,
+    pub edges: Vec<(usize, usize)>,
+}
+
+/// Positions of a graph's nodes (centres), in the graph's node order,
+/// within a `width` × `height` canvas.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Layout {
+    pub pos: Vec<(f64, f64)>,
+    pub width: f64,
+    pub height: f64,
+    pub engine: String,
+}
+
+impl Graph {
+    /// Edges without self-loops and duplicates, each as (low, high).
+    fn clean_edges(&self) -> Vec<(usize, usize)> {
+        let mut e: Vec<(usize, usize)> = self
+            .edges
+            .iter()
+            .filter(|(a, b)| a != b && *a < self.nodes.len() && *b < self.nodes.len())
+            .map(|&(a, b)| (a.min(b), a.max(b)))
+            .collect();
+        e.sort_unstable();
+        e.dedup();
+        e
+    }
+
+    /// Hash of the structure: sorted node ids and edges named by id.
+    pub fn structure_key(&self) -> String {
+        let mut order: Vec<usize> = (0..self.nodes.len()).collect();
+        order.sort_by(|&a, &b| self.nodes[a].cmp(&self.nodes[b]));
+        let mut h = Sha256::new();
+        h.update(ALGORITHM_VERSION.as_bytes());
+        for &i in &order {
+            h.update([1]);
+            h.update(self.nodes[i].as_bytes());
+        }
+        let mut named: Vec<(&str, &str)> = self
+            .clean_edges()
+            .iter()
+            .map(|&(a, b)| {
+                let (x, y) = (self.nodes[a].as_str(), self.nodes[b].as_str());
+                (x.min(y), x.max(y))
+            })
+            .collect();
+        named.sort_unstable();
+        for (a, b) in named {
+            h.update([2]);
+            h.update(a.as_bytes());
+            h.update([0]);
+            h.update(b.as_bytes());
+        }
+        hex::encode(&h.finalize()[..16])
+    }
+}
+
+/// Computes a layout without any cache.
+pub fn compute(g: &Graph) -> Layout {
+    let n = g.nodes.len();
+    if n == 0 {
+        return Layout { pos: vec![], width: 0.0, height: 0.0, engine: "none".into() };
+    }
+    if n == 1 {
+        return Layout {
+            pos: vec![(100.0, 50.0)],
+            width: 200.0,
+            height: 100.0,
+            engine: "single".into(),
+        };
+    }
+    if n <= LAYOUT_RS_MAX_NODES {
+        if let Some(raw) = layout_rs(g) {
+            return fit(raw, n, "layout-rs");
+        }
+    }
+    fit(force(g, 7), n, "force")
+}
+
+/// layout-rs positions. It panics on some inputs (an empty graph, for one);
+/// a panic falls back to the force layout instead of failing the build.
+fn layout_rs(g: &Graph) -> Option<Vec<(f64, f64)>> {
+    use layout::core::base::Orientation;
+    use layout::core::geometry::Point;
+    use layout::core::style::StyleAttr;
+    use layout::std_shapes::shapes::{Arrow, Element, ShapeKind};
+    use layout::topo::layout::VisualGraph;
+
+    let edges = g.clean_edges();
+    let n = g.nodes.len();
+    let result = std::panic::catch_unwind(move || {
+        let mut vg = VisualGraph::new(Orientation::TopToBottom);
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                vg.add_node(Element::create(
+                    ShapeKind::new_box(""),
+                    StyleAttr::simple(),
+                    Orientation::LeftToRight,
+                    Point::new(150.0, 44.0),
+                ))
+            })
+            .collect();
+        for (a, b) in edges {
+            vg.add_edge(Arrow::simple(""), handles[a], handles[b]);
+        }
+        vg.do_it(false, false, false, &mut NullBackend);
+        handles
+            .iter()
+            .map(|h| {
+                let c = vg.pos(*h).center();
+                (c.x, c.y)
+            })
+            .collect::<Vec<_>>()
+    });
+    result.ok().filter(|p: &Vec<(f64, f64)>| p.iter().all(|(x, y)| x.is_finite() && y.is_finite()))
+}
+
+/// Scales raw positions onto a canvas sized for `n` nodes, keeping margins.
+fn fit(raw: Vec<(f64, f64)>, n: usize, engine: &str) -> Layout {
+    let (mut x0, mut y0, mut x1, mut y1) = (f64::MAX, f64::MAX, f64::MIN, f64::MIN);
+    for &(x, y) in &raw {
+        x0 = x0.min(x);
+        y0 = y0.min(y);
+        x1 = x1.max(x);
+        y1 = y1.max(y);
+    }
+    let side = ((n as f64).sqrt() * 190.0).clamp(360.0, 4800.0);
+    let (dx, dy) = ((x1 - x0).max(1e-9), (y1 - y0).max(1e-9));
+    // Keep the drawing's aspect within 1:3 either way.
+    let aspect = (dx / dy).clamp(1.0 / 3.0, 3.0);
+    let (w, h) = if aspect >= 1.0 { (side, side / aspect) } else { (side * aspect, side) };
+    let (w, h) = (w.max(240.0), h.max(160.0));
+    let margin = 90.0;
+    let pos = raw
+        .iter()
+        .map(|&(x, y)| {
+            let fx = if x1 > x0 { (x - x0) / dx } else { 0.5 };
+            let fy = if y1 > y0 { (y - y0) / dy } else { 0.5 };
+            (round1(margin + fx * w), round1(margin / 2.0 + fy * h))
+        })
+        .collect();
+    Layout {
+        pos,
+        width: round1(w + 2.0 * margin),
+        height: round1(h + margin),
+        engine: engine.into(),
+    }
+}
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+/// Fruchterman–Reingold with a uniform grid for repulsion (only nodes in
+/// neighbouring cells repel), deterministic for a given graph and seed.
+pub fn force(g: &Graph, seed: u64) -> Vec<(f64, f64)> {
+    let n = g.nodes.len();
+    let edges = g.clean_edges();
+    let area = n as f64 * 10_000.0;
+    let k = (area / n as f64).sqrt();
+    // Deterministic start: a golden-angle spiral, perturbed by a hash of the
+    // node id so equal structures give equal layouts whatever the order.
+    let mut pos: Vec<(f64, f64)> = (0..n)
+        .map(|i| {
+            let mut h = Sha256::new();
+            h.update(seed.to_le_bytes());
+            h.update(g.nodes[i].as_bytes());
+            let d = h.finalize();
+            let jitter = (d[0] as f64 / 255.0 - 0.5) * k * 0.5;
+            let r = k * (i as f64 + 0.5).sqrt();
+            let t = i as f64 * 2.399_963;
+            (r * t.cos() + jitter, r * t.sin() - jitter)
+        })
+        .collect();
+    let iterations = if n > 2000 { 80 } else { 150 };
+    let mut temp = k * (n as f64).sqrt() * 0.5;
+    let cool = temp / (iterations as f64 + 1.0);
+    let cell = 2.0 * k;
+    let mut disp = vec![(0.0f64, 0.0f64); n];
+    let mut grid: HashMap<(i64, i64), Vec<usize>> = HashMap::new();
+    for _ in 0..iterations {
+        grid.clear();
+        for (i, &(x, y)) in pos.iter().enumerate() {
+            grid.entry(((x / cell).floor() as i64, (y / cell).floor() as i64)).or_default().push(i);
+        }
+        disp.iter_mut().for_each(|d| *d = (0.0, 0.0));
+        for (&(cx, cy), members) in &grid {
+            for gx in cx - 1..=cx + 1 {
+                for gy in cy - 1..=cy + 1 {
+                    let Some(others) = grid.get(&(gx, gy)) else { continue };
+                    for &i in members {
+                        for &j in others {
+                            if i == j {
+                                continue;
+                            }
+                            let (dx, dy) = (pos[i].0 - pos[j].0, pos[i].1 - pos[j].1);
+                            let d2 = (dx * dx + dy * dy).max(0.01);
+                            if d2 > cell * cell {
+                                continue;
+                            }
+                            let f = k * k / d2;
+                            disp[i].0 += dx * f;
+                            disp[i].1 += dy * f;
+                        }
+                    }
+                }
+            }
+        }
+        for &(a, b) in &edges {
+            let (dx, dy) = (pos[a].0 - pos[b].0, pos[a].1 - pos[b].1);
+            let d = (dx * dx + dy * dy).sqrt().max(0.01);
+            let f = d / k;
+            disp[a].0 -= dx * f;
+            disp[a].1 -= dy * f;
+            disp[b].0 += dx * f;
+            disp[b].1 += dy * f;
+        }
+        // A weak pull to the centre keeps disconnected parts together.
+        for (i, p) in pos.iter_mut().enumerate() {
+            let (dx, dy) = (disp[i].0 - p.0 * 0.05, disp[i].1 - p.1 * 0.05);
+            let len = (dx * dx + dy * dy).sqrt().max(0.01);
+            let step = len.min(temp);
+            p.0 += dx / len * step;
+            p.1 += dy / len * step;
+        }
+        temp = (temp - cool).max(k * 0.05);
+    }
+    pos
+}
+
+/// layout-rs wants somewhere to draw; we only want its positions.
+struct NullBackend;
+
+impl layout::core::format::RenderBackend for NullBackend {
+    fn draw_rect(
+        &mut self,
+        _: layout::core::geometry::Point,
+        _: layout::core::geometry::Point,
+        _: &layout::core::style::StyleAttr,
+        _: Option<String>,
+        _: Option<layout::core::format::ClipHandle>,
+    ) {
+    }
+    fn draw_line(
+        &mut self,
+        _: layout::core::geometry::Point,
+        _: layout::core::geometry::Point,
+        _: &layout::core::style::StyleAttr,
+        _: Option<String>,
+    ) {
+    }
+    fn draw_circle(
+        &mut self,
+        _: layout::core::geometry::Point,
+        _: layout::core::geometry::Point,
+        _: &layout::core::style::StyleAttr,
+        _: Option<String>,
+    ) {
+    }
+    fn draw_text(
+        &mut self,
+        _: layout::core::geometry::Point,
+        _: &str,
+        _: &layout::core::style::StyleAttr,
+    ) {
+    }
+    fn draw_arrow(
+        &mut self,
+        _: &[(layout::core::geometry::Point, layout::core::geometry::Point)],
+        _: bool,
+        _: (bool, bool),
+        _: &layout::core::style::StyleAttr,
+        _: Option<String>,
+        _: &str,
+    ) {
+    }
+    fn create_clip(
+        &mut self,
+        _: layout::core::geometry::Point,
+        _: layout::core::geometry::Point,
+        _: usize,
+    ) -> layout::core::format::ClipHandle {
+        0
+    }
+}
+
+/// Layouts by structure key, in memory and (optionally) on disk.
+#[derive(Debug, Default)]
+pub struct LayoutCache {
+    dir: Option<PathBuf>,
+    mem: HashMap<String, Layout>,
+    used: HashSet<String>,
+    pub hits: usize,
+    pub misses: usize,
+    /// Time spent computing layouts in the current build.
+    pub compute_time: std::time::Duration,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    /// Node ids in the stored order, so a reordered graph maps back.
+    nodes: Vec<String>,
+    layout: Layout,
+}
+
+impl LayoutCache {
+    pub fn new(dir: Option<PathBuf>) -> LayoutCache {
+        LayoutCache { dir, ..LayoutCache::default() }
+    }
+
+    /// Starts a build: resets the counters.
+    pub fn begin(&mut self) {
+        self.used.clear();
+        self.hits = 0;
+        self.misses = 0;
+        self.compute_time = std::time::Duration::ZERO;
+    }
+
+    /// The layout of `g`, from the cache when its structure was seen before.
+    pub fn get(&mut self, g: &Graph) -> Layout {
+        if g.nodes.is_empty() {
+            return compute(g);
+        }
+        let key = g.structure_key();
+        self.used.insert(key.clone());
+        let mut sorted: Vec<usize> = (0..g.nodes.len()).collect();
+        sorted.sort_by(|&a, &b| g.nodes[a].cmp(&g.nodes[b]));
+        // Stored layouts are in sorted-id order.
+        let from_sorted = |stored: &Layout| -> Layout {
+            let mut pos = vec![(0.0, 0.0); g.nodes.len()];
+            for (k, &i) in sorted.iter().enumerate() {
+                pos[i] = stored.pos[k];
+            }
+            Layout { pos, ..stored.clone() }
+        };
+        if let Some(l) = self.mem.get(&key) {
+            self.hits += 1;
+            return from_sorted(l);
+        }
+        if let Some(l) = self.load(&key, g.nodes.len()) {
+            self.hits += 1;
+            let out = from_sorted(&l);
+            self.mem.insert(key, l);
+            return out;
+        }
+        self.misses += 1;
+        let started = std::time::Instant::now();
+        // Lay out the graph in sorted order, so the result depends on the
+        // structure only.
+        let mut rank = vec![0usize; g.nodes.len()];
+        for (k, &i) in sorted.iter().enumerate() {
+            rank[i] = k;
+        }
+        let canonical = Graph {
+            nodes: sorted.iter().map(|&i| g.nodes[i].clone()).collect(),
+            edges: g.edges.iter().map(|&(a, b)| (rank[a], rank[b])).collect(),
+        };
+        let l = compute(&canonical);
+        self.compute_time += started.elapsed();
+        self.store(&key, &canonical.nodes, &l);
+        let out = from_sorted(&l);
+        self.mem.insert(key, l);
+        out
+    }
+
+    fn load(&self, key: &str, n: usize) -> Option<Layout> {
+        let path = self.dir.as_ref()?.join(format!("{key}.json"));
+        let stored: Stored = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+        (stored.layout.pos.len() == n && stored.nodes.len() == n).then_some(stored.layout)
+    }
+
+    fn store(&self, key: &str, nodes: &[String], l: &Layout) {
+        let Some(dir) = &self.dir else { return };
+        if std::fs::create_dir_all(dir).is_err() {
+            return;
+        }
+        let stored = Stored { nodes: nodes.to_vec(), layout: l.clone() };
+        let tmp = dir.join(format!(".{key}.tmp"));
+        if let Ok(bytes) = serde_json::to_vec(&stored) {
+            if std::fs::write(&tmp, bytes).is_ok() {
+                let _ = std::fs::rename(&tmp, dir.join(format!("{key}.json")));
+            }
+        }
+    }
+
+    /// Ends a build: forgets layouts this build did not use (memory and,
+    /// once there are many, disk).
+    pub fn finish(&mut self) {
+        self.mem.retain(|k, _| self.used.contains(k));
+        let Some(dir) = &self.dir else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let files: Vec<_> = entries.filter_map(|e| e.ok()).collect();
+        if files.len() <= 2 * self.used.len() + 64 {
+            return;
+        }
+        for e in files {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let key = name.trim_end_matches(".json");
+            if !self.used.contains(key) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring(n: usize, prefix: &str) -> Graph {
+        Graph {
+            nodes: (0..n).map(|i| format!("{prefix}{i:04}")).collect(),
+            edges: (0..n).map(|i| (i, (i + 1) % n)).collect(),
+        }
+    }
+
+    #[test]
+    fn small_and_large_graphs_get_finite_distinct_positions() {
+        for (n, engine) in [(2, "layout-rs"), (12, "layout-rs"), (120, "force")] {
+            let l = compute(&ring(n, "a"));
+            assert_eq!(l.engine, engine);
+            assert_eq!(l.pos.len(), n);
+            for &(x, y) in &l.pos {
+                assert!(x.is_finite() && y.is_finite() && x >= 0.0 && y >= 0.0);
+                assert!(x <= l.width && y <= l.height);
+            }
+            let mut uniq: Vec<_> =
+                l.pos.iter().map(|&(x, y)| ((x * 10.0) as i64, (y * 10.0) as i64)).collect();
+            uniq.sort();
+            uniq.dedup();
+            assert!(uniq.len() > n / 2, "{engine}: nodes collapsed");
+        }
+        assert!(compute(&Graph::default()).pos.is_empty());
+    }
+
+    #[test]
+    fn cache_is_keyed_by_structure_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cache = LayoutCache::new(Some(dir.path().to_path_buf()));
+        let g = ring(8, "n");
+        cache.begin();
+        let first = cache.get(&g);
+        assert_eq!((cache.hits, cache.misses), (0, 1));
+        // Same structure with nodes listed in another order: a hit, and each
+        // node keeps its position.
+        let mut shuffled = g.clone();
+        shuffled.nodes.reverse();
+        let n = g.nodes.len();
+        shuffled.edges = g.edges.iter().map(|&(a, b)| (n - 1 - a, n - 1 - b)).collect();
+        let again = cache.get(&shuffled);
+        assert_eq!(cache.hits, 1);
+        assert_eq!(again.pos[n - 1], first.pos[0]);
+        // A fresh cache on the same directory finds it on disk.
+        let mut cold = LayoutCache::new(Some(dir.path().to_path_buf()));
+        cold.begin();
+        assert_eq!(cold.get(&g), first);
+        assert_eq!((cold.hits, cold.misses), (1, 0));
+        // Another edge is another structure.
+        let mut other = g.clone();
+        other.edges.push((0, 4));
+        cold.get(&other);
+        assert_eq!(cold.misses, 1);
+    }
+}

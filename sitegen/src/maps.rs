@@ -1,0 +1,499 @@
+//! Topology maps and the agent matrix, as positioned drawing data for the
+//! SVG template. Layouts come from [`crate::layout`] (cached by structure);
+//! everything drawn here — classes, labels, titles, links — is ours.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use crate::layout::{Graph, LayoutCache};
+use crate::view::{handshake_band, Site};
+
+/// Neighbouring clusters drawn one by one on a cluster map; beyond this
+/// they are drawn as one "other clusters" node.
+const MAX_NEIGHBOUR_CLUSTERS: usize = 8;
+/// External peers drawn one by one on a cluster map.
+const MAX_EXTERNALS: usize = 24;
+/// Labels are cut to this many characters (the title has the whole name).
+const LABEL_CHARS: usize = 22;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SvgGraph {
+    pub title: String,
+    pub width: f64,
+    pub height: f64,
+    pub engine: String,
+    pub nodes: Vec<SvgNode>,
+    pub edges: Vec<SvgEdge>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SvgNode {
+    pub x: f64,
+    pub y: f64,
+    pub label: String,
+    pub sublabel: String,
+    pub title: String,
+    /// Relative link, or None.
+    pub href: Option<String>,
+    /// CSS classes: shape ('agent' | 'cluster' | 'external' | 'outside')
+    /// and state.
+    pub class: String,
+    /// A text mark for the state, so colour is never the only signal.
+    pub mark: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SvgEdge {
+    pub x1: f64,
+    pub y1: f64,
+    pub x2: f64,
+    pub y2: f64,
+    pub class: String,
+    pub title: String,
+}
+
+fn cut(s: &str) -> String {
+    if s.chars().count() <= LABEL_CHARS {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(LABEL_CHARS - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+fn status_mark(status: &str) -> &'static str {
+    match status {
+        "silent" => "✕",
+        "relay" => "↪",
+        _ => "●",
+    }
+}
+
+fn health_mark(h: &str) -> &'static str {
+    match h {
+        "critical" => "✕",
+        "warning" => "!",
+        _ => "●",
+    }
+}
+
+fn worse(a: &str, b: &str) -> String {
+    let rank = |h: &str| match h {
+        "down" => 0,
+        "unknown" => 1,
+        "stale" => 2,
+        _ => 3,
+    };
+    if rank(a) <= rank(b) { a } else { b }.to_string()
+}
+
+/// Prefix for links from a page `depth` directories below the root.
+fn up(depth: usize) -> String {
+    "../".repeat(depth)
+}
+
+/// The overview map: one node per cluster, edges aggregated between them.
+pub fn overview(site: &Site, cache: &mut LayoutCache, depth: usize) -> Option<SvgGraph> {
+    if site.clusters.is_empty() {
+        return None;
+    }
+    let cluster_of: HashMap<&str, usize> = site
+        .clusters
+        .iter()
+        .enumerate()
+        .flat_map(|(c, cl)| cl.agents.iter().map(move |&i| (site.agents[i].agent_id.as_str(), c)))
+        .collect();
+    let mut between: BTreeMap<(usize, usize), (usize, String, usize)> = BTreeMap::new();
+    for l in &site.links {
+        let (Some(&a), Some(&b)) = (cluster_of.get(l.a.as_str()), cluster_of.get(l.b.as_str()))
+        else {
+            continue;
+        };
+        if a == b {
+            continue;
+        }
+        let e = between.entry((a.min(b), a.max(b))).or_insert((0, "healthy".into(), 0));
+        e.0 += 1;
+        e.1 = worse(&e.1, &l.health);
+        if l.health != "healthy" {
+            e.2 += 1;
+        }
+    }
+    let graph = Graph {
+        nodes: site.clusters.iter().map(|c| c.label.clone()).collect(),
+        edges: between.keys().copied().collect(),
+    };
+    let layout = cache.get(&graph);
+    let root = up(depth);
+    let nodes = site
+        .clusters
+        .iter()
+        .enumerate()
+        .map(|(c, cl)| SvgNode {
+            x: layout.pos[c].0,
+            y: layout.pos[c].1,
+            label: cut(&cl.label),
+            sublabel: format!(
+                "{} agent{}{}",
+                cl.agents.len(),
+                if cl.agents.len() == 1 { "" } else { "s" },
+                if cl.silent > 0 { format!(", {} silent", cl.silent) } else { String::new() }
+            ),
+            title: format!(
+                "{}: {} agents ({} up, {} silent, {} relay only), {} active alarms",
+                cl.label,
+                cl.agents.len(),
+                cl.up,
+                cl.silent,
+                cl.relay,
+                cl.alarms_active
+            ),
+            href: Some(format!("{root}{}", cl.page)),
+            class: format!("cluster {}", cl.health),
+            mark: health_mark(&cl.health).into(),
+        })
+        .collect();
+    let edges = between
+        .iter()
+        .map(|(&(a, b), (count, health, bad))| SvgEdge {
+            x1: layout.pos[a].0,
+            y1: layout.pos[a].1,
+            x2: layout.pos[b].0,
+            y2: layout.pos[b].1,
+            class: format!("wireguard {health}"),
+            title: format!(
+                "{} — {}: {count} link{}{}",
+                site.clusters[a].label,
+                site.clusters[b].label,
+                if *count == 1 { "" } else { "s" },
+                if *bad > 0 { format!(", {bad} not healthy") } else { String::new() }
+            ),
+        })
+        .collect();
+    Some(SvgGraph {
+        title: format!("Fleet map: {} clusters", site.clusters.len()),
+        width: layout.width,
+        height: layout.height,
+        engine: layout.engine,
+        nodes,
+        edges,
+    })
+}
+
+/// The map of one cluster: its agents, their links, neighbouring clusters
+/// and external peers.
+pub fn cluster(site: &Site, c: usize, cache: &mut LayoutCache, depth: usize) -> Option<SvgGraph> {
+    let cl = &site.clusters[c];
+    let root = up(depth);
+    let mut ids: Vec<String> = Vec::new();
+    let mut nodes: Vec<SvgNode> = Vec::new();
+    let mut local: HashMap<&str, usize> = HashMap::new();
+    for &i in &cl.agents {
+        let a = &site.agents[i];
+        local.insert(a.agent_id.as_str(), nodes.len());
+        ids.push(format!("a:{}", a.agent_id));
+        nodes.push(SvgNode {
+            x: 0.0,
+            y: 0.0,
+            label: cut(&a.hostname),
+            sublabel: a.status.clone(),
+            title: format!(
+                "{} ({}): {}, {} of {} peers healthy, {} active alarms",
+                a.hostname, a.agent_id, a.status, a.peers_healthy, a.peers_total, a.alarms_active
+            ),
+            href: Some(format!("{root}{}", a.page)),
+            class: format!("agent {}", a.status),
+            mark: status_mark(&a.status).into(),
+        });
+    }
+    let cluster_index: HashMap<&str, usize> = site
+        .clusters
+        .iter()
+        .enumerate()
+        .flat_map(|(k, cl)| cl.agents.iter().map(move |&i| (site.agents[i].agent_id.as_str(), k)))
+        .collect();
+    // Links touching this cluster.
+    struct Pending {
+        from: usize,
+        to: Target,
+        class: String,
+        title: String,
+    }
+    enum Target {
+        Local(usize),
+        Cluster(usize),
+        External(String),
+    }
+    let mut pending = Vec::new();
+    let name =
+        |id: &str| site.agent(id).map(|a| a.hostname.clone()).unwrap_or_else(|| id.to_string());
+    for l in &site.links {
+        let (a_in, b_in) = (local.get(l.a.as_str()).copied(), local.get(l.b.as_str()).copied());
+        let one_sided = l.kind == "wireguard" && l.external.is_empty() && !l.both_ends;
+        let class = format!("{} {}{}", l.kind, l.health, if one_sided { " one-sided" } else { "" });
+        let age = l
+            .handshake_age
+            .map(|a| format!(", handshake {}", crate::render::age_text(a)))
+            .unwrap_or_default();
+        let sides = if l.kind != "wireguard" || !l.external.is_empty() {
+            ""
+        } else if l.both_ends {
+            ", both ends"
+        } else {
+            ", listed by one end only"
+        };
+        match (a_in, b_in) {
+            (Some(x), Some(y)) => pending.push(Pending {
+                from: x,
+                to: Target::Local(y),
+                class,
+                title: format!(
+                    "{} {} — {}: {}{sides}{age}",
+                    l.kind,
+                    name(&l.a),
+                    name(&l.b),
+                    l.health
+                ),
+            }),
+            (Some(x), None) if l.b.is_empty() && !l.external.is_empty() => pending.push(Pending {
+                from: x,
+                to: Target::External(l.external.clone()),
+                class: format!("{class} external"),
+                title: format!("{} → external peer {}: {}{age}", name(&l.a), l.external, l.health),
+            }),
+            (Some(x), None) | (None, Some(x)) => {
+                let other = if a_in.is_some() { &l.b } else { &l.a };
+                if let Some(&k) = cluster_index.get(other.as_str()) {
+                    pending.push(Pending {
+                        from: x,
+                        to: Target::Cluster(k),
+                        class,
+                        title: format!(
+                            "{} {} — {} (in {}): {}{sides}{age}",
+                            l.kind,
+                            name(&l.a),
+                            name(&l.b),
+                            site.clusters[k].label,
+                            l.health
+                        ),
+                    });
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    let mut neighbours: Vec<usize> = pending
+        .iter()
+        .filter_map(|p| if let Target::Cluster(k) = p.to { Some(k) } else { None })
+        .collect();
+    neighbours.sort_unstable();
+    neighbours.dedup();
+    let aggregate = neighbours.len() > MAX_NEIGHBOUR_CLUSTERS;
+    let mut cluster_node: HashMap<usize, usize> = HashMap::new();
+    let mut other_node = None;
+    for &k in &neighbours {
+        if aggregate {
+            if other_node.is_none() {
+                other_node = Some(nodes.len());
+                ids.push("other-clusters".into());
+                nodes.push(SvgNode {
+                    x: 0.0,
+                    y: 0.0,
+                    label: format!("{} other clusters", neighbours.len()),
+                    sublabel: String::new(),
+                    title: format!(
+                        "Links to {} other clusters: see the fleet map",
+                        neighbours.len()
+                    ),
+                    href: Some(format!("{root}map.html")),
+                    class: "outside".into(),
+                    mark: "◇".into(),
+                });
+            }
+            cluster_node.insert(k, other_node.unwrap());
+        } else {
+            cluster_node.insert(k, nodes.len());
+            ids.push(format!("c:{}", site.clusters[k].id));
+            nodes.push(SvgNode {
+                x: 0.0,
+                y: 0.0,
+                label: cut(&site.clusters[k].label),
+                sublabel: format!("{} agents", site.clusters[k].agents.len()),
+                title: format!("Cluster {}", site.clusters[k].label),
+                href: Some(format!("{root}{}", site.clusters[k].page)),
+                class: "outside".into(),
+                mark: "◇".into(),
+            });
+        }
+    }
+    let mut external_node: HashMap<String, usize> = HashMap::new();
+    let mut externals_dropped = 0;
+    for p in &pending {
+        if let Target::External(key) = &p.to {
+            if external_node.contains_key(key) {
+                continue;
+            }
+            if external_node.len() >= MAX_EXTERNALS {
+                externals_dropped += 1;
+                continue;
+            }
+            external_node.insert(key.clone(), nodes.len());
+            ids.push(format!("x:{key}"));
+            nodes.push(SvgNode {
+                x: 0.0,
+                y: 0.0,
+                label: cut(key),
+                sublabel: "external".into(),
+                title: format!("External WireGuard peer {key}"),
+                href: None,
+                class: "external".into(),
+                mark: "◆".into(),
+            });
+        }
+    }
+    let mut edges_idx = Vec::new();
+    let mut edges = Vec::new();
+    for p in pending {
+        let to = match p.to {
+            Target::Local(y) => Some(y),
+            Target::Cluster(k) => cluster_node.get(&k).copied(),
+            Target::External(key) => external_node.get(&key).copied(),
+        };
+        let Some(to) = to else { continue };
+        edges_idx.push((p.from, to));
+        edges.push((p.from, to, p.class, p.title));
+    }
+    if nodes.is_empty() {
+        return None;
+    }
+    let layout = cache.get(&Graph { nodes: ids, edges: edges_idx });
+    for (n, &(x, y)) in nodes.iter_mut().zip(&layout.pos) {
+        n.x = x;
+        n.y = y;
+    }
+    let edges = edges
+        .into_iter()
+        .map(|(a, b, class, title)| SvgEdge {
+            x1: nodes[a].x,
+            y1: nodes[a].y,
+            x2: nodes[b].x,
+            y2: nodes[b].y,
+            class,
+            title,
+        })
+        .collect();
+    let mut title = format!("Map of {}: {} agents", cl.label, cl.agents.len());
+    if externals_dropped > 0 {
+        title.push_str(&format!(" ({externals_dropped} more external peers not drawn)"));
+    }
+    Some(SvgGraph {
+        title,
+        width: layout.width,
+        height: layout.height,
+        engine: layout.engine,
+        nodes,
+        edges,
+    })
+}
+
+/// One cell of the agent matrix.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cell {
+    /// 'both' | 'row' (only the row agent lists the column agent) | 'col' |
+    /// 'none' | 'self'.
+    pub state: String,
+    pub text: String,
+    pub band: String,
+    pub class: String,
+    pub title: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MatrixRow {
+    pub hostname: String,
+    pub page: String,
+    pub status: String,
+    pub cells: Vec<Cell>,
+}
+
+/// agents × agents for the given agent indices.
+pub fn matrix(site: &Site, members: &[usize], now: i64) -> Vec<MatrixRow> {
+    members
+        .iter()
+        .map(|&r| {
+            let ra = &site.agents[r];
+            let cells = members
+                .iter()
+                .map(|&c| {
+                    if r == c {
+                        return Cell {
+                            state: "self".into(),
+                            text: "—".into(),
+                            band: String::new(),
+                            class: "self".into(),
+                            title: String::new(),
+                        };
+                    }
+                    let st = site.pairs.get(&(r.min(c), r.max(c))).copied().unwrap_or_default();
+                    let (row_lists, col_lists) = if r < c {
+                        (st.low_lists_high, st.high_lists_low)
+                    } else {
+                        (st.high_lists_low, st.low_lists_high)
+                    };
+                    let ca = &site.agents[c];
+                    let (state, arrow) = match (row_lists, col_lists) {
+                        (true, true) => ("both", "⇄"),
+                        (true, false) => ("row", "→"),
+                        (false, true) => ("col", "←"),
+                        (false, false) => ("none", ""),
+                    };
+                    if state == "none" {
+                        return Cell {
+                            state: state.into(),
+                            text: String::new(),
+                            band: String::new(),
+                            class: "none".into(),
+                            title: String::new(),
+                        };
+                    }
+                    let age = st.newest_handshake.map(|t| (now - t).max(0));
+                    let band = handshake_band(age);
+                    let sides = match state {
+                        "both" => "both ends list each other",
+                        "row" => "only the row's agent lists the other",
+                        _ => "only the column's agent lists the other",
+                    };
+                    Cell {
+                        state: state.into(),
+                        text: format!("{arrow} {band}"),
+                        band: band.into(),
+                        class: format!(
+                            "{state} band-{}",
+                            match band {
+                                "< 3 min" => "fresh",
+                                "< 10 min" => "ok",
+                                "< 1 h" => "stale",
+                                "> 1 h" => "old",
+                                _ => "never",
+                            }
+                        ),
+                        title: format!(
+                            "{} — {}: {sides}; newest handshake {}",
+                            ra.hostname,
+                            ca.hostname,
+                            age.map(crate::render::age_text).unwrap_or_else(|| "never".into())
+                        ),
+                    }
+                })
+                .collect();
+            MatrixRow {
+                hostname: ra.hostname.clone(),
+                page: ra.page.clone(),
+                status: ra.status.clone(),
+                cells,
+            }
+        })
+        .collect()
+}

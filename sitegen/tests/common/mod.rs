@@ -1,0 +1,2 @@
+//! Helpers shared by the sitegen tests and benchmarks.
+pub mod fixture;

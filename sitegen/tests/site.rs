@@ -1,0 +1,435 @@
+//! Whole-site tests on fixture databases: anonymisation, schemas, hostile
+//! strings, atomic publishing, layout cache, alarm pages, snapshots, git.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::fixture::{self, FleetSpec};
+use kattila_sitegen::anon::{Anon, SiteKey};
+use kattila_sitegen::snapshot::open_read_only;
+use kattila_sitegen::{BuildReport, Builder};
+
+const NOW: i64 = 1_767_225_600;
+
+fn key() -> SiteKey {
+    SiteKey::from_bytes([42; 32])
+}
+
+fn builder(out: &Path, anon: Anon) -> Builder {
+    Builder::new(out, anon, Default::default(), Default::default())
+}
+
+fn fixture(dir: &Path, spec: &FleetSpec) -> (PathBuf, fixture::Fixture) {
+    let db = dir.join("kattila.db");
+    let fx = fixture::create(&db, spec);
+    (db, fx)
+}
+
+fn build(db: &Path, out: &Path, anon: Anon) -> BuildReport {
+    let conn = open_read_only(db).unwrap();
+    builder(out, anon).build(&conn, NOW).unwrap()
+}
+
+/// Every published file: (path relative to the site root, contents).
+fn site_files(out: &Path) -> Vec<(String, String)> {
+    let root = std::fs::canonicalize(out.join("current")).unwrap();
+    let mut files = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                let rel = e.path().strip_prefix(&root).unwrap().to_string_lossy().into_owned();
+                files.push((rel, String::from_utf8(std::fs::read(e.path()).unwrap()).unwrap()));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+fn hits(files: &[(String, String)], fx: &fixture::Fixture) -> Vec<String> {
+    let mut found = Vec::new();
+    for addr in &fx.addresses {
+        for form in fixture::textual_forms(addr) {
+            for (path, text) in files {
+                if let Some(at) = fixture::find_standalone(text, &form) {
+                    let mut lo = at.saturating_sub(30);
+                    while !text.is_char_boundary(lo) {
+                        lo -= 1;
+                    }
+                    let mut hi = (at + form.len() + 30).min(text.len());
+                    while !text.is_char_boundary(hi) {
+                        hi += 1;
+                    }
+                    let ctx = &text[lo..hi];
+                    found.push(format!("{form} in {path}: …{ctx}…"));
+                }
+            }
+        }
+    }
+    for mac in &fx.macs {
+        for form in [mac.clone(), mac.to_uppercase()] {
+            for (path, text) in files {
+                if text.contains(&form) {
+                    found.push(format!("{form} in {path}"));
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn no_raw_address_reaches_any_published_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = FleetSpec { hostile: true, resolved_alarms: 40, ..FleetSpec::new(60) };
+    let (db, fx) = fixture(dir.path(), &spec);
+    assert!(fx.addresses.len() > 150, "the fixture has addresses to find");
+
+    let out = dir.path().join("site");
+    build(&db, &out, Anon::new(&key()));
+    let files = site_files(&out);
+    assert!(files.len() > 60);
+    let found = hits(&files, &fx);
+    assert!(found.is_empty(), "raw addresses published:\n{}", found.join("\n"));
+
+    // The scan does find them when addresses are revealed.
+    let open = dir.path().join("open");
+    build(&db, &open, Anon::reveal());
+    let found = hits(&site_files(&open), &fx);
+    assert!(found.len() > fx.addresses.len(), "the scanner is blind: {}", found.len());
+}
+
+#[test]
+fn pseudonyms_are_stable_for_a_key_and_keep_subnets() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = fixture(dir.path(), &FleetSpec::new(10));
+    let read = |out: &Path| {
+        let v: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("current/api/v1/agents.json")).unwrap(),
+        )
+        .unwrap();
+        v["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                let eth = a["interfaces"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|i| i["kind"] == "ether")
+                    .unwrap();
+                eth["addresses"][0].as_str().unwrap().to_string()
+            })
+            .collect::<Vec<_>>()
+    };
+    build(&db, &dir.path().join("a"), Anon::new(&key()));
+    build(&db, &dir.path().join("b"), Anon::new(&key()));
+    build(&db, &dir.path().join("c"), Anon::new(&SiteKey::from_bytes([1; 32])));
+    let (a, b, c) =
+        (read(&dir.path().join("a")), read(&dir.path().join("b")), read(&dir.path().join("c")));
+    assert_eq!(a, b, "same key, same pseudonyms");
+    assert_ne!(a, c, "another key, other pseudonyms");
+    // Agents 0..5 share a /24, 5..10 another: prefixes survive.
+    let net = |s: &str| s.rsplit_once('.').unwrap().0.to_string();
+    assert!(a[..5].iter().all(|x| net(x) == net(&a[0])), "{a:?}");
+    assert_ne!(net(&a[0]), net(&a[5]));
+    assert!(a.iter().all(|x| x.ends_with("/24")));
+}
+
+#[test]
+fn every_json_file_validates_against_its_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = FleetSpec { hostile: true, ..FleetSpec::new(30) };
+    let (db, _) = fixture(dir.path(), &spec);
+    let out = dir.path().join("site");
+    build(&db, &out, Anon::new(&key()));
+    let root = out.join("current/api/v1");
+    let mut schemas = boon::Schemas::new();
+    let mut compiler = boon::Compiler::new();
+    let mut compiled = std::collections::HashMap::new();
+    for (file, schema_name) in kattila_sitegen::api::FILES {
+        let schema: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(root.join("schema").join(schema_name)).unwrap())
+                .unwrap();
+        let url = schema["$id"].as_str().unwrap().to_string();
+        if !compiled.contains_key(&url) {
+            compiler.add_resource(&url, schema).unwrap();
+            let idx = compiler.compile(&url, &mut schemas).unwrap();
+            compiled.insert(url.clone(), idx);
+        }
+        let path = out.join("current").join(file);
+        let instance: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        if let Err(e) = schemas.validate(&instance, compiled[&url]) {
+            panic!("{file} does not match {schema_name}: {e:#}");
+        }
+        if file.ends_with(".json") {
+            assert_eq!(instance["schema_version"], 1, "{file}");
+            // The schema really constrains: a missing field is refused.
+            let mut broken = instance.clone();
+            broken.as_object_mut().unwrap().remove("generated_at");
+            assert!(
+                schemas.validate(&broken, compiled[&url]).is_err(),
+                "{file}: schema accepts anything"
+            );
+        }
+    }
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["summary"]["agents_total"], 30);
+    let netjson: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("topology.netjson")).unwrap()).unwrap();
+    assert_eq!(netjson["type"], "NetworkGraph");
+    let ids: std::collections::HashSet<&str> =
+        netjson["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
+    for l in netjson["links"].as_array().unwrap() {
+        assert!(
+            ids.contains(l["source"].as_str().unwrap())
+                && ids.contains(l["target"].as_str().unwrap()),
+            "dangling link {l}"
+        );
+    }
+}
+
+#[test]
+fn hostile_strings_are_escaped_and_never_name_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = FleetSpec { hostile: true, ..FleetSpec::new(12) };
+    let (db, _) = fixture(dir.path(), &spec);
+    let out = dir.path().join("site");
+    build(&db, &out, Anon::new(&key()));
+    let files = site_files(&out);
+    for (path, text) in &files {
+        assert!(
+            path.chars().all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
+                && !path.contains(".."),
+            "unsafe file name {path:?}"
+        );
+        if path.ends_with(".html") || path.ends_with(".svg") {
+            for bad in ["<script>alert", "<img src=x", "<b>\u{7}", "<i>"] {
+                assert!(!text.contains(bad), "{path} contains raw {bad:?}");
+            }
+        }
+    }
+    // Nothing was written outside the build.
+    assert!(!dir.path().join("etc").exists());
+    let index = &files.iter().find(|(p, _)| p == "index.html").unwrap().1;
+    assert!(
+        index.contains("&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;"),
+        "hostname shown escaped"
+    );
+    assert!(index.contains(&"Ωmega-ノード-".repeat(14)), "long non-ASCII hostname shown whole");
+    // The agent whose id is not a plain name gets a hashed page, linked.
+    let evil = files
+        .iter()
+        .find(|(_, t)| t.contains("<code>Evil..Agent-ID</code>") && t.contains("<h1>"))
+        .map(|(p, _)| p.clone());
+    let evil = evil.expect("page of the agent with a mixed-case id");
+    assert!(evil.starts_with("agents/id-"), "{evil}");
+    assert!(index.contains(&format!("href=\"{evil}\"")));
+    // JSON stays valid and carries the hostile strings as data.
+    let agents: serde_json::Value =
+        serde_json::from_str(&files.iter().find(|(p, _)| p == "api/v1/agents.json").unwrap().1)
+            .unwrap();
+    assert_eq!(agents["agents"].as_array().unwrap().len(), 12);
+    assert!(agents.to_string().contains("<script>alert('x')</script>"));
+}
+
+#[test]
+fn pages_link_relatively_and_every_link_resolves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = fixture(dir.path(), &FleetSpec::new(64));
+    let out = dir.path().join("site");
+    build(&db, &out, Anon::new(&key()));
+    let root = std::fs::canonicalize(out.join("current")).unwrap();
+    let files = site_files(&out);
+    let mut checked = 0;
+    for (path, text) in files.iter().filter(|(p, _)| p.ends_with(".html")) {
+        assert!(!text.contains("<script"), "{path}: pages need no JavaScript");
+        let base = root.join(path).parent().unwrap().to_path_buf();
+        for part in text.split("href=\"").skip(1) {
+            let link = part.split('"').next().unwrap();
+            assert!(
+                !link.starts_with('/') && !link.contains("://"),
+                "{path}: absolute link {link}"
+            );
+            let file = link.split('#').next().unwrap();
+            if file.is_empty() {
+                continue;
+            }
+            let target = base.join(file.replace("&#x2f;", "/"));
+            assert!(target.exists(), "{path}: broken link {link}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 1000, "only {checked} links checked");
+}
+
+#[test]
+fn layouts_are_cached_by_structure() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = fixture(dir.path(), &FleetSpec::new(50));
+    let out = dir.path().join("site");
+    let conn = open_read_only(&db).unwrap();
+    let mut b = builder(&out, Anon::new(&key()));
+    let first = b.build(&conn, NOW).unwrap();
+    assert!(first.layouts_computed > 10, "{first:?}");
+    let second = b.build(&conn, NOW + 10).unwrap();
+    assert_eq!(second.layouts_computed, 0, "nothing changed, nothing laid out");
+    // Health and colour changes do not re-run layouts.
+    let rw = rusqlite::Connection::open(&db).unwrap();
+    rw.execute("UPDATE topology_edges SET health = 'down'", []).unwrap();
+    rw.execute("UPDATE wg_peers SET health = 'stale'", []).unwrap();
+    let third = b.build(&conn, NOW + 20).unwrap();
+    assert_eq!(third.layouts_computed, 0);
+    assert!(third.changes.links > 0, "{}", third.changes.describe());
+    // A new process finds the layouts on disk.
+    let cold = builder(&out, Anon::new(&key())).build(&conn, NOW + 30).unwrap();
+    assert_eq!(cold.layouts_computed, 0);
+    // A new link is a new structure for the two clusters it touches.
+    let (a, b2): (String, String) = rw
+        .query_row("SELECT a_agent, b_agent FROM topology_edges WHERE kind = 'wireguard' AND b_agent != '' LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    let _ = (a, b2);
+    let ids: Vec<String> = rw
+        .prepare("SELECT agent_id FROM agents ORDER BY agent_id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    rw.execute(
+        "INSERT INTO topology_edges (kind, a_agent, b_agent, health, first_seen, last_seen) VALUES ('wireguard', ?1, ?2, 'healthy', 0, 0)",
+        [&ids[1], &ids[48]],
+    )
+    .unwrap();
+    let fourth = b.build(&conn, NOW + 40).unwrap();
+    assert!(fourth.layouts_computed >= 1, "{fourth:?}");
+}
+
+#[test]
+fn alarm_log_puts_active_first_and_paginates_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = FleetSpec { resolved_alarms: 230, ..FleetSpec::new(80) };
+    let (db, _) = fixture(dir.path(), &spec);
+    let out = dir.path().join("site");
+    build(&db, &out, Anon::new(&key()));
+    let cur = out.join("current");
+    let page1 = std::fs::read_to_string(cur.join("alarms.html")).unwrap();
+    assert!(cur.join("alarms/page-2.html").exists() && cur.join("alarms/page-3.html").exists());
+    assert!(!cur.join("alarms/page-4.html").exists());
+    assert!(page1.contains("page 1 of 3") && page1.contains("href=\"alarms/page-2.html\""));
+    let page3 = std::fs::read_to_string(cur.join("alarms/page-3.html")).unwrap();
+    assert!(
+        page3.contains("href=\"../alarms/page-2.html\"") && page3.contains("../static/style.css")
+    );
+    // Active alarms come first, critical before warning.
+    let active = page1.find("<h2>Active").unwrap();
+    let history = page1.find("<h2>History").unwrap();
+    let critical = page1.find("sev critical").unwrap();
+    let warning = page1.find("sev warning").unwrap();
+    assert!(active < critical && critical < warning && warning < history);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cur.join("api/v1/alarms.json")).unwrap())
+            .unwrap();
+    let states: Vec<&str> =
+        json["alarms"].as_array().unwrap().iter().map(|a| a["state"].as_str().unwrap()).collect();
+    let first_resolved = states.iter().position(|s| *s == "resolved").unwrap();
+    assert!(states[first_resolved..].iter().all(|s| *s == "resolved"));
+    assert_eq!(states.len() - first_resolved, 230);
+}
+
+#[test]
+fn matrix_and_map_show_one_sided_links_and_external_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = fixture(dir.path(), &FleetSpec::new(30));
+    let out = dir.path().join("site");
+    build(&db, &out, Anon::new(&key()));
+    let cur = out.join("current");
+    let matrix = std::fs::read_to_string(cur.join("matrix.html")).unwrap();
+    assert!(matrix.contains("⇄ &lt; 3 min"), "both ends, fresh");
+    assert!(
+        matrix.contains("→ ") && matrix.contains("← "),
+        "one-sided links in both directions of the table"
+    );
+    assert!(matrix.contains("never"), "a link that never handshook");
+    assert!(matrix.contains("<th scope=\"row\">") && matrix.contains("<th scope=\"col\">"));
+    let map = std::fs::read_to_string(cur.join("map.html")).unwrap();
+    assert!(map.contains("<svg") && map.contains("<title>") && map.contains("href=\"map/net-"));
+    let cluster0 = std::fs::read_dir(cur.join("map"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .find(|t| t.contains(">site0-gw00</a></td>"))
+        .unwrap();
+    assert!(cluster0.contains("class=\"node external\""), "external peer drawn");
+    assert!(cluster0.contains("href=\"../agents/"), "nodes link to agent pages");
+    assert!(cluster0.contains("class=\"node outside\""), "neighbouring clusters drawn");
+    let any_one_sided = std::fs::read_dir(cur.join("map"))
+        .unwrap()
+        .any(|e| std::fs::read_to_string(e.unwrap().path()).unwrap().contains("one-sided"));
+    assert!(any_one_sided);
+}
+
+#[test]
+fn publishing_is_atomic_for_a_polling_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = fixture(dir.path(), &FleetSpec::new(40));
+    let out = dir.path().join("site");
+    let conn = open_read_only(&db).unwrap();
+    let mut b = builder(&out, Anon::new(&key()));
+    b.build(&conn, NOW).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (out, stop) = (out.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut reads = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let html = std::fs::read_to_string(out.join("current/index.html"))
+                    .expect("index.html always there");
+                assert!(html.trim_end().ends_with("</html>"), "partial index.html");
+                let json = std::fs::read(out.join("current/api/v1/summary.json"))
+                    .expect("summary.json always there");
+                serde_json::from_slice::<serde_json::Value>(&json).expect("complete summary.json");
+                let css = std::fs::read(out.join("current/static/style.css"))
+                    .expect("style.css always there");
+                assert!(!css.is_empty());
+                reads += 1;
+            }
+            reads
+        })
+    };
+    for k in 0..12 {
+        b.build(&conn, NOW + k).unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads = reader.join().expect("the reader saw only complete sites");
+    assert!(reads > 0);
+    assert!(std::fs::read_dir(out.join(".builds")).unwrap().count() <= 3, "old builds removed");
+}
+
+#[test]
+fn representative_output_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = FleetSpec { resolved_alarms: 3, samples: 4, hostile: true, ..FleetSpec::new(7) };
+    let (db, _) = fixture(dir.path(), &spec);
+    let out = dir.path().join("site");
+    build(&db, &out, Anon::new(&key()));
+    let cur = out.join("current");
+    let read = |p: &str| std::fs::read_to_string(cur.join(p)).unwrap();
+    insta::assert_snapshot!("index_html", read("index.html"));
+    insta::assert_snapshot!("summary_json", read("api/v1/summary.json"));
+    insta::assert_snapshot!("topology_netjson", read("api/v1/topology.netjson"));
+    let gw = format!("agents/{}.html", fixture::agent_id(0));
+    insta::assert_snapshot!("agent_html", read(&gw));
+    let cluster =
+        std::fs::read_dir(cur.join("map")).unwrap().map(|e| e.unwrap().path()).min().unwrap();
+    let text = std::fs::read_to_string(cluster).unwrap();
+    let svg = &text[text.find("<svg").unwrap()..text.find("</svg>").unwrap() + 6];
+    insta::assert_snapshot!("cluster_svg", svg);
+}
