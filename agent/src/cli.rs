@@ -268,7 +268,11 @@ async fn once(config: Config, key_config: KeyConfig) -> anyhow::Result<ExitCode>
             ExitCode::SUCCESS
         }
         Outcome::Refused { status, code, detail } => {
-            eprintln!("kattila-agent: refused by the receiver: HTTP {status} {code}: {detail}");
+            let kept =
+                if crate::node::keep_for_later(status) { " (kept in the spool)" } else { "" };
+            eprintln!(
+                "kattila-agent: refused by the receiver{kept}: HTTP {status} {code}: {detail}"
+            );
             ExitCode::from(EXIT_REFUSED)
         }
         Outcome::Undeliverable { reason } => {

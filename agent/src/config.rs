@@ -292,8 +292,11 @@ pub fn parse_size(what: &str, text: &str) -> anyhow::Result<u64> {
 }
 
 fn parse_url(what: &str, text: &str) -> anyhow::Result<Url> {
-    let url = Url::parse(text.trim())
-        .map_err(|e| anyhow::anyhow!("{what}: {text:?} is not a URL ({e})"))?;
+    let url = Url::parse(text.trim()).map_err(|e| {
+        anyhow::anyhow!(
+            "{what}: {text:?} is not a URL ({e}); it must be an http:// or https:// URL"
+        )
+    })?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         bail!("{what}: {text:?} must be an http:// or https:// URL with a host");
     }

@@ -198,6 +198,13 @@ fn is_path_failure(status: u16, body: &[u8]) -> bool {
     )
 }
 
+/// Whether a refused report should stay in (or go to) the spool: refusals
+/// for the key or the clock (401) and receiver trouble (5xx) can pass;
+/// malformed reports (400, 413) never will.
+pub fn keep_for_later(status: u16) -> bool {
+    status == 401 || status >= 500
+}
+
 fn receiver_path(kind: Kind) -> &'static str {
     match kind {
         Kind::Register => "/status/register",
@@ -489,20 +496,27 @@ impl Node {
                     lock(&self.spool).remove(&name)?;
                     summary.spooled_delivered += 1;
                 }
-                Outcome::Refused { status, code, detail } => {
+                Outcome::Refused { status, code, detail } if !keep_for_later(status) => {
                     tracing::warn!(status, %code, %detail, observed_at = report.observed_at, "spooled report refused; dropped");
                     lock(&self.spool).remove(&name)?;
                     summary.spooled_refused += 1;
                 }
-                Outcome::Undeliverable { reason } => {
+                outcome => {
+                    // Unreachable, or refused for a reason that can pass
+                    // (key rotation, clock, receiver trouble): keep it all.
                     lock(&self.spool).push(&fresh, unix_now())?;
-                    summary.fresh = Outcome::Undeliverable { reason };
+                    summary.fresh = outcome;
                     return Ok(summary);
                 }
             }
         }
         summary.fresh = self.deliver_report(&mut fresh, &psk).await?;
-        if matches!(summary.fresh, Outcome::Undeliverable { .. }) {
+        let keep = match &summary.fresh {
+            Outcome::Delivered { .. } => false,
+            Outcome::Refused { status, .. } => keep_for_later(*status),
+            Outcome::Undeliverable { .. } => true,
+        };
+        if keep {
             lock(&self.spool).push(&fresh, unix_now())?;
         }
         Ok(summary)

@@ -154,3 +154,214 @@ pub fn count(path: &Path, table: &str) -> i64 {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap()
 }
+
+/// Environment variables a test agent must not inherit from the test's own
+/// environment.
+pub const AGENT_ENV: &[&str] = &[
+    "MANAGER_URL",
+    "DNS",
+    "KATTILA_DNS",
+    "KATTILA_DNS_SERVER",
+    "KATTILA_PSK",
+    "KATTILA_PSK_FILE",
+    "KATTILA_KEY_REFRESH",
+    "KATTILA_INTERVAL",
+    "KATTILA_TIMEOUT",
+    "KATTILA_RETRIES",
+    "KATTILA_LISTEN",
+    "KATTILA_PEER_PORT",
+    "KATTILA_RELAYS",
+    "KATTILA_STATE_DIR",
+    "KATTILA_SPOOL_MAX_BYTES",
+    "KATTILA_SPOOL_MAX_AGE",
+    "KATTILA_ENV_FILE",
+];
+
+/// A `kattila-agent` command that reads no `.env` file of the machine: its
+/// working directory is `dir` and the system env file points nowhere.
+pub fn agent_command(dir: &Path) -> Command {
+    let mut cmd = Command::new(AGENT);
+    for k in AGENT_ENV {
+        cmd.env_remove(k);
+    }
+    cmd.current_dir(dir).env("KATTILA_ENV_FILE", dir.join("no-system-env-file"));
+    cmd
+}
+
+/// Runs a command to completion; returns (exit code, stdout, stderr).
+pub fn run_command(mut cmd: Command) -> (i32, String, String) {
+    let out = cmd.output().expect("command runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    eprintln!("[agent] {stdout}{stderr}");
+    (out.status.code().unwrap_or(-1), stdout, stderr)
+}
+
+/// A running `kattila-agent` daemon with its API on a free loopback port;
+/// SIGKILLed on drop.
+pub struct Agent {
+    pub child: Child,
+    pub port: u16,
+    pub state: PathBuf,
+    pub name: &'static str,
+}
+
+impl Agent {
+    /// Starts an agent named `name` (for the log) with state in `state`,
+    /// key `psk`, receiver `manager_url`, static relay URLs `relays` and
+    /// further flags `extra`; waits until its health check answers.
+    pub fn start(
+        name: &'static str,
+        state: &Path,
+        psk: &str,
+        manager_url: &str,
+        relays: &[String],
+        extra: &[&str],
+    ) -> Agent {
+        std::fs::create_dir_all(state).unwrap();
+        let port = free_port();
+        let mut cmd = agent_command(state);
+        cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--manager-url", manager_url])
+            .arg("--state-dir")
+            .arg(state)
+            .args(["--interval", "0.3", "--timeout", "3", "--retries", "2"])
+            .args(extra)
+            .env("KATTILA_PSK", psk)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for r in relays {
+            cmd.args(["--relay", r]);
+        }
+        let mut child = cmd.spawn().expect("kattila-agent starts");
+        forward(name, child.stdout.take().unwrap());
+        forward(name, child.stderr.take().unwrap());
+        let mut agent = Agent { child, port, state: state.to_path_buf(), name };
+        agent.wait_ready();
+        agent
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("agent {} exited at start: {status}", self.name);
+            }
+            if self.try_get("/status/healthcheck").is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("agent {} did not become ready on port {}", self.name, self.port);
+    }
+
+    fn try_get(&self, path: &str) -> Option<serde_json::Value> {
+        let r =
+            reqwest::blocking::Client::new().get(format!("{}{path}", self.url())).send().ok()?;
+        serde_json::from_slice(&r.bytes().ok()?).ok()
+    }
+
+    /// GETs `path` of the agent's API as JSON.
+    pub fn get(&self, path: &str) -> serde_json::Value {
+        self.try_get(path).unwrap_or_else(|| panic!("agent {} answers {path}", self.name))
+    }
+
+    /// POSTs raw bytes to `path`; returns status and parsed JSON answer.
+    pub fn post(&self, path: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
+        let r = reqwest::blocking::Client::new()
+            .post(format!("{}{path}", self.url()))
+            .body(body)
+            .send()
+            .expect("agent answers");
+        let status = r.status().as_u16();
+        let json = serde_json::from_slice(&r.bytes().unwrap_or_default())
+            .unwrap_or(serde_json::Value::Null);
+        (status, json)
+    }
+
+    pub fn agent_id(&self) -> String {
+        self.get("/status/peer")["agent_id"].as_str().unwrap().to_string()
+    }
+
+    /// Waits (up to 30 s) until `GET /status/healthcheck` satisfies `pred`;
+    /// returns that answer.
+    pub fn wait_health(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last = serde_json::Value::Null;
+        while Instant::now() < deadline {
+            if let Some(h) = self.try_get("/status/healthcheck") {
+                if pred(&h) {
+                    return h;
+                }
+                last = h;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("agent {}: {what} did not happen; last health: {last}", self.name);
+    }
+
+    /// Waits until the agent's path to the receiver is `state` (with `hops`).
+    pub fn wait_path(&self, state: &str, hops: Option<u64>) {
+        self.wait_health(&format!("path {state} {hops:?}"), |h| {
+            h["path"]["state"] == state && (hops.is_none() || h["path"]["hops"].as_u64() == hops)
+        });
+    }
+
+    /// Stops the agent with SIGTERM and waits for it to exit.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if self.child.try_wait().unwrap().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("agent {} ignored SIGTERM", self.name);
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reports stored for `agent_id`, in the order the receiver stored them:
+/// (tick, observed_at, relay_path).
+pub fn stored_reports(db: &Path, agent_id: &str) -> Vec<(i64, i64, Option<String>)> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT tick, observed_at, relay_path FROM reports \
+             WHERE agent_id = ?1 AND kind = 'report' ORDER BY id",
+        )
+        .unwrap();
+    stmt.query_map([agent_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// Polls `cond` every 50 ms for up to 30 s; panics naming `what` if it
+/// never holds. (Waiting for an event, not measuring time.)
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what}: did not happen within 30 s");
+}
