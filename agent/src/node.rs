@@ -376,7 +376,11 @@ impl Node {
         try_direct: bool,
         attempts: u32,
     ) -> Routed {
-        let mut reason = String::from("no receiver URL configured");
+        let mut reason = match (try_direct, &self.config.manager_url) {
+            (_, None) => String::from("no receiver URL configured"),
+            (false, Some(_)) => String::from("the receiver did not answer shortly before"),
+            (true, Some(_)) => String::new(),
+        };
         if let (true, Some(url)) = (try_direct, &self.config.manager_url) {
             let target = endpoint(url.as_str(), receiver_path(kind));
             for attempt in 0..attempts.max(1) {
@@ -425,8 +429,9 @@ impl Node {
     }
 
     /// Delivers an envelope of this agent's own; updates the path state.
-    async fn deliver_envelope(&self, kind: Kind, envelope: Vec<u8>) -> Outcome {
-        let routed = self.route(kind, envelope, &[], true, self.config.retries).await;
+    /// `try_direct` false skips the receiver (it just failed this cycle).
+    async fn deliver_envelope(&self, kind: Kind, envelope: Vec<u8>, try_direct: bool) -> Outcome {
+        let routed = self.route(kind, envelope, &[], try_direct, self.config.retries).await;
         let outcome = match routed {
             Routed::Answer { status, body, hops } => {
                 self.set_path(if hops == 0 { PathInfo::Direct } else { PathInfo::Relay { hops } });
@@ -465,10 +470,17 @@ impl Node {
     }
 
     /// Signs and delivers one report.
-    pub async fn deliver_report(&self, report: &mut Report, psk: &Psk) -> anyhow::Result<Outcome> {
+    /// `try_direct` false goes straight to the relays (the receiver did
+    /// not answer earlier in this cycle).
+    pub async fn deliver_report(
+        &self,
+        report: &mut Report,
+        psk: &Psk,
+        try_direct: bool,
+    ) -> anyhow::Result<Outcome> {
         let envelope = self.sign(report, psk)?;
         let carried = report.spool_dropped;
-        let outcome = self.deliver_envelope(Kind::Report, envelope).await;
+        let outcome = self.deliver_envelope(Kind::Report, envelope, try_direct).await;
         if matches!(outcome, Outcome::Delivered { .. }) {
             lock(&self.spool).ack_dropped(carried)?;
         }
@@ -488,11 +500,15 @@ impl Node {
             summary.fresh = Outcome::Undeliverable { reason: "no fleet key yet".into() };
             return Ok(summary);
         };
+        // Once the receiver failed to answer directly, the rest of this
+        // cycle's reports go straight to the relay that worked.
+        let mut try_direct = true;
         loop {
             let next = lock(&self.spool).oldest(unix_now())?;
             let Some((name, mut report)) = next else { break };
-            match self.deliver_report(&mut report, &psk).await? {
-                Outcome::Delivered { .. } => {
+            match self.deliver_report(&mut report, &psk, try_direct).await? {
+                Outcome::Delivered { hops } => {
+                    try_direct &= hops == 0;
                     lock(&self.spool).remove(&name)?;
                     summary.spooled_delivered += 1;
                 }
@@ -510,7 +526,7 @@ impl Node {
                 }
             }
         }
-        summary.fresh = self.deliver_report(&mut fresh, &psk).await?;
+        summary.fresh = self.deliver_report(&mut fresh, &psk, try_direct).await?;
         let keep = match &summary.fresh {
             Outcome::Delivered { .. } => false,
             Outcome::Refused { status, .. } => keep_for_later(*status),
@@ -540,7 +556,7 @@ impl Node {
             agent_version: AGENT_VERSION.to_string(),
         };
         let envelope = signed_envelope(&psk, &register);
-        match self.deliver_envelope(Kind::Register, envelope).await {
+        match self.deliver_envelope(Kind::Register, envelope, true).await {
             Outcome::Delivered { .. } => write_atomically(&marker, agent_id.as_bytes())?,
             other => tracing::debug!(?other, "register not delivered; will retry"),
         }

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Builds static (musl) release binaries of kattila-agent for the fleet:
+#
+#   scripts/build-agents.sh [x86_64] [aarch64]     (default: both)
+#
+# Results: target/dist/kattila-agent-x86_64, target/dist/kattila-agent-aarch64 — single
+# static files, no libc needed on the node. Copy one to /usr/local/bin on a
+# node, with packaging/systemd/kattila-agent.service.
+#
+# Needs (Debian): rustup targets x86_64-unknown-linux-musl and
+# aarch64-unknown-linux-musl (`rustup target add ...`), musl-tools (x86_64)
+# and gcc-aarch64-linux-gnu (aarch64 C compiler and linker).
+#
+# The agent is built as a small stand-alone package that depends only on
+# the agent crate (the workspace's root package also pulls in the receiver
+# and sitegen), with the versions pinned by the workspace's Cargo.lock.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+arches=("$@")
+[ ${#arches[@]} -eq 0 ] && arches=(x86_64 aarch64)
+
+pkg="$root/target/agent-dist/pkg"
+mkdir -p "$pkg/src" "$root/target/dist"
+cat > "$pkg/Cargo.toml.tmp" <<TOML
+[package]
+name = "kattila-agent-dist"
+version = "0.0.0"
+edition = "2021"
+publish = false
+
+[[bin]]
+name = "kattila-agent"
+path = "src/main.rs"
+
+[dependencies]
+kattila-agent = { path = "$root/agent" }
+
+[profile.release]
+opt-level = "s"
+lto = true
+codegen-units = 1
+strip = true
+
+[workspace]
+TOML
+cat > "$pkg/src/main.rs.tmp" <<'RS'
+fn main() -> std::process::ExitCode {
+    kattila_agent::cli::main()
+}
+RS
+cp "$root/Cargo.lock" "$pkg/Cargo.lock.tmp"
+# Renamed into place, so a build running at the same time never reads a
+# half-written file.
+mv "$pkg/Cargo.toml.tmp" "$pkg/Cargo.toml"
+mv "$pkg/src/main.rs.tmp" "$pkg/src/main.rs"
+mv "$pkg/Cargo.lock.tmp" "$pkg/Cargo.lock"
+
+for arch in "${arches[@]}"; do
+  case "$arch" in
+    x86_64)
+      target=x86_64-unknown-linux-musl
+      export CC_x86_64_unknown_linux_musl=${CC_x86_64_unknown_linux_musl:-musl-gcc}
+      ;;
+    aarch64)
+      target=aarch64-unknown-linux-musl
+      export CC_aarch64_unknown_linux_musl=${CC_aarch64_unknown_linux_musl:-aarch64-linux-gnu-gcc}
+      export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER:-aarch64-linux-gnu-gcc}
+      ;;
+    *) echo "build-agents: unknown architecture $arch (x86_64 or aarch64)" >&2; exit 2 ;;
+  esac
+  if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
+    echo "build-agents: Rust target $target is missing: rustup target add $target" >&2
+    exit 1
+  fi
+  echo "build-agents: building $target" >&2
+  cargo build --quiet --release --manifest-path "$pkg/Cargo.toml" \
+    --target-dir "$root/target/agent-dist" --target "$target"
+  cp "$root/target/agent-dist/$target/release/kattila-agent" "$root/target/dist/kattila-agent-$arch"
+  echo "build-agents: target/dist/kattila-agent-$arch ($(stat -c %s "$root/target/dist/kattila-agent-$arch") bytes)" >&2
+done
