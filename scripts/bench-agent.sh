@@ -61,7 +61,8 @@ echo "== binary: $agent"
 echo "size: $(stat -c %s "$agent") bytes"
 echo
 echo "== CPU per collect+sign cycle (--bench-cycles 2000)"
-in_ns "$agent" --bench-cycles 2000
+/usr/bin/time -f "%U s user, %S s system, %M kB max RSS" ip netns exec "$ns" "$agent" --bench-cycles 2000
+if [ -n "${BENCH_STRACE:-}" ]; then strace -f -c -o "$tmp/strace" ip netns exec "$ns" "$agent" --bench-cycles 200; sort -k4 -n -r "$tmp/strace" | head -15; fi
 echo
 echo "== one-shot --sysinfo (/usr/bin/time -v)"
 /usr/bin/time -v ip netns exec "$ns" "$agent" --sysinfo 2> "$tmp/time" > "$tmp/sysinfo.json"
@@ -69,10 +70,10 @@ grep -E "Maximum resident|Elapsed|User time|System time" "$tmp/time"
 echo "sysinfo: $(wc -c < "$tmp/sysinfo.json") bytes of JSON"
 echo
 echo "== daemon, 30 cycles at 1 s against a local receiver"
-KATTILA_PSK=bench-key in_ns "$receiver" --listen 127.0.0.1:5086 --db "$tmp/kattila.db" > "$tmp/receiver.log" 2>&1 &
+KATTILA_PSK=bench-key ip netns exec "$ns" "$receiver" --listen 127.0.0.1:5086 --db "$tmp/kattila.db" > "$tmp/receiver.log" 2>&1 &
 pids+=($!)
 sleep 1
-KATTILA_PSK=bench-key KATTILA_ENV_FILE=/dev/null in_ns "$agent" --manager-url http://127.0.0.1:5086 \
+KATTILA_PSK=bench-key KATTILA_ENV_FILE=/dev/null ip netns exec "$ns" "$agent" --manager-url http://127.0.0.1:5086 \
   --listen 127.0.0.1:5087 --interval 1 --state-dir "$tmp/state" > "$tmp/agent.log" 2>&1 &
 apid=$!
 pids+=($apid)
