@@ -1,0 +1,125 @@
+//! The fleet builds: `scripts/build-agents.sh` makes static musl agents for
+//! x86_64 and aarch64, and the aarch64 one runs (`--sysinfo`) under
+//! qemu-aarch64-static. Builds are release builds with LTO and take
+//! minutes; a binary already in target/dist is reused when it is newer than
+//! every agent source file. Skips with the reason printed when the Rust
+//! target, the cross C toolchain or qemu is missing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::SystemTime;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn in_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
+}
+
+fn installed_targets() -> String {
+    Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// Newest modification time of the files the agent binary is built from.
+fn newest_source() -> SystemTime {
+    fn walk(dir: &Path, newest: &mut SystemTime) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, newest);
+            } else if let Ok(m) = entry.metadata().and_then(|m| m.modified()) {
+                *newest = (*newest).max(m);
+            }
+        }
+    }
+    let mut newest = SystemTime::UNIX_EPOCH;
+    for dir in ["agent", "proto", "keysource"] {
+        walk(&root().join(dir), &mut newest);
+    }
+    for file in ["Cargo.lock", "scripts/build-agents.sh"] {
+        if let Ok(m) = std::fs::metadata(root().join(file)).and_then(|m| m.modified()) {
+            newest = newest.max(m);
+        }
+    }
+    newest
+}
+
+/// Builds (or reuses) target/dist/kattila-agent-ARCH; `Err` is a reason to skip.
+fn fleet_binary(arch: &str, needs: &[&str]) -> Result<PathBuf, String> {
+    let target = format!("{arch}-unknown-linux-musl");
+    if !installed_targets().lines().any(|l| l.trim() == target) {
+        return Err(format!("Rust target {target} is not installed (rustup target add {target})"));
+    }
+    for tool in needs {
+        if !in_path(tool) {
+            return Err(format!("{tool} is not installed"));
+        }
+    }
+    let bin = root().join(format!("target/dist/kattila-agent-{arch}"));
+    let fresh = std::fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .is_ok_and(|built| built > newest_source());
+    if !fresh {
+        let status = Command::new(root().join("scripts/build-agents.sh"))
+            .arg(arch)
+            .status()
+            .expect("build script runs");
+        assert!(status.success(), "scripts/build-agents.sh {arch} failed");
+    }
+    Ok(bin)
+}
+
+fn check_sysinfo(stdout: &str) {
+    let v: serde_json::Value = serde_json::from_str(stdout).expect("--sysinfo prints JSON");
+    assert!(v["interfaces"].as_array().unwrap().iter().any(|i| i["name"] == "lo"));
+    assert!(!v["routes"].as_array().unwrap().is_empty());
+    assert!(v["system"]["uptime_secs"].as_u64() > Some(0));
+}
+
+/// Whether `bin` is a static ELF64 executable: no PT_INTERP program header
+/// (no dynamic loader) and no PT_DYNAMIC segment needing shared libraries.
+fn is_static(bin: &Path) -> bool {
+    let b = std::fs::read(bin).unwrap();
+    assert_eq!(&b[..5], b"\x7fELF\x02", "an ELF64 file");
+    let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(b[0x20..0x28].try_into().unwrap()) as usize;
+    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
+    (0..phnum).all(|i| {
+        let p_type = u32::from_le_bytes(b[phoff + i * phentsize..][..4].try_into().unwrap());
+        p_type != 3 // PT_INTERP
+    })
+}
+
+#[test]
+fn static_x86_64_agent_runs_sysinfo() {
+    let bin = match fleet_binary("x86_64", &["musl-gcc"]) {
+        Ok(b) => b,
+        Err(reason) => return eprintln!("SKIPPED: {reason}"),
+    };
+    assert!(is_static(&bin), "{} is static", bin.display());
+    let size = std::fs::metadata(&bin).unwrap().len();
+    eprintln!("{}: {size} bytes", bin.display());
+    let out = Command::new(&bin).arg("--sysinfo").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    check_sysinfo(&String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn static_aarch64_agent_runs_sysinfo_under_qemu() {
+    let bin = match fleet_binary("aarch64", &["aarch64-linux-gnu-gcc", "qemu-aarch64-static"]) {
+        Ok(b) => b,
+        Err(reason) => return eprintln!("SKIPPED: {reason}"),
+    };
+    assert!(is_static(&bin), "{} is static", bin.display());
+    let out = Command::new("qemu-aarch64-static").arg(&bin).arg("--sysinfo").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    check_sysinfo(&String::from_utf8_lossy(&out.stdout));
+    let version = Command::new("qemu-aarch64-static").arg(&bin).arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("kattila-agent "));
+}
