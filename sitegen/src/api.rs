@@ -115,7 +115,7 @@ struct TopologyFile<'a> {
 }
 
 fn to_bytes(v: &impl Serialize) -> anyhow::Result<Vec<u8>> {
-    let mut out = serde_json::to_vec_pretty(v)?;
+    let mut out = serde_json::to_vec(v)?;
     out.push(b'\n');
     Ok(out)
 }

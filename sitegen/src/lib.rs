@@ -35,6 +35,10 @@ pub struct BuildReport {
     pub elapsed: Duration,
     /// Time spent reading the database.
     pub read_time: Duration,
+    /// Time spent building the view and rendering files.
+    pub render_time: Duration,
+    /// Time spent writing and switching the build.
+    pub publish_time: Duration,
     pub layouts_computed: usize,
     pub layouts_cached: usize,
     pub layout_time: Duration,
@@ -100,7 +104,9 @@ impl Builder {
         let snap = snapshot::FleetSnapshot::read(conn, now)?;
         let read_time = started.elapsed();
         let (files, digest) = self.render_files(&snap, now)?;
+        let rendered = started.elapsed();
         let published = publish::publish(&self.out, &files)?;
+        let publish_time = started.elapsed() - rendered;
         let changes = Changes::between(self.previous.as_ref(), &digest);
         self.previous = Some(digest.clone());
         Ok(BuildReport {
@@ -109,6 +115,8 @@ impl Builder {
             published,
             elapsed: started.elapsed(),
             read_time,
+            render_time: rendered - read_time,
+            publish_time,
             layouts_computed: self.cache.misses,
             layouts_cached: self.cache.hits,
             layout_time: self.cache.compute_time,

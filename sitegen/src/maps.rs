@@ -184,7 +184,45 @@ pub fn overview(site: &Site, cache: &mut LayoutCache, depth: usize) -> Option<Sv
 
 /// The map of one cluster: its agents, their links, neighbouring clusters
 /// and external peers.
-pub fn cluster(site: &Site, c: usize, cache: &mut LayoutCache, depth: usize) -> Option<SvgGraph> {
+/// Which cluster each agent is in and which links touch each cluster,
+/// computed once per build.
+pub struct MapIndex<'a> {
+    cluster_of: HashMap<&'a str, usize>,
+    links_of: Vec<Vec<usize>>,
+}
+
+impl<'a> MapIndex<'a> {
+    pub fn new(site: &'a Site) -> MapIndex<'a> {
+        let cluster_of: HashMap<&str, usize> = site
+            .clusters
+            .iter()
+            .enumerate()
+            .flat_map(|(k, cl)| {
+                cl.agents.iter().map(move |&i| (site.agents[i].agent_id.as_str(), k))
+            })
+            .collect();
+        let mut links_of = vec![Vec::new(); site.clusters.len()];
+        for (li, l) in site.links.iter().enumerate() {
+            let a = cluster_of.get(l.a.as_str()).copied();
+            let b = cluster_of.get(l.b.as_str()).copied();
+            if let Some(a) = a {
+                links_of[a].push(li);
+            }
+            if let Some(b) = b.filter(|&b| Some(b) != a) {
+                links_of[b].push(li);
+            }
+        }
+        MapIndex { cluster_of, links_of }
+    }
+}
+
+pub fn cluster(
+    site: &Site,
+    index: &MapIndex<'_>,
+    c: usize,
+    cache: &mut LayoutCache,
+    depth: usize,
+) -> Option<SvgGraph> {
     let cl = &site.clusters[c];
     let root = up(depth);
     let mut ids: Vec<String> = Vec::new();
@@ -208,12 +246,7 @@ pub fn cluster(site: &Site, c: usize, cache: &mut LayoutCache, depth: usize) -> 
             mark: status_mark(&a.status).into(),
         });
     }
-    let cluster_index: HashMap<&str, usize> = site
-        .clusters
-        .iter()
-        .enumerate()
-        .flat_map(|(k, cl)| cl.agents.iter().map(move |&i| (site.agents[i].agent_id.as_str(), k)))
-        .collect();
+    let cluster_index = &index.cluster_of;
     // Links touching this cluster.
     struct Pending {
         from: usize,
@@ -229,7 +262,7 @@ pub fn cluster(site: &Site, c: usize, cache: &mut LayoutCache, depth: usize) -> 
     let mut pending = Vec::new();
     let name =
         |id: &str| site.agent(id).map(|a| a.hostname.clone()).unwrap_or_else(|| id.to_string());
-    for l in &site.links {
+    for l in index.links_of[c].iter().map(|&li| &site.links[li]) {
         let (a_in, b_in) = (local.get(l.a.as_str()).copied(), local.get(l.b.as_str()).copied());
         let one_sided = l.kind == "wireguard" && l.external.is_empty() && !l.both_ends;
         let class = format!("{} {}{}", l.kind, l.health, if one_sided { " one-sided" } else { "" });

@@ -217,8 +217,9 @@ pub fn render_site(
 
     // One map (and, for big fleets, one matrix) per cluster.
     let grouped = site.agents.len() > FULL_MATRIX_MAX;
+    let index = maps::MapIndex::new(site);
     for (c, cl) in site.clusters.iter().enumerate() {
-        let graph = maps::cluster(site, c, cache, 1);
+        let graph = maps::cluster(site, &index, c, cache, 1);
         let members: Vec<AgentRow> =
             cl.agents.iter().map(|&i| AgentRow::from(&site.agents[i])).collect();
         let rows = if grouped { maps::matrix(site, &cl.agents, now) } else { Vec::new() };

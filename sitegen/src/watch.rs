@@ -19,6 +19,11 @@ use crate::git::{GitOutcome, GitSnapshots};
 use crate::snapshot::{data_version, open_read_only};
 use crate::Builder;
 
+/// After a file event, the database is checked again this often …
+const RECHECK: Duration = Duration::from_millis(5);
+/// … this many times.
+const RECHECKS: u32 = 40;
+
 #[derive(Debug, Clone)]
 pub struct WatchOptions {
     /// Check the database at least this often even without file events.
@@ -90,6 +95,7 @@ pub fn watch(
         ),
     }
     let mut last_version: Option<i64> = None;
+    let mut recheck = 0u32;
     let mut pending_git: Option<(std::path::PathBuf, crate::changes::StateDigest)> = None;
     while !stop() {
         match data_version(&conn) {
@@ -125,7 +131,21 @@ pub fn watch(
                 }
             }
         }
-        let _ = rx.recv_timeout(opts.fallback);
+        // A file event can arrive before the commit that caused it is
+        // visible (the WAL is written before the wal-index is updated, and
+        // the wal-index raises no event): after an event, look again a few
+        // times shortly, before falling back to the timer.
+        if recheck > 0 {
+            recheck -= 1;
+            std::thread::sleep(RECHECK);
+            while rx.try_recv().is_ok() {
+                recheck = RECHECKS;
+            }
+            continue;
+        }
+        if rx.recv_timeout(opts.fallback).is_ok() {
+            recheck = RECHECKS;
+        }
         while rx.try_recv().is_ok() {}
     }
     Ok(())

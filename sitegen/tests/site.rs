@@ -423,8 +423,12 @@ fn representative_output_snapshots() {
     let cur = out.join("current");
     let read = |p: &str| std::fs::read_to_string(cur.join(p)).unwrap();
     insta::assert_snapshot!("index_html", read("index.html"));
-    insta::assert_snapshot!("summary_json", read("api/v1/summary.json"));
-    insta::assert_snapshot!("topology_netjson", read("api/v1/topology.netjson"));
+    let pretty = |p: &str| {
+        let v: serde_json::Value = serde_json::from_str(&read(p)).unwrap();
+        serde_json::to_string_pretty(&v).unwrap()
+    };
+    insta::assert_snapshot!("summary_json", pretty("api/v1/summary.json"));
+    insta::assert_snapshot!("topology_netjson", pretty("api/v1/topology.netjson"));
     let gw = format!("agents/{}.html", fixture::agent_id(0));
     insta::assert_snapshot!("agent_html", read(&gw));
     let cluster =
