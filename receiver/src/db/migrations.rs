@@ -172,6 +172,12 @@ const STEPS: &[&str] = &[
         PRIMARY KEY (agent_id, ts)
     ) WITHOUT ROWID;
     "#,
+    // 3: indexes for lookups the writer and the retention sweep make.
+    r#"
+    CREATE INDEX wg_peers_by_peer_agent ON wg_peers(peer_agent_id);
+    CREATE INDEX edges_by_external ON topology_edges(b_external) WHERE b_external != '';
+    CREATE INDEX reports_by_time ON reports(received_at);
+    "#,
 ];
 
 pub const LATEST: usize = STEPS.len();

@@ -21,6 +21,9 @@ pub fn open(path: &Path) -> anyhow::Result<Connection> {
         anyhow::bail!("database {} refused WAL mode (got {mode})", path.display());
     }
     conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+    // The writer runs a few dozen distinct statements; the default cache of
+    // 16 would re-prepare them constantly.
+    conn.set_prepared_statement_cache_capacity(128);
     migrations::migrate(&mut conn)
         .with_context(|| format!("migrating database {}", path.display()))?;
     Ok(conn)

@@ -64,6 +64,8 @@ struct AgentCache {
     counters_written: i64,
     /// Totals of the last history sample: (ts, rx, tx).
     last_sample: Option<(i64, u64, u64)>,
+    /// The routes as last stored (None: not known yet, compare with the database).
+    routes: Option<Vec<Route>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -206,7 +208,7 @@ impl Processor {
             format!("agent id used by more than one host ({})", distinct(&cache.hostnames));
 
         let iface_events = update_interfaces(conn, id, cache, &r.interfaces, now, write_counters)?;
-        update_routes_if_changed(conn, id, r)?;
+        update_routes_if_changed(conn, id, cache, r)?;
         let mut device_keys: Vec<String> =
             r.wireguard.iter().map(|d| d.public_key.clone()).collect();
         device_keys.sort();
@@ -230,7 +232,18 @@ impl Processor {
         if devices_changed {
             self.topology.set_device_keys(conn, id, &device_keys, now)?;
         }
-        self.topology.update_wireguard_edges(conn, id, now, &s)?;
+        let cache = Self::cache(&mut self.agents, conn, id)?;
+        let facts: Vec<topology::PeerFact<'_>> = cache
+            .peers
+            .iter()
+            .map(|((_, key), p)| topology::PeerFact {
+                public_key: key,
+                peer_agent_id: p.peer_agent_id.as_deref(),
+                health: p.health,
+                latest_handshake: p.latest_handshake,
+            })
+            .collect();
+        self.topology.update_wireguard_edges(conn, id, &facts, now, &s)?;
         let networks = topology::physical_networks(&r.interfaces);
         self.topology.update_physical(conn, id, networks, now)?;
 
@@ -508,23 +521,30 @@ fn update_interfaces(
     Ok(events)
 }
 
-fn update_routes_if_changed(conn: &Connection, agent_id: &str, r: &Report) -> rusqlite::Result<()> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT dst, gateway, dev, metric, table_id FROM routes WHERE agent_id = ?1 ORDER BY rowid",
-    )?;
-    let stored: Vec<Route> = stmt
-        .query_map([agent_id], |row| {
-            Ok(Route {
-                dst: row.get(0)?,
-                gateway: row.get(1)?,
-                dev: row.get(2)?,
-                metric: row.get(3)?,
-                table: row.get(4)?,
-            })
-        })?
-        .collect::<Result<_, _>>()?;
-    let same = stored == r.routes;
-    if same {
+fn update_routes_if_changed(
+    conn: &Connection,
+    agent_id: &str,
+    cache: &mut AgentCache,
+    r: &Report,
+) -> rusqlite::Result<()> {
+    if cache.routes.is_none() {
+        let mut stmt = conn.prepare_cached(
+            "SELECT dst, gateway, dev, metric, table_id FROM routes WHERE agent_id = ?1 ORDER BY rowid",
+        )?;
+        let stored = stmt
+            .query_map([agent_id], |row| {
+                Ok(Route {
+                    dst: row.get(0)?,
+                    gateway: row.get(1)?,
+                    dev: row.get(2)?,
+                    metric: row.get(3)?,
+                    table: row.get(4)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        cache.routes = Some(stored);
+    }
+    if cache.routes.as_ref() == Some(&r.routes) {
         return Ok(());
     }
     conn.prepare_cached("DELETE FROM routes WHERE agent_id = ?1")?.execute([agent_id])?;
@@ -532,15 +552,9 @@ fn update_routes_if_changed(conn: &Connection, agent_id: &str, r: &Report) -> ru
         "INSERT INTO routes (agent_id, dst, gateway, dev, metric, table_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
     for route in &r.routes {
-        insert.execute(params![
-            agent_id,
-            route.dst,
-            route.gateway,
-            route.dev,
-            route.metric,
-            route.table
-        ])?;
+        insert.execute(params![agent_id, route.dst, route.gateway, route.dev, route.metric, route.table])?;
     }
+    cache.routes = Some(r.routes.clone());
     Ok(())
 }
 

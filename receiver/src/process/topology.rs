@@ -29,17 +29,32 @@ struct EdgeState {
     written_at: i64,
 }
 
+/// How one agent sees another over WireGuard: best health and newest
+/// handshake over its peers that are devices of the other agent.
+pub type View = (&'static str, Option<i64>);
+
+/// One peer as the processor reports it to the topology.
+pub struct PeerFact<'a> {
+    pub public_key: &'a str,
+    pub peer_agent_id: Option<&'a str>,
+    pub health: &'static str,
+    pub latest_handshake: Option<i64>,
+}
+
 #[derive(Debug, Default)]
 pub struct Topology {
     /// WireGuard public key → agent id.
     owner: HashMap<String, String>,
     /// Agent id → its device keys.
     devices: HashMap<String, Vec<String>>,
+    /// from agent → to agent → how `from` sees `to`.
+    views: HashMap<String, HashMap<String, View>>,
     /// Subnet → agents with an address in it.
     subnets: HashMap<String, BTreeSet<String>>,
     agent_subnets: HashMap<String, BTreeSet<String>>,
-    /// WireGuard edges as last written.
+    /// WireGuard edges as last written, and each agent's edges.
     wg_edges: HashMap<EdgeKey, EdgeState>,
+    edges_of: HashMap<String, BTreeSet<EdgeKey>>,
 }
 
 impl Topology {
@@ -49,6 +64,16 @@ impl Topology {
             let (agent, key) = row?;
             self.owner.insert(key.clone(), agent.clone());
             self.devices.entry(agent).or_default().push(key);
+        }
+        let mut stmt = conn.prepare(
+            "SELECT agent_id, peer_agent_id, health, latest_handshake FROM wg_peers WHERE peer_agent_id IS NOT NULL",
+        )?;
+        for row in stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, Option<i64>>(3)?))
+        })? {
+            let (from, to, health, hs) = row?;
+            let view = self.views.entry(from).or_default().entry(to).or_insert(("down", None));
+            *view = merge(*view, (health_name(&health), hs));
         }
         let mut stmt =
             conn.prepare("SELECT agent_id, kind, addresses FROM interfaces WHERE state != 'gone'")?;
@@ -78,7 +103,8 @@ impl Topology {
             self.agent_subnets.insert(agent, nets);
         }
         let mut stmt = conn.prepare(
-            "SELECT a_agent, b_agent, b_external, both_ends, health, last_seen FROM topology_edges WHERE kind = 'wireguard'",
+            "SELECT a_agent, b_agent, b_external, both_ends, health, last_seen
+             FROM topology_edges WHERE kind = 'wireguard'",
         )?;
         for row in stmt.query_map([], |r| {
             Ok((
@@ -89,16 +115,22 @@ impl Topology {
             ))
         })? {
             let (key, both_ends, health, last_seen) = row?;
-            self.wg_edges.insert(
-                key,
-                EdgeState { both_ends, health: health_name(&health), written_at: last_seen },
-            );
+            let state = EdgeState { both_ends, health: health_name(&health), written_at: last_seen };
+            self.index_edge(&key);
+            self.wg_edges.insert(key, state);
         }
         Ok(())
     }
 
     pub fn owner_of(&self, key: &str) -> Option<&str> {
         self.owner.get(key).map(String::as_str)
+    }
+
+    fn index_edge(&mut self, key: &EdgeKey) {
+        self.edges_of.entry(key.0.clone()).or_default().insert(key.clone());
+        if !key.1.is_empty() {
+            self.edges_of.entry(key.1.clone()).or_default().insert(key.clone());
+        }
     }
 
     /// Records an agent's device keys. Peers elsewhere that pointed at one of
@@ -117,75 +149,76 @@ impl Topology {
                 }
             }
         }
+        let mut listers = BTreeSet::new();
         for k in keys {
             self.owner.insert(k.clone(), agent.to_string());
             conn.prepare_cached("UPDATE wg_peers SET peer_agent_id = ?2 WHERE public_key = ?1")?
                 .execute(params![k, agent])?;
-            conn.prepare_cached(
-                "DELETE FROM topology_edges WHERE kind = 'wireguard' AND b_external = ?1",
-            )?
-            .execute([k])?;
-            self.wg_edges.retain(|(_, _, ext), _| ext != k);
+            let mut stmt = conn.prepare_cached(
+                "SELECT agent_id, health, latest_handshake FROM wg_peers WHERE public_key = ?1",
+            )?;
+            let rows: Vec<(String, String, Option<i64>)> = stmt
+                .query_map([k], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            for (lister, health, hs) in rows {
+                if lister == agent {
+                    continue;
+                }
+                let view = self.views.entry(lister.clone()).or_default().entry(agent.to_string()).or_insert(("down", None));
+                *view = merge(*view, (health_name(&health), hs));
+                self.delete_edge(conn, (lister.clone(), String::new(), k.clone()))?;
+                listers.insert(lister);
+            }
         }
         self.devices.insert(agent.to_string(), keys.to_vec());
-        // Agents that list one of these keys now have an edge to `agent`.
-        let mut stmt =
-            conn.prepare_cached("SELECT DISTINCT agent_id FROM wg_peers WHERE peer_agent_id = ?1")?;
-        let listers: Vec<String> =
-            stmt.query_map([agent], |r| r.get(0))?.collect::<Result<_, _>>()?;
         for other in listers {
-            if other != agent {
-                self.write_pair(conn, agent, &other, now, i64::MAX)?;
-            }
+            self.write_pair(conn, agent, &other, now, i64::MAX)?;
         }
         Ok(())
     }
 
-    /// Refreshes every WireGuard edge that `agent` is an end of.
+    /// Refreshes every WireGuard edge that `agent` is an end of, from its
+    /// current peers.
     pub fn update_wireguard_edges(
         &mut self,
         conn: &Connection,
         agent: &str,
+        peers: &[PeerFact<'_>],
         now: i64,
         s: &Settings,
     ) -> rusqlite::Result<()> {
-        let mut stmt = conn.prepare_cached(
-            "SELECT public_key, peer_agent_id, health FROM wg_peers WHERE agent_id = ?1",
-        )?;
-        let peers: Vec<(String, Option<String>, String)> = stmt
-            .query_map([agent], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<Result<_, _>>()?;
+        let mut views: HashMap<String, View> = HashMap::new();
         let mut current: BTreeSet<EdgeKey> = BTreeSet::new();
-        for (key, peer_agent, health) in &peers {
-            match peer_agent {
+        for p in peers {
+            match p.peer_agent_id {
                 Some(other) if other != agent => {
-                    let (a, b) = ordered(agent, other);
-                    current.insert((a.to_string(), b.to_string(), String::new()));
-                    self.write_pair(conn, agent, other, now, s.sample_secs)?;
+                    let v = views.entry(other.to_string()).or_insert(("down", None));
+                    *v = merge(*v, (p.health, p.latest_handshake));
                 }
                 Some(_) => {} // a device peering with another device of the same agent
                 None => {
-                    let edge = (agent.to_string(), String::new(), key.clone());
-                    let state = EdgeState {
-                        both_ends: false,
-                        health: health_name(health),
-                        written_at: now,
-                    };
+                    let edge = (agent.to_string(), String::new(), p.public_key.to_string());
+                    let state = EdgeState { both_ends: false, health: health_name(p.health), written_at: now };
                     current.insert(edge.clone());
                     self.write_edge(conn, edge, state, None, now, s.sample_secs)?;
                 }
             }
         }
+        let others: Vec<String> = views.keys().cloned().collect();
+        self.views.insert(agent.to_string(), views);
+        for other in &others {
+            let (a, b) = ordered(agent, other);
+            current.insert((a.to_string(), b.to_string(), String::new()));
+            self.write_pair(conn, agent, other, now, s.sample_secs)?;
+        }
         // Edges this agent no longer has a peer for: keep them only if the
         // other end still lists this agent.
-        let stale: Vec<EdgeKey> = self
-            .wg_edges
-            .keys()
-            .filter(|(a, b, _)| a == agent || b == agent)
-            .filter(|k| !current.contains(*k))
-            .cloned()
-            .collect();
-        for (a, b, ext) in stale {
+        let gone: Vec<EdgeKey> = self
+            .edges_of
+            .get(agent)
+            .map(|edges| edges.iter().filter(|k| !current.contains(*k)).cloned().collect())
+            .unwrap_or_default();
+        for (a, b, ext) in gone {
             if b.is_empty() {
                 self.delete_edge(conn, (a, b, ext))?;
             } else {
@@ -205,45 +238,19 @@ impl Topology {
         now: i64,
         min_gap: i64,
     ) -> rusqlite::Result<()> {
-        let view_xy = self.view(conn, x, y)?;
-        let view_yx = self.view(conn, y, x)?;
+        let view = |from: &str, to: &str| self.views.get(from).and_then(|m| m.get(to)).copied();
+        let (view_xy, view_yx) = (view(x, y), view(y, x));
         let (a, b) = ordered(x, y);
         let edge = (a.to_string(), b.to_string(), String::new());
-        let (health, handshake) = match (&view_xy, &view_yx) {
+        let (health, handshake) = match (view_xy, view_yx) {
             (None, None) => return self.delete_edge(conn, edge),
-            (Some(v), None) | (None, Some(v)) => (v.0, v.1),
-            (Some(v), Some(w)) => (better(v.0, w.0), v.1.max(w.1)),
+            (Some(v), None) | (None, Some(v)) => v,
+            (Some(v), Some(w)) => merge(v, w),
         };
-        let state = EdgeState {
-            both_ends: view_xy.is_some() && view_yx.is_some(),
-            health,
-            written_at: now,
-        };
+        let state =
+            EdgeState { both_ends: view_xy.is_some() && view_yx.is_some(), health, written_at: now };
         let age = handshake.map(|hs| (now - hs).max(0));
         self.write_edge(conn, edge, state, age, now, min_gap)
-    }
-
-    /// How `from` sees its peer `to`: best health and newest handshake over
-    /// its peers that are devices of `to`.
-    fn view(
-        &self,
-        conn: &Connection,
-        from: &str,
-        to: &str,
-    ) -> rusqlite::Result<Option<(&'static str, Option<i64>)>> {
-        let mut stmt = conn.prepare_cached(
-            "SELECT health, latest_handshake FROM wg_peers WHERE agent_id = ?1 AND peer_agent_id = ?2",
-        )?;
-        let rows: Vec<(String, Option<i64>)> = stmt
-            .query_map(params![from, to], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        Ok(rows.into_iter().fold(None, |acc, (h, hs)| {
-            let h = health_name(&h);
-            Some(match acc {
-                None => (h, hs),
-                Some((ah, ahs)) => (better(ah, h), ahs.max(hs)),
-            })
-        }))
     }
 
     fn write_edge(
@@ -269,14 +276,21 @@ impl Topology {
                  health = excluded.health, handshake_age = excluded.handshake_age, last_seen = excluded.last_seen",
         )?
         .execute(params![key.0, key.1, key.2, state.both_ends, state.health, handshake_age, now])?;
+        self.index_edge(&key);
         self.wg_edges.insert(key, state);
         Ok(())
     }
 
     fn delete_edge(&mut self, conn: &Connection, key: EdgeKey) -> rusqlite::Result<()> {
         if self.wg_edges.remove(&key).is_some() {
+            for end in [&key.0, &key.1] {
+                if let Some(set) = self.edges_of.get_mut(end) {
+                    set.remove(&key);
+                }
+            }
             conn.prepare_cached(
-                "DELETE FROM topology_edges WHERE kind = 'wireguard' AND a_agent = ?1 AND b_agent = ?2 AND b_external = ?3",
+                "DELETE FROM topology_edges
+                 WHERE kind = 'wireguard' AND a_agent = ?1 AND b_agent = ?2 AND b_external = ?3",
             )?
             .execute(params![key.0, key.1, key.2])?;
         }
@@ -398,6 +412,11 @@ fn health_name(s: &str) -> &'static str {
         "never" | "down" => "down",
         _ => "unknown",
     }
+}
+
+/// Two views of one link combined: the better health, the newer handshake.
+fn merge(a: View, b: View) -> View {
+    (better(a.0, b.0), a.1.max(b.1))
 }
 
 fn better(a: &'static str, b: &'static str) -> &'static str {
