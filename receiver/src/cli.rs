@@ -75,6 +75,17 @@ pub struct Args {
     #[arg(long, env = "KATTILA_AUDIT_HOURS", default_value_t = 24)]
     pub audit_hours: i64,
 
+    /// Keep the raw envelope of every report in the audit table. By default
+    /// a report's raw copy is kept when it changed state, topology or alarms,
+    /// and otherwise once per --audit-interval-secs per agent (every report
+    /// always leaves a row with its tick, nonce, size and relay path).
+    #[arg(long, env = "KATTILA_AUDIT_EVERY_REPORT")]
+    pub audit_every_report: bool,
+
+    /// See --audit-every-report.
+    #[arg(long, env = "KATTILA_AUDIT_INTERVAL_SECS", default_value_t = 300)]
+    pub audit_interval_secs: i64,
+
     /// Days to keep history samples (hourly means after the first day).
     #[arg(long, env = "KATTILA_HISTORY_DAYS", default_value_t = 7)]
     pub history_days: i64,
@@ -156,6 +167,8 @@ impl Args {
                 event_ttl_secs: 3600,
                 audit_retention_secs: self.audit_hours.max(1) * 3600,
                 history_retention_secs: self.history_days.max(1) * 86_400,
+                audit_every_report: self.audit_every_report,
+                audit_interval_secs: self.audit_interval_secs.max(0),
             },
             sweep_secs: self.sweep_secs,
         })

@@ -261,8 +261,9 @@ fn apply_message(
         store::record_replay(conn, layer, &window, &dropped)?;
         updated.push((layer.agent_id.clone(), window));
     }
-    store::store_message(conn, verified, raw, received_at)?;
-    state.processor.apply(conn, verified, received_at)?;
+    store::upsert_agent(conn, verified, received_at)?;
+    let keep_raw = state.processor.apply(conn, verified, received_at)?;
+    store::insert_report(conn, verified, raw, keep_raw, received_at)?;
     touched.extend(updated);
     Ok(Outcome::Committed)
 }

@@ -178,6 +178,12 @@ const STEPS: &[&str] = &[
     CREATE INDEX edges_by_external ON topology_edges(b_external) WHERE b_external != '';
     CREATE INDEX reports_by_time ON reports(received_at);
     "#,
+    // 4: audit rows keep size and nonce of every message; the raw copy
+    // (column raw) may be empty for reports that changed nothing.
+    r#"
+    ALTER TABLE reports ADD COLUMN size INTEGER;
+    ALTER TABLE reports ADD COLUMN nonce BLOB;
+    "#,
 ];
 
 pub const LATEST: usize = STEPS.len();

@@ -50,11 +50,10 @@ pub fn record_replay(
     Ok(())
 }
 
-/// Stores the agent's message: its agents row and the raw audit copy.
-pub fn store_message(
+/// Records the agent behind a message: its `agents` row.
+pub fn upsert_agent(
     conn: &Connection,
     verified: &Verified,
-    raw: &[u8],
     received_at: i64,
 ) -> rusqlite::Result<()> {
     let origin = verified.origin();
@@ -90,11 +89,29 @@ pub fn store_message(
         via,
         if verified.relay_hops() > 0 { "relay" } else { "direct" },
     ])?;
+    Ok(())
+}
+
+/// Appends the message to the audit table: always its metadata, and the
+/// raw envelope when `keep_raw` (an empty blob otherwise).
+pub fn insert_report(
+    conn: &Connection,
+    verified: &Verified,
+    raw: &[u8],
+    keep_raw: bool,
+    received_at: i64,
+) -> rusqlite::Result<()> {
+    let origin = verified.origin();
+    let msg = &verified.message;
+    let observed_at = match msg {
+        Message::Report(r) => Some(r.observed_at),
+        Message::Register(_) => None,
+    };
     let relay_path: Vec<&str> = verified.relay_path().collect();
     let relay_path = (!relay_path.is_empty()).then(|| relay_path.join(" "));
     conn.prepare_cached(
-        "INSERT INTO reports (agent_id, kind, tick, received_at, observed_at, relay_path, raw)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO reports (agent_id, kind, tick, received_at, observed_at, relay_path, raw, size, nonce)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         origin.agent_id,
@@ -103,7 +120,9 @@ pub fn store_message(
         received_at,
         observed_at,
         relay_path,
-        raw,
+        if keep_raw { raw } else { &[][..] },
+        raw.len() as i64,
+        &origin.nonce[..],
     ])?;
     Ok(())
 }

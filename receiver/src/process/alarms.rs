@@ -109,6 +109,8 @@ struct Tracked {
 #[derive(Debug, Default)]
 pub struct Conditions {
     tracked: HashMap<Key, Tracked>,
+    /// Alarms raised, refreshed by events, or resolved since start.
+    pub transitions: u64,
 }
 
 impl Conditions {
@@ -159,7 +161,8 @@ impl Conditions {
             match t.alarm {
                 Some(id) => touch(conn, id, now, message)?,
                 None if t.streak >= threshold => {
-                    t.alarm = Some(insert(conn, kind, agent, subject, now, message)?)
+                    t.alarm = Some(insert(conn, kind, agent, subject, now, message)?);
+                    self.transitions += 1;
                 }
                 None => {}
             }
@@ -169,6 +172,7 @@ impl Conditions {
                 if -t.streak >= threshold {
                     resolve(conn, id, now)?;
                     t.alarm = None;
+                    self.transitions += 1;
                 }
             }
         }
@@ -189,7 +193,10 @@ impl Conditions {
         let mut t = self.tracked.get(&key).copied().unwrap_or_default();
         match t.alarm {
             Some(id) => touch(conn, id, now, message)?,
-            None => t.alarm = Some(insert(conn, kind, agent, subject, now, message)?),
+            None => {
+                t.alarm = Some(insert(conn, kind, agent, subject, now, message)?);
+                self.transitions += 1;
+            }
         }
         t.streak = t.streak.max(1);
         self.store(conn, key, t)
@@ -210,7 +217,10 @@ impl Conditions {
         let mut t = self.tracked.get(&key).copied().unwrap_or_default();
         match t.alarm {
             Some(id) => touch(conn, id, now, message)?,
-            None => t.alarm = Some(insert(conn, kind, agent, subject, now, message)?),
+            None => {
+                t.alarm = Some(insert(conn, kind, agent, subject, now, message)?);
+                self.transitions += 1;
+            }
         }
         self.tracked.insert(key, t);
         Ok(())

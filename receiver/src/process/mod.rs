@@ -37,6 +37,10 @@ pub struct Settings {
     pub audit_retention_secs: i64,
     /// History samples are kept this long (rolled up hourly after a day).
     pub history_retention_secs: i64,
+    /// Keep the raw copy of every report, not only of reports that changed
+    /// something and one per `audit_interval_secs` per agent.
+    pub audit_every_report: bool,
+    pub audit_interval_secs: i64,
 }
 
 impl Default for Settings {
@@ -49,6 +53,8 @@ impl Default for Settings {
             event_ttl_secs: 3600,
             audit_retention_secs: 86_400,
             history_retention_secs: 7 * 86_400,
+            audit_every_report: false,
+            audit_interval_secs: 300,
         }
     }
 }
@@ -66,6 +72,8 @@ struct AgentCache {
     last_sample: Option<(i64, u64, u64)>,
     /// The routes as last stored (None: not known yet, compare with the database).
     routes: Option<Vec<Route>>,
+    /// Unix seconds when a raw copy of this agent's report was last kept.
+    raw_kept_at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -120,13 +128,16 @@ impl Processor {
         Ok(())
     }
 
-    /// Applies an accepted message (already stored in `agents`/`reports`).
+    /// Applies an accepted message (its `agents` row is already written).
+    /// Returns whether the raw copy of this message should be kept for the
+    /// audit: always for registers, relayed messages and reports that changed
+    /// something (state, topology, alarms); otherwise once per audit interval.
     pub fn apply(
         &mut self,
         conn: &Connection,
         verified: &Verified,
         now: i64,
-    ) -> rusqlite::Result<()> {
+    ) -> rusqlite::Result<bool> {
         self.ensure_loaded(conn)?;
         let origin = &verified.origin().agent_id;
         // A report proves the agent is alive, however it arrived.
@@ -153,10 +164,20 @@ impl Processor {
             now,
             &relay_msg,
         )?;
-        if let Message::Report(report) = &verified.message {
-            self.apply_report(conn, report, now)?;
+        let transitions = self.conditions.transitions;
+        let changed = match &verified.message {
+            Message::Report(report) => self.apply_report(conn, report, now)?,
+            Message::Register(_) => true,
+        };
+        let changed = changed || hops > 0 || self.conditions.transitions != transitions;
+        let cache = Self::cache(&mut self.agents, conn, origin)?;
+        let keep = changed
+            || self.settings.audit_every_report
+            || now - cache.raw_kept_at >= self.settings.audit_interval_secs;
+        if keep {
+            cache.raw_kept_at = now;
         }
-        Ok(())
+        Ok(keep)
     }
 
     fn cache<'a>(
@@ -171,7 +192,8 @@ impl Processor {
         Ok(agents.get_mut(agent_id).expect("inserted above"))
     }
 
-    fn apply_report(&mut self, conn: &Connection, r: &Report, now: i64) -> rusqlite::Result<()> {
+    /// Returns whether the report changed any stored state (not counting counters).
+    fn apply_report(&mut self, conn: &Connection, r: &Report, now: i64) -> rusqlite::Result<bool> {
         let s = self.settings.clone();
         let id = r.agent_id.as_str();
         let cache = Self::cache(&mut self.agents, conn, id)?;
@@ -207,8 +229,9 @@ impl Processor {
         let conflict_msg =
             format!("agent id used by more than one host ({})", distinct(&cache.hostnames));
 
-        let iface_events = update_interfaces(conn, id, cache, &r.interfaces, now, write_counters)?;
-        update_routes_if_changed(conn, id, cache, r)?;
+        let (iface_events, ifaces_changed) =
+            update_interfaces(conn, id, cache, &r.interfaces, now, write_counters)?;
+        let routes_changed = update_routes_if_changed(conn, id, cache, r)?;
         let mut device_keys: Vec<String> =
             r.wireguard.iter().map(|d| d.public_key.clone()).collect();
         device_keys.sort();
@@ -223,10 +246,10 @@ impl Processor {
             }
             cache.device_keys = device_keys.clone();
         }
-        let peer_events =
+        let (peer_events, peers_changed) =
             update_peers(conn, id, cache, r, &self.topology, &s, now, write_counters)?;
-        let sample = history::maybe_sample(conn, id, cache, r, &s, now)?;
-        let _ = sample;
+        history::maybe_sample(conn, id, cache, r, &s, now)?;
+        let changed = ifaces_changed || routes_changed || devices_changed || peers_changed;
 
         // Topology.
         if devices_changed {
@@ -277,7 +300,7 @@ impl Processor {
                 }
             }
         }
-        Ok(())
+        Ok(changed)
     }
 
     /// Timer work: silent agents, expiring events, retention. Runs on the
@@ -454,8 +477,9 @@ fn update_interfaces(
     interfaces: &[Interface],
     now: i64,
     write_counters: bool,
-) -> rusqlite::Result<Vec<IfaceObservation>> {
+) -> rusqlite::Result<(Vec<IfaceObservation>, bool)> {
     let mut events = Vec::new();
+    let mut any_changed = false;
     for i in interfaces {
         let cached = CachedInterface {
             kind: i.kind.clone(),
@@ -467,6 +491,7 @@ fn update_interfaces(
         };
         let previous = cache.interfaces.get(&i.name);
         let changed = previous != Some(&cached);
+        any_changed |= changed;
         if previous.is_none() {
             events.push(IfaceObservation::New { name: i.name.clone() });
         }
@@ -511,6 +536,7 @@ fn update_interfaces(
             continue;
         }
         if !iface.gone {
+            any_changed = true;
             iface.gone = true;
             iface.state = "gone".into();
             conn.prepare_cached("UPDATE interfaces SET state = 'gone', last_seen = ?3 WHERE agent_id = ?1 AND name = ?2")?
@@ -518,7 +544,7 @@ fn update_interfaces(
         }
         events.push(IfaceObservation::Gone { name: name.clone(), gone: true });
     }
-    Ok(events)
+    Ok((events, any_changed))
 }
 
 fn update_routes_if_changed(
@@ -526,7 +552,7 @@ fn update_routes_if_changed(
     agent_id: &str,
     cache: &mut AgentCache,
     r: &Report,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<bool> {
     if cache.routes.is_none() {
         let mut stmt = conn.prepare_cached(
             "SELECT dst, gateway, dev, metric, table_id FROM routes WHERE agent_id = ?1 ORDER BY rowid",
@@ -545,17 +571,24 @@ fn update_routes_if_changed(
         cache.routes = Some(stored);
     }
     if cache.routes.as_ref() == Some(&r.routes) {
-        return Ok(());
+        return Ok(false);
     }
     conn.prepare_cached("DELETE FROM routes WHERE agent_id = ?1")?.execute([agent_id])?;
     let mut insert = conn.prepare_cached(
         "INSERT INTO routes (agent_id, dst, gateway, dev, metric, table_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
     for route in &r.routes {
-        insert.execute(params![agent_id, route.dst, route.gateway, route.dev, route.metric, route.table])?;
+        insert.execute(params![
+            agent_id,
+            route.dst,
+            route.gateway,
+            route.dev,
+            route.metric,
+            route.table
+        ])?;
     }
     cache.routes = Some(r.routes.clone());
-    Ok(())
+    Ok(true)
 }
 
 enum PeerObservation {
@@ -583,7 +616,8 @@ fn update_peers(
     s: &Settings,
     now: i64,
     write_counters: bool,
-) -> rusqlite::Result<Vec<PeerObservation>> {
+) -> rusqlite::Result<(Vec<PeerObservation>, bool)> {
+    let mut any_changed = false;
     let mut events = Vec::new();
     let mut present = std::collections::HashSet::new();
     for d in &r.wireguard {
@@ -611,6 +645,7 @@ fn update_peers(
                     || prev.health != cached.health
                     || prev.peer_agent_id != cached.peer_agent_id
             });
+            any_changed |= structural;
             if structural || write_counters {
                 conn.prepare_cached(
                     "INSERT INTO wg_peers (agent_id, device, public_key, peer_agent_id, endpoint, allowed_ips,
@@ -676,8 +711,9 @@ fn update_peers(
             message: String::new(),
         });
         cache.peers.remove(&(device, key));
+        any_changed = true;
     }
-    Ok(events)
+    Ok((events, any_changed))
 }
 
 #[cfg(test)]

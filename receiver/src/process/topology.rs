@@ -69,7 +69,12 @@ impl Topology {
             "SELECT agent_id, peer_agent_id, health, latest_handshake FROM wg_peers WHERE peer_agent_id IS NOT NULL",
         )?;
         for row in stmt.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, Option<i64>>(3)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+            ))
         })? {
             let (from, to, health, hs) = row?;
             let view = self.views.entry(from).or_default().entry(to).or_insert(("down", None));
@@ -115,7 +120,8 @@ impl Topology {
             ))
         })? {
             let (key, both_ends, health, last_seen) = row?;
-            let state = EdgeState { both_ends, health: health_name(&health), written_at: last_seen };
+            let state =
+                EdgeState { both_ends, health: health_name(&health), written_at: last_seen };
             self.index_edge(&key);
             self.wg_edges.insert(key, state);
         }
@@ -164,7 +170,12 @@ impl Topology {
                 if lister == agent {
                     continue;
                 }
-                let view = self.views.entry(lister.clone()).or_default().entry(agent.to_string()).or_insert(("down", None));
+                let view = self
+                    .views
+                    .entry(lister.clone())
+                    .or_default()
+                    .entry(agent.to_string())
+                    .or_insert(("down", None));
                 *view = merge(*view, (health_name(&health), hs));
                 self.delete_edge(conn, (lister.clone(), String::new(), k.clone()))?;
                 listers.insert(lister);
@@ -198,7 +209,11 @@ impl Topology {
                 Some(_) => {} // a device peering with another device of the same agent
                 None => {
                     let edge = (agent.to_string(), String::new(), p.public_key.to_string());
-                    let state = EdgeState { both_ends: false, health: health_name(p.health), written_at: now };
+                    let state = EdgeState {
+                        both_ends: false,
+                        health: health_name(p.health),
+                        written_at: now,
+                    };
                     current.insert(edge.clone());
                     self.write_edge(conn, edge, state, None, now, s.sample_secs)?;
                 }
@@ -247,8 +262,11 @@ impl Topology {
             (Some(v), None) | (None, Some(v)) => v,
             (Some(v), Some(w)) => merge(v, w),
         };
-        let state =
-            EdgeState { both_ends: view_xy.is_some() && view_yx.is_some(), health, written_at: now };
+        let state = EdgeState {
+            both_ends: view_xy.is_some() && view_yx.is_some(),
+            health,
+            written_at: now,
+        };
         let age = handshake.map(|hs| (now - hs).max(0));
         self.write_edge(conn, edge, state, age, now, min_gap)
     }
