@@ -142,8 +142,11 @@ fn bench_watch(n: usize) {
     }
     let writer = kattila_receiver::db::open(&db).unwrap();
     let mut samples = Vec::new();
+    let mut quiet = Duration::from_millis(300);
     for k in 0..15 {
-        std::thread::sleep(Duration::from_millis(300));
+        // Let the previous build finish first: each sample is one commit
+        // into an idle watcher.
+        std::thread::sleep(quiet);
         let before = link(&out);
         let t = Instant::now();
         writer
@@ -156,6 +159,7 @@ fn bench_watch(n: usize) {
             std::thread::sleep(Duration::from_millis(2));
         }
         samples.push(t.elapsed());
+        quiet = (t.elapsed() * 2).max(Duration::from_millis(300));
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = watcher.join();

@@ -39,6 +39,8 @@ pub struct BuildReport {
     pub render_time: Duration,
     /// Time spent writing and switching the build.
     pub publish_time: Duration,
+    /// Files unchanged since the previous build (linked, not written).
+    pub files_unchanged: usize,
     pub layouts_computed: usize,
     pub layouts_cached: usize,
     pub layout_time: Duration,
@@ -51,9 +53,10 @@ impl BuildReport {
     /// The one line printed per build.
     pub fn line(&self) -> String {
         format!(
-            "built {} agents, {} files in {:.0?} ({}; layouts: {} cached, {} computed in {:.0?}) -> {}",
+            "built {} agents, {} files ({} changed) in {:.0?} ({}; layouts: {} cached, {} computed in {:.0?}) -> {}",
             self.agents,
             self.files,
+            self.files - self.files_unchanged,
             self.elapsed,
             self.changes.describe(),
             self.layouts_cached,
@@ -79,6 +82,7 @@ pub struct Builder {
     render: render::RenderOptions,
     view: view::ViewOptions,
     previous: Option<StateDigest>,
+    publisher: publish::Publisher,
 }
 
 impl Builder {
@@ -95,6 +99,7 @@ impl Builder {
             render,
             view,
             previous: None,
+            publisher: publish::Publisher::default(),
         }
     }
 
@@ -105,7 +110,7 @@ impl Builder {
         let read_time = started.elapsed();
         let (files, digest) = self.render_files(&snap, now)?;
         let rendered = started.elapsed();
-        let published = publish::publish(&self.out, &files)?;
+        let published = self.publisher.publish(&self.out, &files)?;
         let publish_time = started.elapsed() - rendered;
         let changes = Changes::between(self.previous.as_ref(), &digest);
         self.previous = Some(digest.clone());
@@ -117,6 +122,7 @@ impl Builder {
             read_time,
             render_time: rendered - read_time,
             publish_time,
+            files_unchanged: self.publisher.reused,
             layouts_computed: self.cache.misses,
             layouts_cached: self.cache.hits,
             layout_time: self.cache.compute_time,

@@ -516,7 +516,11 @@ pub fn matrix(site: &Site, members: &[usize], now: i64) -> Vec<MatrixRow> {
                             "{} — {}: {sides}; newest handshake {}",
                             ra.hostname,
                             ca.hostname,
-                            age.map(crate::render::age_text).unwrap_or_else(|| "never".into())
+                            st.newest_handshake
+                                .map(|t| crate::render::iso_time(t)
+                                    .replace('T', " ")
+                                    .replace('Z', " UTC"))
+                                .unwrap_or_else(|| "never".into())
                         ),
                     }
                 })

@@ -4,6 +4,8 @@
 //! old site or the new one, never a mix or a half-written file. The previous
 //! builds are kept briefly for readers still loading a page, then removed.
 
+use std::collections::HashMap;
+use std::hash::Hasher;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -21,6 +23,48 @@ pub fn current_dir(out: &Path) -> PathBuf {
 /// Writes `files` as a new build under `out` and switches `out/current` to
 /// it. Returns the path of `out/current`.
 pub fn publish(out: &Path, files: &[SiteFile]) -> anyhow::Result<PathBuf> {
+    Publisher::default().publish(out, files)
+}
+
+/// Publishes builds one after another, remembering what the previous one
+/// held: a file whose contents did not change is hard-linked from the
+/// previous build instead of written again (builds never modify a file
+/// once published, so sharing one is safe).
+#[derive(Debug, Default)]
+pub struct Publisher {
+    previous: Option<(PathBuf, HashMap<String, u64>)>,
+    /// Files linked rather than written by the last publish.
+    pub reused: usize,
+}
+
+fn content_hash(bytes: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    h.write(bytes);
+    h.write_usize(bytes.len());
+    h.finish()
+}
+
+impl Publisher {
+    pub fn publish(&mut self, out: &Path, files: &[SiteFile]) -> anyhow::Result<PathBuf> {
+        let hashes: HashMap<String, u64> =
+            files.iter().map(|(rel, c)| (rel.clone(), content_hash(c))).collect();
+        let previous = self.previous.take().filter(|(dir, _)| dir.is_dir());
+        let reuse = |rel: &str| -> Option<PathBuf> {
+            let (dir, old) = previous.as_ref()?;
+            (old.get(rel)? == hashes.get(rel)?).then(|| dir.join(rel))
+        };
+        let (current, dir, reused) = publish_with(out, files, &reuse)?;
+        self.reused = reused;
+        self.previous = Some((dir, hashes));
+        Ok(current)
+    }
+}
+
+fn publish_with(
+    out: &Path,
+    files: &[SiteFile],
+    reuse: &(dyn Fn(&str) -> Option<PathBuf> + Sync),
+) -> anyhow::Result<(PathBuf, PathBuf, usize)> {
     let builds = out.join(".builds");
     std::fs::create_dir_all(&builds).with_context(|| format!("creating {}", builds.display()))?;
     let current = current_dir(out);
@@ -35,20 +79,54 @@ pub fn publish(out: &Path, files: &[SiteFile]) -> anyhow::Result<PathBuf> {
     let id = build_id();
     let dir = builds.join(&id);
     std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    for (rel, contents) in files {
-        let path = dir.join(safe_relative(rel)?);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
+    let mut parents = std::collections::BTreeSet::new();
+    for (rel, _) in files {
+        if let Some(parent) = dir.join(safe_relative(rel)?).parent() {
+            parents.insert(parent.to_path_buf());
         }
-        std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
     }
+    for parent in parents {
+        std::fs::create_dir_all(&parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    // Many small files: write them from all cores.
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
+    let per_thread = files.len().div_ceil(threads).max(1);
+    let reused = std::thread::scope(|scope| -> anyhow::Result<usize> {
+        let handles: Vec<_> = files
+            .chunks(per_thread)
+            .map(|chunk| {
+                let dir = &dir;
+                scope.spawn(move || -> anyhow::Result<usize> {
+                    let mut reused = 0;
+                    for (rel, contents) in chunk {
+                        let path = dir.join(rel);
+                        if let Some(old) = reuse(rel) {
+                            if std::fs::hard_link(&old, &path).is_ok() {
+                                reused += 1;
+                                continue;
+                            }
+                        }
+                        std::fs::write(&path, contents)
+                            .with_context(|| format!("writing {}", path.display()))?;
+                    }
+                    Ok(reused)
+                })
+            })
+            .collect();
+        let mut reused = 0;
+        for h in handles {
+            reused += h.join().expect("write thread")?;
+        }
+        Ok(reused)
+    })?;
     let tmp_link = out.join(format!(".current-{id}"));
     std::os::unix::fs::symlink(Path::new(".builds").join(&id), &tmp_link)
         .with_context(|| format!("creating {}", tmp_link.display()))?;
     std::fs::rename(&tmp_link, &current)
         .with_context(|| format!("switching {} to the new build", current.display()))?;
     remove_old_builds(&builds, &id);
-    Ok(current)
+    Ok((current, dir, reused))
 }
 
 /// Sortable and unique: nanoseconds since the epoch plus the process id.
@@ -104,6 +182,23 @@ mod tests {
         publish(dir.path(), &files("two")).unwrap();
         assert_eq!(std::fs::read_to_string(current.join("index.html")).unwrap(), "two");
         assert!(current.join("static/a.css").exists());
+    }
+
+    #[test]
+    fn unchanged_files_are_linked_from_the_previous_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = Publisher::default();
+        p.publish(dir.path(), &files("one")).unwrap();
+        assert_eq!(p.reused, 0);
+        p.publish(dir.path(), &files("two")).unwrap();
+        assert_eq!(p.reused, 1, "style sheet unchanged");
+        assert_eq!(std::fs::read_to_string(dir.path().join("current/index.html")).unwrap(), "two");
+        assert_eq!(std::fs::read_to_string(dir.path().join("current/static/a.css")).unwrap(), "x");
+        // Old builds go away; the shared file stays.
+        for i in 0..4 {
+            p.publish(dir.path(), &files(&i.to_string())).unwrap();
+        }
+        assert_eq!(std::fs::read_to_string(dir.path().join("current/static/a.css")).unwrap(), "x");
     }
 
     #[test]

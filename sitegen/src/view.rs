@@ -172,7 +172,7 @@ pub struct AlarmView {
     pub resolved_at: Option<i64>,
     pub acked_at: Option<i64>,
     pub acknowledged: bool,
-    /// Seconds from raised to resolved (or to now while active).
+    /// Seconds from raised to resolved (or to last observed while active).
     pub duration: i64,
 }
 
@@ -343,7 +343,9 @@ impl Site {
                         silent_alarm[i] = true;
                     }
                 }
-                let end = al.resolved_at.unwrap_or(if active { now } else { al.last_seen });
+                // Raised until resolved, or until last observed while active
+                // (not until now: pages stay the same while nothing changes).
+                let end = al.resolved_at.unwrap_or(al.last_seen);
                 AlarmView {
                     id: al.id,
                     kind: anon.text(&al.kind),
