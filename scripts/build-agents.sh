@@ -3,6 +3,11 @@
 #
 #   scripts/build-agents.sh [x86_64] [aarch64]     (default: both)
 #
+# KATTILA_DIST_PROFILE=quick builds unoptimised (but still static and
+# stripped) binaries into target/dist-quick/ in a fraction of the time; the
+# test suite uses it to check the cross builds run. Release builds are for
+# the fleet.
+#
 # Results: target/dist/kattila-agent-x86_64, target/dist/kattila-agent-aarch64 — single
 # static files, no libc needed on the node. Copy one to /usr/local/bin on a
 # node, with packaging/systemd/kattila-agent.service.
@@ -22,7 +27,13 @@ arches=("$@")
 [ ${#arches[@]} -eq 0 ] && arches=(x86_64 aarch64)
 
 pkg="$root/target/agent-dist/pkg"
-mkdir -p "$pkg/src" "$root/target/dist"
+profile=${KATTILA_DIST_PROFILE:-release}
+case "$profile" in
+  release) dist="$root/target/dist" ;;
+  quick) dist="$root/target/dist-quick" ;;
+  *) echo "build-agents: KATTILA_DIST_PROFILE must be release or quick" >&2; exit 2 ;;
+esac
+mkdir -p "$pkg/src" "$dist"
 cat > "$pkg/Cargo.toml.tmp" <<TOML
 [package]
 name = "kattila-agent-dist"
@@ -41,6 +52,11 @@ kattila-agent = { path = "$root/agent" }
 opt-level = "s"
 lto = true
 codegen-units = 1
+strip = true
+
+[profile.quick]
+inherits = "dev"
+debug = false
 strip = true
 
 [workspace]
@@ -75,8 +91,10 @@ for arch in "${arches[@]}"; do
     exit 1
   fi
   echo "build-agents: building $target" >&2
-  cargo build --quiet --release --manifest-path "$pkg/Cargo.toml" \
+  cargo build --quiet --profile "$profile" --manifest-path "$pkg/Cargo.toml" \
     --target-dir "$root/target/agent-dist" --target "$target"
-  cp "$root/target/agent-dist/$target/release/kattila-agent" "$root/target/dist/kattila-agent-$arch"
-  echo "build-agents: target/dist/kattila-agent-$arch ($(stat -c %s "$root/target/dist/kattila-agent-$arch") bytes)" >&2
+  out_dir=$profile
+  [ "$profile" = quick ] || out_dir=release
+  cp "$root/target/agent-dist/$target/$out_dir/kattila-agent" "$dist/kattila-agent-$arch"
+  echo "build-agents: ${dist#"$root"/}/kattila-agent-$arch ($(stat -c %s "$dist/kattila-agent-$arch") bytes)" >&2
 done

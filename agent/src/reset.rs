@@ -3,12 +3,12 @@
 //! The body is an envelope like every other message, with
 //! `data = {"kind":"reset","agent_id":<the agent to reset>,"timestamp",
 //! "nonce","tick"}` signed with the fleet key. The agent checks the MAC
-//! against its current key, the timestamp against its clock (±600 s) and
+//! against its current and two previous keys, the timestamp against its clock (±600 s) and
 //! that `agent_id` is its own. After a reset the agent has a new id, so
 //! replaying the same request does nothing.
 
 use kattila_keysource::KeyRing;
-use kattila_proto::envelope::{envelope_from_data_bytes, sign_data, Envelope, PROTOCOL_VERSION};
+use kattila_proto::envelope::{envelope_from_data_bytes, Envelope, PROTOCOL_VERSION};
 use kattila_proto::limits::{check_agent_id, check_hmac_text, check_nonce};
 use kattila_proto::{Psk, MAX_SKEW_SECS};
 use serde::{Deserialize, Serialize};
@@ -34,10 +34,6 @@ pub fn request(psk: &Psk, agent_id: &str, now: i64, tick: u64) -> Vec<u8> {
         tick,
     };
     envelope_from_data_bytes(psk, &serde_json::to_vec(&data).expect("JSON"))
-}
-
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Checks a reset request addressed to `own_id`; `Err((status, code, detail))`.
@@ -72,11 +68,13 @@ pub fn check(
     if let Err(e) = check_agent_id(&data.agent_id).and_then(|_| check_nonce(&data.nonce)) {
         return bad("bad_shape", e.0);
     }
-    let Some(psk) = keys.current() else {
+    if keys.current().is_none() {
         return Err((503, "no_key", "no fleet key yet".into()));
-    };
-    let expected = sign_data(&psk, env.data.get().as_bytes());
-    if !ct_eq(expected.as_bytes(), env.hmac.as_bytes()) {
+    }
+    let mut mac = [0u8; 32];
+    hex::decode_to_slice(env.hmac, &mut mac).expect("checked as 64 hex characters");
+    // Current and previous keys, as for every other message.
+    if !keys.with(|k| k.verifies(env.data.get().as_bytes(), &mac)) {
         return Err((401, "bad_mac", "message authentication failed".into()));
     }
     let skew = data.timestamp.saturating_sub(now);

@@ -93,6 +93,13 @@ impl KeySet {
         self.keys.len()
     }
 
+    /// Whether `mac` is the HMAC-SHA256 of `data` under one of the keys.
+    /// Each comparison is constant-time; the answer does not say which key.
+    pub fn verifies(&self, data: &[u8], mac: &[u8; 32]) -> bool {
+        self.keys.iter().any(|k| k.mac().chain_update(data).verify_slice(mac).is_ok())
+    }
+
+    #[cfg(test)]
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Psk> {
         self.keys.iter()
     }
