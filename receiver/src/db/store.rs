@@ -50,7 +50,8 @@ pub fn record_replay(
     Ok(())
 }
 
-/// Records the agent behind a message: its `agents` row.
+/// Records the agent behind a message: its `agents` row, including the
+/// system facts of a report, in one statement.
 pub fn upsert_agent(
     conn: &Connection,
     verified: &Verified,
@@ -58,15 +59,18 @@ pub fn upsert_agent(
 ) -> rusqlite::Result<()> {
     let origin = verified.origin();
     let msg = &verified.message;
-    let observed_at = match msg {
-        Message::Report(r) => Some(r.observed_at),
+    let report = match msg {
+        Message::Report(r) => Some(r),
         Message::Register(_) => None,
     };
     let via = (verified.relay_hops() > 0).then(|| verified.layers[0].agent_id.as_str());
+    let errors = report.map(|r| serde_json::to_string(&r.errors).unwrap_or_else(|_| "[]".into()));
     conn.prepare_cached(
         "INSERT INTO agents (agent_id, hostname, agent_version, first_seen, last_seen,
-                             last_observed_at, last_tick, relay_hops, via_agent, reachability)
-         VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?9)
+                             last_observed_at, last_tick, relay_hops, via_agent, reachability,
+                             kernel, uptime_secs, load1, load5, load15, spool_dropped, collect_errors, reports)
+         VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?9,
+                 ?10, ?11, ?12, ?13, ?14, ?15, coalesce(?16, '[]'), ?17)
          ON CONFLICT(agent_id) DO UPDATE SET
              hostname = excluded.hostname,
              agent_version = excluded.agent_version,
@@ -76,18 +80,34 @@ pub fn upsert_agent(
              last_tick = max(agents.last_tick, excluded.last_tick),
              relay_hops = excluded.relay_hops,
              via_agent = excluded.via_agent,
-             reachability = excluded.reachability",
+             reachability = excluded.reachability,
+             kernel = coalesce(excluded.kernel, agents.kernel),
+             uptime_secs = coalesce(excluded.uptime_secs, agents.uptime_secs),
+             load1 = coalesce(excluded.load1, agents.load1),
+             load5 = coalesce(excluded.load5, agents.load5),
+             load15 = coalesce(excluded.load15, agents.load15),
+             spool_dropped = agents.spool_dropped + excluded.spool_dropped,
+             collect_errors = CASE WHEN ?16 IS NULL THEN agents.collect_errors ELSE excluded.collect_errors END,
+             reports = agents.reports + excluded.reports",
     )?
     .execute(params![
         origin.agent_id,
         msg.hostname(),
         msg.agent_version(),
         received_at,
-        observed_at,
+        report.map(|r| r.observed_at),
         origin.tick as i64,
         verified.relay_hops() as i64,
         via,
         if verified.relay_hops() > 0 { "relay" } else { "direct" },
+        report.map(|r| r.system.kernel.as_str()),
+        report.map(|r| r.system.uptime_secs as i64),
+        report.map(|r| r.system.load[0]),
+        report.map(|r| r.system.load[1]),
+        report.map(|r| r.system.load[2]),
+        report.map_or(0, |r| r.spool_dropped as i64),
+        errors,
+        i64::from(report.is_some()),
     ])?;
     Ok(())
 }

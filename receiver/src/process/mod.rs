@@ -203,23 +203,6 @@ impl Processor {
             cache.counters_written = now;
         }
 
-        // System facts live on the agents row.
-        conn.prepare_cached(
-            "UPDATE agents SET kernel = ?2, uptime_secs = ?3, load1 = ?4, load5 = ?5, load15 = ?6,
-                    spool_dropped = spool_dropped + ?7, collect_errors = ?8, reports = reports + 1
-             WHERE agent_id = ?1",
-        )?
-        .execute(params![
-            id,
-            r.system.kernel,
-            r.system.uptime_secs as i64,
-            r.system.load[0],
-            r.system.load[1],
-            r.system.load[2],
-            r.spool_dropped as i64,
-            serde_json::to_string(&r.errors).unwrap_or_else(|_| "[]".into()),
-        ])?;
-
         // Identity conflict: the hostname flips back and forth between values.
         cache.hostnames.push_back(r.hostname.clone());
         while cache.hostnames.len() > 4 {
