@@ -140,10 +140,19 @@ impl Builder {
     ) -> anyhow::Result<(Vec<render::SiteFile>, StateDigest)> {
         let site = view::Site::build(snap, &mut self.anon, now, &self.view);
         self.cache.begin();
-        let mut files = render::render_site(&site, &mut self.cache, &self.render)?;
+        // The JSON files and the state digest are made beside the pages.
+        let (pages, extra) = std::thread::scope(|scope| {
+            let side = scope.spawn(|| -> anyhow::Result<_> {
+                Ok((api::files(&site)?, StateDigest::of(&site)))
+            });
+            let pages = render::render_site(&site, &mut self.cache, &self.render);
+            (pages, side.join().expect("api thread"))
+        });
         self.cache.finish();
-        files.extend(api::files(&site)?);
-        Ok((files, StateDigest::of(&site)))
+        let mut files = pages?;
+        let (api_files, digest) = extra?;
+        files.extend(api_files);
+        Ok((files, digest))
     }
 }
 

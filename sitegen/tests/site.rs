@@ -283,7 +283,12 @@ fn layouts_are_cached_by_structure() {
     let second = b.build(&conn, NOW + 10).unwrap();
     assert_eq!(second.layouts_computed, 0, "nothing changed, nothing laid out");
     // Pages of unchanged agents and clusters are the same bytes: linked.
-    assert!(second.files_unchanged * 10 > second.files * 8, "{} of {} unchanged", second.files_unchanged, second.files);
+    assert!(
+        second.files_unchanged * 10 > second.files * 8,
+        "{} of {} unchanged",
+        second.files_unchanged,
+        second.files
+    );
     // Health and colour changes do not re-run layouts.
     let rw = rusqlite::Connection::open(&db).unwrap();
     rw.execute("UPDATE topology_edges SET health = 'down'", []).unwrap();
