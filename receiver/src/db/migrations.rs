@@ -184,6 +184,10 @@ const STEPS: &[&str] = &[
     ALTER TABLE reports ADD COLUMN size INTEGER;
     ALTER TABLE reports ADD COLUMN nonce BLOB;
     "#,
+    // 5: sitegen reads recent history fleet-wide by time.
+    r#"
+    CREATE INDEX history_by_time ON history(ts);
+    "#,
 ];
 
 pub const LATEST: usize = STEPS.len();
