@@ -211,6 +211,11 @@ fn scrub_run(cp: &CryptoPan, run: &str) -> Option<String> {
     if !run.bytes().any(|b| b == b'.' || b == b':') {
         return None;
     }
+    // The whole run first: IPv6 networks end in "::" ("2001:db8:a::/64"),
+    // which trimming trailing punctuation would cut into a non-address.
+    if let Ok(ip) = run.parse::<IpAddr>() {
+        return Some(cp.anonymize(ip).to_string());
+    }
     let core = run.trim_end_matches(['.', ':']);
     let tail = &run[core.len()..];
     if let Ok(ip) = core.parse::<IpAddr>() {
@@ -304,6 +309,12 @@ mod tests {
             assert_ne!(out, c);
         }
         assert_eq!(a.text("peer 10.20.0.10 moved"), a.text("peer 10.20.0.10 moved"));
+        // IPv6 networks end in "::": the whole run is an address.
+        for net in ["2001:db8:a::/64", "fe80::/64", "2001:db8:a::", "fd00::"] {
+            let out = a.text(net);
+            let addr = net.split('/').next().unwrap();
+            assert!(!out.contains(addr), "{net} -> {out}");
+        }
         assert!(a.text("10.20.0.10/24").ends_with("/24"));
         assert!(a.text("10.20.0.10:51820").ends_with(":51820"));
     }

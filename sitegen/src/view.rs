@@ -526,7 +526,7 @@ impl Site {
                         .routes
                         .iter()
                         .map(|r| RouteView {
-                            dst: anon.text(&r.dst),
+                            dst: anon.network(&r.dst),
                             gateway: anon.opt_text(r.gateway.as_deref()),
                             dev: anon.opt_text(r.dev.as_deref()),
                             metric: r.metric,
