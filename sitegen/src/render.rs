@@ -39,10 +39,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("sparkline.svg", include_str!("../../templates/sparkline.svg")),
 ];
 
-const STATIC_FILES: &[(&str, &str)] = &[
-    ("static/style.css", include_str!("../../templates/static/style.css")),
-    ("static/favicon.svg", include_str!("../../templates/static/favicon.svg")),
-];
+const STATIC_FILES: &[(&str, &str)] =
+    &[("static/style.css", include_str!("../../templates/static/style.css"))];
 
 /// Which template names escape: HTML, SVG and XML alike (minijinja only
 /// knows `.html` by itself).
