@@ -165,17 +165,7 @@ fn error_body(code: &str, detail: &str) -> Vec<u8> {
 
 /// The status and error code the protocol gives a verification failure.
 pub fn verify_error_status(e: &VerifyError) -> (u16, &'static str) {
-    match e {
-        VerifyError::TooLarge { .. } => (413, "too_large"),
-        VerifyError::BadJson(_) => (400, "bad_json"),
-        VerifyError::UnsupportedVersion(_) => (400, "unsupported_version"),
-        VerifyError::BadShape(_) => (400, "bad_shape"),
-        VerifyError::TooManyRelays => (400, "too_many_relays"),
-        VerifyError::RelayLoop(_) => (400, "relay_loop"),
-        VerifyError::BadMac => (401, "bad_mac"),
-        VerifyError::Skew { .. } => (401, "stale"),
-        VerifyError::NoKey => (503, "no_key"),
-    }
+    (e.status(), e.code())
 }
 
 fn answer_code(body: &[u8]) -> Option<String> {
@@ -443,6 +433,11 @@ impl Node {
                     // an earlier attempt was committed after all.
                     Outcome::Delivered { hops }
                 } else {
+                    if code.as_deref() == Some("bad_mac") {
+                        // The receiver may have a rotated key this agent
+                        // has not fetched yet: look it up again soon.
+                        self.keys.request_refresh();
+                    }
                     let detail = serde_json::from_slice::<Value>(&body)
                         .ok()
                         .and_then(|v| v.get("detail").and_then(Value::as_str).map(str::to_owned))

@@ -63,7 +63,7 @@ struct Inner {
 
 /// The shared, swappable key set. Cloning is cheap; all clones see the same keys.
 #[derive(Debug, Clone, Default)]
-pub struct KeyRing(Arc<RwLock<Inner>>);
+pub struct KeyRing(Arc<RwLock<Inner>>, Arc<tokio::sync::Notify>);
 
 impl KeyRing {
     /// A ring for `config`: filled at once for a fixed key, empty until the
@@ -79,7 +79,14 @@ impl KeyRing {
                 ..Inner::default()
             },
         };
-        KeyRing(Arc::new(RwLock::new(inner)))
+        KeyRing(Arc::new(RwLock::new(inner)), Arc::new(tokio::sync::Notify::new()))
+    }
+
+    /// Asks the refresh task to look the key up now rather than at the next
+    /// period: a MAC that failed may mean the key was rotated in DNS and this
+    /// side has not seen it yet. The task rate-limits these early lookups.
+    pub fn request_refresh(&self) {
+        self.1.notify_one();
     }
 
     /// Runs `f` with the accepted keys (the lock is held only for the call).
@@ -130,10 +137,15 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Least time between two lookups asked for by [`KeyRing::request_refresh`].
+pub const MIN_EARLY_REFRESH: Duration = Duration::from_secs(5);
+
 /// Keeps `ring` fresh from DNS until the task is dropped. Does nothing for a
 /// fixed key. While no key is known it retries with exponential backoff
 /// (1 s doubling up to `refresh`); afterwards it looks up every `refresh`,
-/// and a failed lookup keeps the known keys and retries sooner.
+/// and a failed lookup keeps the known keys and retries sooner. A
+/// [`KeyRing::request_refresh`] brings the next lookup forward, but never to
+/// less than [`MIN_EARLY_REFRESH`] after the previous one.
 pub async fn refresh_forever(ring: KeyRing, config: KeyConfig) {
     let KeyConfig::Dns { name, server, refresh, timeout } = config else { return };
     let mut backoff = Duration::from_secs(1).min(refresh);
@@ -156,7 +168,13 @@ pub async fn refresh_forever(ring: KeyRing, config: KeyConfig) {
                 wait
             }
         };
-        tokio::time::sleep(wait).await;
+        let looked_up = tokio::time::Instant::now();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = ring.1.notified() => {
+                tokio::time::sleep_until(looked_up + MIN_EARLY_REFRESH.min(wait)).await;
+            }
+        }
     }
 }
 

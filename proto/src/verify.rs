@@ -35,6 +35,37 @@ pub enum VerifyError {
     NoKey,
 }
 
+impl VerifyError {
+    /// The stable error code of docs/protocol.md.
+    pub fn code(&self) -> &'static str {
+        match self {
+            VerifyError::TooLarge { .. } => "too_large",
+            VerifyError::BadJson(_) => "bad_json",
+            VerifyError::UnsupportedVersion(_) => "unsupported_version",
+            VerifyError::BadShape(_) => "bad_shape",
+            VerifyError::TooManyRelays => "too_many_relays",
+            VerifyError::RelayLoop(_) => "relay_loop",
+            VerifyError::BadMac => "bad_mac",
+            VerifyError::Skew { .. } => "stale",
+            VerifyError::NoKey => "no_key",
+        }
+    }
+
+    /// The HTTP status of docs/protocol.md.
+    pub fn status(&self) -> u16 {
+        match self {
+            VerifyError::TooLarge { .. } => 413,
+            VerifyError::BadJson(_)
+            | VerifyError::UnsupportedVersion(_)
+            | VerifyError::BadShape(_)
+            | VerifyError::TooManyRelays
+            | VerifyError::RelayLoop(_) => 400,
+            VerifyError::BadMac | VerifyError::Skew { .. } => 401,
+            VerifyError::NoKey => 503,
+        }
+    }
+}
+
 impl From<ShapeError> for VerifyError {
     fn from(e: ShapeError) -> Self {
         VerifyError::BadShape(e.0)

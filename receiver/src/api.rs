@@ -104,7 +104,13 @@ async fn accept_inner(
     })?;
     let now = crate::unix_now();
     let opts = VerifyOptions { now, max_body: state.max_body };
-    let verified = state.keys.with(|keys| verify(&body, keys, opts))?;
+    let verified = state.keys.with(|keys| verify(&body, keys, opts)).inspect_err(|e| {
+        // The agent may already sign with a key rotated in DNS that this
+        // receiver has not fetched yet: look again soon (rate-limited).
+        if *e == VerifyError::BadMac {
+            state.keys.request_refresh();
+        }
+    })?;
     let kind = verified.message.kind();
     if kind != expected {
         let endpoint = if kind == Kind::Register { "/status/register" } else { "/status/updates" };

@@ -33,17 +33,7 @@ impl ApiError {
     /// Stable machine-readable code, documented in docs/protocol.md.
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::Verify(e) => match e {
-                VerifyError::TooLarge { .. } => "too_large",
-                VerifyError::BadJson(_) => "bad_json",
-                VerifyError::UnsupportedVersion(_) => "unsupported_version",
-                VerifyError::BadShape(_) => "bad_shape",
-                VerifyError::TooManyRelays => "too_many_relays",
-                VerifyError::RelayLoop(_) => "relay_loop",
-                VerifyError::BadMac => "bad_mac",
-                VerifyError::Skew { .. } => "stale",
-                VerifyError::NoKey => "no_key",
-            },
+            ApiError::Verify(e) => e.code(),
             ApiError::WrongKind { .. } => "wrong_kind",
             ApiError::Replay { .. } => "replay",
             ApiError::Storage => "storage",
@@ -60,16 +50,9 @@ impl ApiError {
 impl From<&ApiError> for StatusCode {
     fn from(e: &ApiError) -> StatusCode {
         match e {
-            ApiError::Verify(v) => match v {
-                VerifyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                VerifyError::BadJson(_)
-                | VerifyError::UnsupportedVersion(_)
-                | VerifyError::BadShape(_)
-                | VerifyError::TooManyRelays
-                | VerifyError::RelayLoop(_) => StatusCode::BAD_REQUEST,
-                VerifyError::BadMac | VerifyError::Skew { .. } => StatusCode::UNAUTHORIZED,
-                VerifyError::NoKey => StatusCode::SERVICE_UNAVAILABLE,
-            },
+            ApiError::Verify(v) => {
+                StatusCode::from_u16(v.status()).unwrap_or(StatusCode::BAD_REQUEST)
+            }
             ApiError::WrongKind { .. } => StatusCode::BAD_REQUEST,
             ApiError::Replay { .. } => StatusCode::CONFLICT,
             ApiError::Storage | ApiError::ShuttingDown | ApiError::Read => {

@@ -129,3 +129,40 @@ async fn no_key_at_start_means_503_until_dns_answers() {
     }
     assert!(ok, "accepted once DNS answered");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_mac_brings_the_next_key_lookup_forward() {
+    let server = TestDnsServer::start(RECORD, "old-key").await.unwrap();
+    // Hourly refresh: only the early lookup can pick up the new key in time.
+    let h = Harness::start(|c| {
+        c.keys = KeyConfig::Dns {
+            name: RECORD.into(),
+            server: Some(server.addr()),
+            refresh: Duration::from_secs(3600),
+            timeout: Duration::from_millis(500),
+        }
+    })
+    .await;
+    for _ in 0..100 {
+        if keys_seen(&h).await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The key is rotated and an agent already signs with the new one.
+    server.set_value("new-key");
+    let fleet = SimFleet::new("early", 2);
+    let mut a = SimAgent::with_key(&fleet, 0, "new-key");
+    let first = a.send(&h.url).await.unwrap_err().to_string();
+    assert!(first.contains("bad_mac"), "{first}");
+    let mut accepted = false;
+    for _ in 0..150 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if a.send(&h.url).await.is_ok() {
+            accepted = true;
+            break;
+        }
+    }
+    assert!(accepted, "the receiver never looked the key up again");
+    assert_eq!(keys_seen(&h).await, 2, "old and new key are both accepted");
+}
