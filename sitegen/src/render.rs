@@ -80,7 +80,7 @@ pub fn environment(dir: Option<&Path>) -> anyhow::Result<Environment<'static>> {
             None => env.add_template(name, source)?,
         }
     }
-    env.add_filter("ago", |secs: i64| age_text(secs) + " ago");
+    env.add_filter("ago", ago);
     env.add_filter("age", age_text);
     env.add_filter("iso", iso_time);
     env.add_filter("when", |t: i64| iso_time(t).replace('T', " ").replace('Z', ""));
@@ -542,6 +542,7 @@ mod tests {
         assert_eq!(iso_time(1_767_225_600), "2026-01-01T00:00:00Z");
         assert_eq!(ago(0), "just now");
         assert_eq!(ago(300), "5 min ago");
+        assert_eq!(ago(0), "just now", "never \"just now ago\"");
         assert_eq!(ago(90_000), "25 h ago");
         assert_eq!(duration_text(3725), "1 h 2 min");
         assert_eq!(bytes_text(1536), "1.5 KiB");
