@@ -250,7 +250,8 @@ impl Processor {
             })
             .collect();
         self.topology.update_wireguard_edges(conn, id, &facts, now, &s)?;
-        let networks = topology::physical_networks(&r.interfaces);
+        let wg_names: Vec<&str> = r.wireguard.iter().map(|d| d.name.as_str()).collect();
+        let networks = topology::physical_networks(&r.interfaces, &wg_names);
         self.topology.update_physical(conn, id, networks, now)?;
 
         // Alarms.

@@ -80,15 +80,21 @@ impl Topology {
             let view = self.views.entry(from).or_default().entry(to).or_insert(("down", None));
             *view = merge(*view, (health_name(&health), hs));
         }
-        let mut stmt =
-            conn.prepare("SELECT agent_id, kind, addresses FROM interfaces WHERE state != 'gone'")?;
+        let mut stmt = conn.prepare(
+            "SELECT agent_id, kind, addresses, name FROM interfaces WHERE state != 'gone'",
+        )?;
         let mut per_agent: HashMap<String, Vec<Interface>> = HashMap::new();
         for row in stmt.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
         })? {
-            let (agent, kind, addresses) = row?;
+            let (agent, kind, addresses, name) = row?;
             per_agent.entry(agent).or_default().push(Interface {
-                name: String::new(),
+                name,
                 kind,
                 state: String::new(),
                 mtu: 0,
@@ -100,8 +106,18 @@ impl Topology {
                 tx_errors: 0,
             });
         }
+        let mut stmt = conn.prepare("SELECT agent_id, name FROM wg_devices")?;
+        let mut wg_names: HashMap<String, Vec<String>> = HashMap::new();
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+            let (agent, name) = row?;
+            wg_names.entry(agent).or_default().push(name);
+        }
         for (agent, ifaces) in per_agent {
-            let nets = physical_networks(&ifaces);
+            let names: Vec<&str> = wg_names
+                .get(&agent)
+                .map(|v| v.iter().map(String::as_str).collect())
+                .unwrap_or_default();
+            let nets = physical_networks(&ifaces, &names);
             for n in &nets {
                 self.subnets.entry(n.clone()).or_default().insert(agent.clone());
             }
@@ -382,10 +398,15 @@ pub fn expire_relay_edges(conn: &Connection, cutoff: i64) -> rusqlite::Result<()
 }
 
 /// Subnets of an agent's underlay addresses: not loopback, link-local,
-/// host-only (/32, /128) or on WireGuard interfaces (those are the overlay).
-pub fn physical_networks(interfaces: &[Interface]) -> BTreeSet<String> {
+/// host-only (/32, /128) or on WireGuard interfaces (those are the overlay:
+/// kind "wireguard" for the kernel module, or named in `wg_devices` for
+/// userspace implementations, whose devices are plain "tun" links).
+pub fn physical_networks(interfaces: &[Interface], wg_devices: &[&str]) -> BTreeSet<String> {
     let mut nets = BTreeSet::new();
-    for i in interfaces.iter().filter(|i| i.kind != "wireguard" && i.kind != "loopback") {
+    let underlay = |i: &&Interface| {
+        i.kind != "wireguard" && i.kind != "loopback" && !wg_devices.contains(&i.name.as_str())
+    };
+    for i in interfaces.iter().filter(underlay) {
         for a in &i.addresses {
             let Some((addr, prefix)) = parse_cidr(a) else { continue };
             let usable = match addr {
@@ -472,20 +493,28 @@ mod tests {
 
     #[test]
     fn physical_networks_skip_overlay_loopback_and_link_local() {
-        let nets = physical_networks(&[
-            iface(
-                "ether",
-                &[
-                    "10.1.2.3/24",
-                    "2001:db8:1::5/64",
-                    "fe80::1/64",
-                    "169.254.1.1/16",
-                    "192.0.2.9/32",
-                ],
-            ),
-            iface("loopback", &["127.0.0.1/8"]),
-            iface("wireguard", &["10.99.0.1/16"]),
-        ]);
+        let nets = physical_networks(
+            &[
+                iface(
+                    "ether",
+                    &[
+                        "10.1.2.3/24",
+                        "2001:db8:1::5/64",
+                        "fe80::1/64",
+                        "169.254.1.1/16",
+                        "192.0.2.9/32",
+                    ],
+                ),
+                iface("loopback", &["127.0.0.1/8"]),
+                iface("wireguard", &["10.99.0.1/16"]),
+            ],
+            &[],
+        );
         assert_eq!(nets.into_iter().collect::<Vec<_>>(), ["10.1.2.0/24", "2001:db8:1::/64"]);
+        // A userspace WireGuard device is a plain tun link: known by its name.
+        let mut tun = iface("tun", &["10.99.0.1/16"]);
+        tun.name = "wg0".into();
+        assert!(physical_networks(&[tun.clone()], &["wg0"]).is_empty());
+        assert_eq!(physical_networks(&[tun], &[]).len(), 1);
     }
 }
