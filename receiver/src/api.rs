@@ -33,13 +33,18 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// An agent is silent after this many seconds without a report.
     pub silent_after: i64,
+    /// Ingest requests being handled; beyond its capacity they are shed.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 pub fn router(state: AppState) -> Router {
     let limit = state.max_body;
-    Router::new()
+    let ingest = Router::new()
         .route("/status/updates", post(updates))
         .route("/status/register", post(register))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), shed_load));
+    Router::new()
+        .merge(ingest)
         .route("/status/healthcheck", get(healthcheck))
         .route("/status/agents", get(agents))
         .route("/status/alarms", get(alarms))
@@ -48,6 +53,23 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+/// Refuses ingest requests beyond the in-flight limit with 503 before
+/// their bodies are read, so an overload costs neither memory nor latency
+/// for the requests already admitted. Agents retry later or spool.
+async fn shed_load(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match state.in_flight.clone().try_acquire_owned() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => {
+            state.metrics.rejected(ApiError::Overloaded.code());
+            ApiError::Overloaded.into_response()
+        }
+    }
 }
 
 async fn updates(

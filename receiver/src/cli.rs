@@ -98,6 +98,11 @@ pub struct Args {
     #[arg(long, env = "KATTILA_MAX_BODY", default_value_t = MAX_BODY_BYTES)]
     pub max_body: usize,
 
+    /// Ingest requests handled at once; more are refused with 503
+    /// `overloaded` (agents retry or spool) instead of queueing without bound.
+    #[arg(long, env = "KATTILA_MAX_IN_FLIGHT", default_value_t = 2048)]
+    pub max_in_flight: usize,
+
     /// Most messages committed in one database transaction.
     #[arg(long, env = "KATTILA_MAX_BATCH", default_value_t = 256)]
     pub max_batch: usize,
@@ -171,6 +176,7 @@ impl Args {
                 audit_interval_secs: self.audit_interval_secs.max(0),
             },
             sweep_secs: self.sweep_secs,
+            max_in_flight: self.max_in_flight.max(1),
         })
     }
 }

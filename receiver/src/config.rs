@@ -33,6 +33,8 @@ pub struct Config {
     pub settings: Settings,
     /// Seconds between timer sweeps (silent agents, retention).
     pub sweep_secs: f64,
+    /// Ingest requests handled at once; more are refused with 503.
+    pub max_in_flight: usize,
 }
 
 impl Config {
@@ -47,6 +49,7 @@ impl Config {
             admin_token: None,
             settings: Settings::default(),
             sweep_secs: 5.0,
+            max_in_flight: 2048,
         }
     }
 }

@@ -27,6 +27,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("reading the database failed")]
     Read,
+    #[error("too many requests in flight; retry later")]
+    Overloaded,
 }
 
 impl ApiError {
@@ -43,6 +45,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Read => "storage",
+            ApiError::Overloaded => "overloaded",
         }
     }
 }
@@ -55,7 +58,7 @@ impl From<&ApiError> for StatusCode {
             }
             ApiError::WrongKind { .. } => StatusCode::BAD_REQUEST,
             ApiError::Replay { .. } => StatusCode::CONFLICT,
-            ApiError::Storage | ApiError::ShuttingDown | ApiError::Read => {
+            ApiError::Storage | ApiError::ShuttingDown | ApiError::Read | ApiError::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::AdminDisabled => StatusCode::FORBIDDEN,
@@ -70,6 +73,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from(&self);
         let body = serde_json::json!({ "error": self.code(), "detail": self.to_string() });
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if matches!(self, ApiError::Overloaded) {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        }
+        response
     }
 }

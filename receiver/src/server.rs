@@ -49,6 +49,7 @@ pub async fn serve(
         admin_token: config.admin_token.clone(),
         metrics,
         silent_after: 3 * config.settings.interval_secs,
+        in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
     };
     let app = router(state);
     let result = axum::serve(listener, app)

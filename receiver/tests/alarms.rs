@@ -238,3 +238,29 @@ async fn alarm_query_rejects_unknown_states() {
     assert_eq!(status, 200);
     assert!(body["alarms"].as_array().unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ingest_beyond_the_in_flight_limit_is_shed_with_503() {
+    // No capacity at all: every ingest request is over the limit.
+    let h = Harness::start(|c| c.max_in_flight = 0).await;
+    let fleet = SimFleet::new("shed", 2);
+    let mut a = SimAgent::new(&fleet, 0);
+    let err = a.send(&h.url).await.unwrap_err();
+    assert!(err.is_retryable(), "agents keep the report and retry: {err}");
+    assert!(err.to_string().contains("503") && err.to_string().contains("overloaded"), "{err}");
+    let r = reqwest::Client::new()
+        .post(format!("{}/status/updates", h.url))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers().get("retry-after").map(|v| v.to_str().unwrap()), Some("1"));
+    let count: i64 = h.conn().query_row("SELECT count(*) FROM reports", [], |r| r.get(0)).unwrap();
+    assert_eq!(count, 0);
+    // Reads are not ingest: they still answer.
+    assert_eq!(h.get("/status/healthcheck").await.0, 200);
+    assert!(h
+        .get_text("/metrics")
+        .await
+        .contains("kattila_reports_rejected_total{reason=\"overloaded\"} 2"));
+}
