@@ -190,19 +190,13 @@ impl Conditions {
         message: &str,
     ) -> rusqlite::Result<()> {
         let key = (kind, agent.to_string(), subject.to_string());
-        let mut t = self.tracked.get(&key).copied().unwrap_or_default();
-        match t.alarm {
-            Some(id) => touch(conn, id, now, message)?,
-            None => {
-                t.alarm = Some(insert(conn, kind, agent, subject, now, message)?);
-                self.transitions += 1;
-            }
-        }
+        let mut t = self.raise_or_touch(conn, &key, now, message)?;
         t.streak = t.streak.max(1);
         self.store(conn, key, t)
     }
 
-    /// An event: raised at once, refreshed if it happens again.
+    /// An event: raised at once, refreshed if it happens again. Events have
+    /// no streak to persist; they expire instead.
     pub fn event(
         &mut self,
         conn: &Connection,
@@ -214,16 +208,29 @@ impl Conditions {
     ) -> rusqlite::Result<()> {
         debug_assert!(kind.is_event());
         let key = (kind, agent.to_string(), subject.to_string());
-        let mut t = self.tracked.get(&key).copied().unwrap_or_default();
+        let t = self.raise_or_touch(conn, &key, now, message)?;
+        self.tracked.insert(key, t);
+        Ok(())
+    }
+
+    /// The condition's state after raising its alarm, or refreshing it if
+    /// it is already active.
+    fn raise_or_touch(
+        &mut self,
+        conn: &Connection,
+        key: &Key,
+        now: i64,
+        message: &str,
+    ) -> rusqlite::Result<Tracked> {
+        let mut t = self.tracked.get(key).copied().unwrap_or_default();
         match t.alarm {
             Some(id) => touch(conn, id, now, message)?,
             None => {
-                t.alarm = Some(insert(conn, kind, agent, subject, now, message)?);
+                t.alarm = Some(insert(conn, key.0, &key.1, &key.2, now, message)?);
                 self.transitions += 1;
             }
         }
-        self.tracked.insert(key, t);
-        Ok(())
+        Ok(t)
     }
 
     /// Resolves events not seen again within `ttl` seconds.
