@@ -59,28 +59,6 @@ macro_rules! skip_unless_capable {
     };
 }
 
-fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().expect("command runs");
-    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// `wg genkey` / `wg pubkey` (test setup only; the agent reads WireGuard
-/// through its UAPI socket).
-fn keypair() -> (String, String) {
-    let private = sh(&["wg", "genkey"]).trim().to_string();
-    let mut child = Command::new("wg")
-        .arg("pubkey")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(private.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (private, String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
 /// Two namespaces A and B joined by a veth, each with a wireguard-go device,
 /// peered with each other; A has a second peer X that never answers.
 struct Lab {

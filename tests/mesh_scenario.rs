@@ -44,7 +44,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use util::{AGENT, RECEIVER, SITEGEN};
+use util::{keypair, sh, AGENT, RECEIVER, SITEGEN};
 
 const RECORD: &str = "psk.fleet.kattila.test";
 /// Seconds between agent reports, and what the receiver is told to expect.
@@ -87,27 +87,6 @@ fn skip_reason() -> Option<String> {
         return Some("/dev/net/tun is missing".into());
     }
     None
-}
-
-/// Runs a command that must succeed; returns its standard output.
-fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().expect("command runs");
-    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn keypair() -> (String, String) {
-    use std::io::Write;
-    let private = sh(&["wg", "genkey"]).trim().to_string();
-    let mut child = Command::new("wg")
-        .arg("pubkey")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(private.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (private, String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 fn unix_now() -> i64 {

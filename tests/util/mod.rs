@@ -365,3 +365,26 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
     panic!("{what}: did not happen within 30 s");
 }
+
+/// Runs a command that must succeed; returns its standard output.
+pub fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().expect("command runs");
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A WireGuard key pair from `wg genkey` / `wg pubkey` (test setup only;
+/// the agent itself reads WireGuard through its interfaces, never `wg`).
+pub fn keypair() -> (String, String) {
+    use std::io::Write;
+    let private = sh(&["wg", "genkey"]).trim().to_string();
+    let mut child = Command::new("wg")
+        .arg("pubkey")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(private.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (private, String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
