@@ -58,3 +58,26 @@ async fn every_report_is_kept_when_asked() {
     }
     assert!(raw_sizes(&h, &id).iter().all(|(raw, size)| raw == size));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_route_change_is_stored_and_counts_as_a_change() {
+    let h = Harness::start(|c| c.settings.audit_interval_secs = 3600).await;
+    let fleet = SimFleet::new("routes", 3);
+    let mut a = SimAgent::new(&fleet, 1);
+    let id = a.id().to_string();
+    a.send(&h.url).await.unwrap();
+    a.send(&h.url).await.unwrap();
+    a.send_with(&h.url, |t| t.routes[0].metric = Some(7)).await.unwrap();
+    let rows = raw_sizes(&h, &id);
+    assert_eq!(rows[1].0, 0, "unchanged routes: no raw copy");
+    assert_eq!(rows[2].0, rows[2].1, "changed routes: raw copy kept");
+    let metric: Option<i64> = h
+        .conn()
+        .query_row(
+            "SELECT metric FROM routes WHERE agent_id = ?1 AND dst = '0.0.0.0/0'",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(metric, Some(7));
+}

@@ -188,6 +188,10 @@ const STEPS: &[&str] = &[
     r#"
     CREATE INDEX history_by_time ON history(ts);
     "#,
+    // 6: alarms by agent (agent pages, the fleet API).
+    r#"
+    CREATE INDEX alarms_by_agent ON alarms(agent_id, state);
+    "#,
 ];
 
 pub const LATEST: usize = STEPS.len();

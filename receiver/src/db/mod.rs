@@ -23,7 +23,7 @@ pub fn open(path: &Path) -> anyhow::Result<Connection> {
     // A large page cache keeps batches from spilling pages to disk before
     // the commit; savepoint journals stay in memory.
     conn.execute_batch(
-        "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY;",
+        "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA cache_size=-16384; PRAGMA temp_store=MEMORY;",
     )?;
     // The writer runs a few dozen distinct statements; the default cache of
     // 16 would re-prepare them constantly.

@@ -70,8 +70,9 @@ struct AgentCache {
     counters_written: i64,
     /// Totals of the last history sample: (ts, rx, tx).
     last_sample: Option<(i64, u64, u64)>,
-    /// The routes as last stored (None: not known yet, compare with the database).
-    routes: Option<Vec<Route>>,
+    /// Fingerprint of the routes as last stored (None: not known yet). A
+    /// hash, not a copy: a fleet's route tables would cost megabytes.
+    routes: Option<u64>,
     /// Unix seconds when a raw copy of this agent's report was last kept.
     raw_kept_at: i64,
 }
@@ -541,7 +542,7 @@ fn update_routes_if_changed(
         let mut stmt = conn.prepare_cached(
             "SELECT dst, gateway, dev, metric, table_id FROM routes WHERE agent_id = ?1 ORDER BY rowid",
         )?;
-        let stored = stmt
+        let stored: Vec<Route> = stmt
             .query_map([agent_id], |row| {
                 Ok(Route {
                     dst: row.get(0)?,
@@ -552,9 +553,10 @@ fn update_routes_if_changed(
                 })
             })?
             .collect::<Result<_, _>>()?;
-        cache.routes = Some(stored);
+        cache.routes = Some(routes_fingerprint(&stored));
     }
-    if cache.routes.as_ref() == Some(&r.routes) {
+    let fingerprint = routes_fingerprint(&r.routes);
+    if cache.routes == Some(fingerprint) {
         return Ok(false);
     }
     conn.prepare_cached("DELETE FROM routes WHERE agent_id = ?1")?.execute([agent_id])?;
@@ -571,8 +573,18 @@ fn update_routes_if_changed(
             route.table
         ])?;
     }
-    cache.routes = Some(r.routes.clone());
+    cache.routes = Some(fingerprint);
     Ok(true)
+}
+
+fn routes_fingerprint(routes: &[Route]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for r in routes {
+        (&r.dst, &r.gateway, &r.dev, r.metric, r.table).hash(&mut h);
+    }
+    routes.len().hash(&mut h);
+    h.finish()
 }
 
 enum PeerObservation {

@@ -352,10 +352,14 @@ impl Topology {
         for n in &nets {
             self.subnets.entry(n.clone()).or_default().insert(agent.to_string());
         }
-        conn.prepare_cached(
-            "DELETE FROM topology_edges WHERE kind = 'physical' AND (a_agent = ?1 OR b_agent = ?1)",
-        )?
-        .execute([agent])?;
+        // Two statements, so each uses an index (an OR would scan every
+        // physical edge of the fleet; `+kind` keeps the planner on edges_by_b).
+        for sql in [
+            "DELETE FROM topology_edges WHERE kind = 'physical' AND a_agent = ?1",
+            "DELETE FROM topology_edges WHERE b_agent = ?1 AND +kind = 'physical'",
+        ] {
+            conn.prepare_cached(sql)?.execute([agent])?;
+        }
         for n in &nets {
             let members = &self.subnets[n];
             if members.len() > PHYSICAL_SUBNET_CAP {
