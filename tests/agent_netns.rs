@@ -239,7 +239,7 @@ impl Lab {
         let mut wrapped = Command::new("ip");
         wrapped.args(["netns", "exec", ns, AGENT]).args(args);
         wrapped.current_dir(self.dir.path());
-        for k in AGENT_ENV {
+        for k in agent_env() {
             wrapped.env_remove(k);
         }
         wrapped.env("KATTILA_ENV_FILE", self.dir.path().join("none"));

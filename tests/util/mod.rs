@@ -156,32 +156,17 @@ pub fn count(path: &Path, table: &str) -> i64 {
 }
 
 /// Environment variables a test agent must not inherit from the test's own
-/// environment.
-pub const AGENT_ENV: &[&str] = &[
-    "MANAGER_URL",
-    "DNS",
-    "KATTILA_DNS",
-    "KATTILA_DNS_SERVER",
-    "KATTILA_PSK",
-    "KATTILA_PSK_FILE",
-    "KATTILA_KEY_REFRESH",
-    "KATTILA_INTERVAL",
-    "KATTILA_TIMEOUT",
-    "KATTILA_RETRIES",
-    "KATTILA_LISTEN",
-    "KATTILA_PEER_PORT",
-    "KATTILA_RELAYS",
-    "KATTILA_STATE_DIR",
-    "KATTILA_SPOOL_MAX_BYTES",
-    "KATTILA_SPOOL_MAX_AGE",
-    "KATTILA_ENV_FILE",
-];
+/// environment: every variable the agent reads (its own list), the original
+/// system's `DNS`, and the system env file's location.
+pub fn agent_env() -> impl Iterator<Item = &'static str> {
+    kattila_agent::config::ENV_KEYS.iter().copied().chain(["DNS", "KATTILA_ENV_FILE"])
+}
 
 /// A `kattila-agent` command that reads no `.env` file of the machine: its
 /// working directory is `dir` and the system env file points nowhere.
 pub fn agent_command(dir: &Path) -> Command {
     let mut cmd = Command::new(AGENT);
-    for k in AGENT_ENV {
+    for k in agent_env() {
         cmd.env_remove(k);
     }
     cmd.current_dir(dir).env("KATTILA_ENV_FILE", dir.join("no-system-env-file"));
