@@ -34,6 +34,10 @@ case "$profile" in
   *) echo "build-agents: KATTILA_DIST_PROFILE must be release or quick" >&2; exit 2 ;;
 esac
 mkdir -p "$pkg/src" "$dist"
+# Two builds at once (the test suite builds both architectures in parallel)
+# would rewrite the same package files; the second waits for the first.
+exec 9>"$root/target/agent-dist/.build.lock"
+flock 9
 cat > "$pkg/Cargo.toml.tmp" <<TOML
 [package]
 name = "kattila-agent-dist"
@@ -67,8 +71,7 @@ fn main() -> std::process::ExitCode {
 }
 RS
 cp "$root/Cargo.lock" "$pkg/Cargo.lock.tmp"
-# Renamed into place, so a build running at the same time never reads a
-# half-written file.
+# Renamed into place, so an interrupted run never leaves a half-written file.
 mv "$pkg/Cargo.toml.tmp" "$pkg/Cargo.toml"
 mv "$pkg/src/main.rs.tmp" "$pkg/src/main.rs"
 mv "$pkg/Cargo.lock.tmp" "$pkg/Cargo.lock"
