@@ -213,13 +213,30 @@ fn replay_is_refused_after_a_receiver_restart() {
     let agent = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
     let envelope = report_envelope(agent, 7, now());
     assert_eq!(receiver.post("/status/updates", envelope.clone()).0, 200);
+    // A late, lower tick (a spooled report) is inside the window.
+    let late = report_envelope(agent, 3, now());
+    assert_eq!(receiver.post("/status/updates", late.clone()).0, 200);
+    // A relayer's own layer is remembered too, not only the origin's.
+    let origin = "dddddddddddddddddddddddddddddddd";
+    let relayed = relay("relay-one", 5, &report_envelope(origin, 1, now()));
+    assert_eq!(receiver.post("/status/updates", relayed).0, 200);
     let port = receiver.port;
     receiver.stop();
+
     let receiver = Receiver::start_on(&db, PSK, port);
-    let (status, answer) = receiver.post("/status/updates", envelope);
-    assert_eq!((status, answer["error"].as_str()), (409, Some("replay")), "{answer}");
-    // The next tick is fine.
+    for (what, body) in [
+        ("the newest report", envelope),
+        ("a late report", late),
+        ("a relay layer", relay("relay-one", 5, &report_envelope(origin, 2, now()))),
+    ] {
+        let (status, answer) = receiver.post("/status/updates", body);
+        assert_eq!((status, answer["error"].as_str()), (409, Some("replay")), "{what}: {answer}");
+    }
+    // Unused ticks are fine: inside the window and above it.
+    assert_eq!(receiver.post("/status/updates", report_envelope(agent, 4, now())).0, 200);
     assert_eq!(receiver.post("/status/updates", report_envelope(agent, 8, now())).0, 200);
+    let relayed = relay("relay-one", 6, &report_envelope(origin, 2, now()));
+    assert_eq!(receiver.post("/status/updates", relayed).0, 200);
 }
 
 #[test]

@@ -10,13 +10,22 @@
 //!   --seconds S        measured duration (default 10)
 //!   --rate R           open loop at R reports/s; 0 = closed loop, as fast
 //!                      as the receiver answers (default 0)
-//!   --connections C    concurrent requests in closed loop (default 64)
+//!   --connections C    keep-alive connections (default 64); in open loop a
+//!                      request waits for its connection when the receiver
+//!                      is behind, and its latency still counts from when
+//!                      it was due
 //!   --psk KEY          fleet key (default "bench-key"; must match --url's)
 //!
 //! Every report is generated and signed before the clock starts (the
 //! simulator's realistic reports, ~3 KB on average), so the measured phase
 //! is HTTP + verification + commit. A 200 means committed with
 //! synchronous=FULL; only 200s count.
+//!
+//! The generator shares the two cores with the receiver, so it must be
+//! cheap: like `wrk`, it writes pre-built HTTP/1.1 requests on keep-alive
+//! connections and reads only the status line and Content-Length of each
+//! answer (a general HTTP client cost several times more CPU per request
+//! than the receiver's own HTTP handling).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -84,6 +93,100 @@ fn envelopes(agents: usize, count: usize, psk: &str) -> (Vec<Vec<u8>>, usize) {
     (out, bytes / count.max(1))
 }
 
+/// A complete HTTP/1.1 POST of `body` to the receiver's ingest endpoint.
+fn http_request(host: &str, body: Vec<u8>) -> Vec<u8> {
+    let mut request = format!(
+        "POST /status/updates HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    request
+}
+
+/// One keep-alive connection; reconnects after an error or a close.
+struct Connection {
+    addr: String,
+    stream: Option<tokio::net::TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl Connection {
+    fn new(addr: String) -> Self {
+        Connection { addr, stream: None, buf: Vec::with_capacity(4096) }
+    }
+
+    /// Sends one request and returns the answer's status (None: the
+    /// connection failed; the next call reconnects).
+    async fn post(&mut self, request: &[u8]) -> Option<u16> {
+        let status = self.exchange(request).await;
+        if status.is_none() {
+            self.stream = None;
+        }
+        status
+    }
+
+    async fn exchange(&mut self, request: &[u8]) -> Option<u16> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        if self.stream.is_none() {
+            let stream = tokio::net::TcpStream::connect(&self.addr).await.ok()?;
+            stream.set_nodelay(true).ok()?;
+            self.stream = Some(stream);
+            self.buf.clear();
+        }
+        let stream = self.stream.as_mut()?;
+        stream.write_all(request).await.ok()?;
+        // Read until the head is complete, then the body it announces.
+        let head_end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = std::str::from_utf8(&self.buf[..head_end]).ok()?;
+        let status: u16 = head.split(' ').nth(1)?.parse().ok()?;
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        let close = head.to_ascii_lowercase().contains("connection: close");
+        while self.buf.len() < head_end + length {
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+        self.buf.drain(..head_end + length);
+        if close {
+            self.stream = None;
+        }
+        Some(status)
+    }
+}
+
+/// CPU time (user + system) this process used so far, in seconds: with
+/// `--url`, the generator's share of the two cores; in process, generator
+/// and receiver together.
+fn own_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the line, in clock ticks (100 per second).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -124,40 +227,47 @@ async fn run(o: Options) {
         mean_size,
         generation.elapsed()
     );
-    let envelopes = Arc::new(envelopes);
-    let client = reqwest::Client::builder().pool_max_idle_per_host(1024).build().unwrap();
-    let target = format!("{url}/status/updates");
-    let next = Arc::new(AtomicUsize::new(0));
+    let addr = url.trim_start_matches("http://").to_string();
+    let requests: Arc<Vec<Vec<u8>>> =
+        Arc::new(envelopes.into_iter().map(|body| http_request(&addr, body)).collect());
+    let cpu_before = own_cpu_seconds();
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(o.seconds);
     let mut tasks = tokio::task::JoinSet::new();
     if o.rate > 0.0 {
         // Open loop: request k is due at k/rate; latency counts from when it
-        // was due, so a slow receiver cannot hide its queueing.
+        // was due, so a slow receiver cannot hide its queueing. Connection c
+        // sends requests c, c+C, c+2C, ... each when due or, when it fell
+        // behind, at once.
         let period = Duration::from_secs_f64(1.0 / o.rate);
-        for k in 0..envelopes.len() {
-            let due = started + period * k as u32;
-            if due >= deadline {
-                break;
-            }
-            tokio::time::sleep_until(due.into()).await;
-            let (client, target, envelopes) = (client.clone(), target.clone(), envelopes.clone());
+        let due_count = ((o.seconds * o.rate) as usize).min(requests.len());
+        let connections = o.connections.max(1);
+        for c in 0..connections {
+            let (addr, requests) = (addr.clone(), requests.clone());
             tasks.spawn(async move {
-                let ok = matches!(client.post(&target).body(envelopes[k].clone()).send().await, Ok(r) if r.status() == 200);
-                vec![(ok, due.elapsed())]
+                let mut conn = Connection::new(addr);
+                let mut results = Vec::new();
+                for k in (c..due_count).step_by(connections) {
+                    let due = started + period * k as u32;
+                    tokio::time::sleep_until(due.into()).await;
+                    let ok = conn.post(&requests[k]).await == Some(200);
+                    results.push((ok, due.elapsed()));
+                }
+                results
             });
         }
     } else {
+        let next = Arc::new(AtomicUsize::new(0));
         for _ in 0..o.connections {
-            let (client, target, envelopes, next) =
-                (client.clone(), target.clone(), envelopes.clone(), next.clone());
+            let (addr, requests, next) = (addr.clone(), requests.clone(), next.clone());
             tasks.spawn(async move {
+                let mut conn = Connection::new(addr);
                 let mut results = Vec::new();
                 while Instant::now() < deadline {
                     let k = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(body) = envelopes.get(k) else { break };
+                    let Some(request) = requests.get(k) else { break };
                     let sent = Instant::now();
-                    let ok = matches!(client.post(&target).body(body.clone()).send().await, Ok(r) if r.status() == 200);
+                    let ok = conn.post(request).await == Some(200);
                     results.push((ok, sent.elapsed()));
                 }
                 results
@@ -176,9 +286,10 @@ async fn run(o: Options) {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let process_cpu = own_cpu_seconds() - cpu_before;
     latencies.sort();
     println!(
-        "mode={} agents={} committed={} failed={} elapsed={:.2}s rate={:.0}/s p50={:.2}ms p99={:.2}ms max={:.2}ms mean_size={}B",
+        "mode={} agents={} committed={} failed={} elapsed={:.2}s rate={:.0}/s p50={:.2}ms p99={:.2}ms max={:.2}ms mean_size={}B process_cpu={:.1}s",
         if o.rate > 0.0 { format!("open@{}/s", o.rate) } else { format!("closed/{}", o.connections) },
         o.agents,
         latencies.len(),
@@ -189,5 +300,6 @@ async fn run(o: Options) {
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
         mean_size,
+        process_cpu,
     );
 }

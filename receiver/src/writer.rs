@@ -5,13 +5,13 @@
 //! "on disk". Timer sweeps and admin commands go through the same queue, so
 //! nothing else ever writes.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use axum::body::Bytes;
+use foldhash::{HashMap, HashMapExt};
 use kattila_proto::{ReplayError, ReplayWindow, Verified};
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
@@ -38,9 +38,23 @@ pub enum AdminCommand {
 }
 
 enum Job {
-    Message { verified: Verified, raw: Bytes, received_at: i64, reply: oneshot::Sender<Outcome> },
-    Sweep { now: i64 },
-    Admin { command: AdminCommand, now: i64, reply: oneshot::Sender<Option<usize>> },
+    Message {
+        verified: Verified,
+        raw: Bytes,
+        received_at: i64,
+        /// Gets the message back with the outcome: a report is hundreds of
+        /// small allocations, and freeing them on the handler's thread
+        /// keeps that work off the writer, the one thread that limits ingest.
+        reply: oneshot::Sender<(Outcome, Verified)>,
+    },
+    Sweep {
+        now: i64,
+    },
+    Admin {
+        command: AdminCommand,
+        now: i64,
+        reply: oneshot::Sender<Option<usize>>,
+    },
 }
 
 /// Handle used by request handlers and timers. Cloning is cheap.
@@ -59,7 +73,7 @@ impl WriterHandle {
     ) -> Option<Outcome> {
         let (reply, answer) = oneshot::channel();
         self.tx.send(Job::Message { verified, raw, received_at, reply }).await.ok()?;
-        answer.await.ok()
+        answer.await.ok().map(|(outcome, _message)| outcome)
     }
 
     /// Queues timer work (silent agents, retention).
@@ -137,8 +151,8 @@ fn run(
         state.metrics.record_batch(batch.len(), started.elapsed());
         for (job, outcome) in batch.drain(..).zip(outcomes) {
             match (job, outcome) {
-                (Job::Message { reply, .. }, JobOutcome::Message(o)) => {
-                    let _ = reply.send(o);
+                (Job::Message { reply, verified, .. }, JobOutcome::Message(o)) => {
+                    let _ = reply.send((o, verified));
                 }
                 (Job::Admin { reply, .. }, JobOutcome::Admin(n)) => {
                     let _ = reply.send(n);
@@ -164,53 +178,58 @@ fn failed(job: &Job) -> JobOutcome {
 }
 
 /// Commits one batch; returns one outcome per job, in order.
+///
+/// The batch runs in one transaction without a savepoint per job (the
+/// savepoints' page copies cost more than the statements of a report that
+/// changed nothing). A refused message writes nothing, so no rollback is
+/// needed for it. A database error is rare; then the whole batch is rolled
+/// back and every job is retried in a transaction of its own, so one bad job
+/// cannot cost the others their commit.
 fn commit_batch(conn: &mut Connection, state: &mut WriterState, batch: &[Job]) -> Vec<JobOutcome> {
+    match try_commit(conn, state, batch) {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            tracing::warn!(error = %e, batch = batch.len(), "a batch failed; retrying its jobs one by one");
+            batch
+                .iter()
+                .map(|job| {
+                    try_commit(conn, state, std::slice::from_ref(job))
+                        .map(|mut o| o.pop().expect("one outcome per job"))
+                        .unwrap_or_else(|e| {
+                            tracing::error!(error = %e, "writing to the database failed; the job is refused");
+                            failed(job)
+                        })
+                })
+                .collect()
+        }
+    }
+}
+
+/// Applies `batch` in one transaction and commits it; on any error nothing
+/// is committed and every cache that may have run ahead of the database is
+/// dropped (they reload from disk on next use).
+fn try_commit(
+    conn: &mut Connection,
+    state: &mut WriterState,
+    batch: &[Job],
+) -> rusqlite::Result<Vec<JobOutcome>> {
     // Windows changed by this batch; merged into the cache only after the
     // commit succeeded, so a failed commit leaves the cache truthful.
     let mut touched: HashMap<String, ReplayWindow> = HashMap::new();
-    let mut any_failed = false;
-    let result = (|| -> rusqlite::Result<Vec<JobOutcome>> {
-        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for job in batch {
-            let sp = tx.savepoint()?;
-            let outcome = apply(&sp, state, &mut touched, job);
-            match outcome {
-                Ok(
-                    o @ (JobOutcome::Message(Outcome::Committed)
-                    | JobOutcome::Admin(_)
-                    | JobOutcome::Sweep),
-                ) => {
-                    sp.commit()?;
-                    outcomes.push(o);
-                }
-                Ok(other) => outcomes.push(other),
-                Err(e) => {
-                    tracing::error!(error = %e, "writing to the database failed; the job is refused");
-                    any_failed = true;
-                    outcomes.push(failed(job));
-                }
-            }
-        }
+    let result = (|| {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let outcomes = batch
+            .iter()
+            .map(|job| apply(&tx, state, &mut touched, job))
+            .collect::<rusqlite::Result<Vec<_>>>()?;
         tx.commit()?;
         Ok(outcomes)
     })();
-    if any_failed {
-        // A rolled-back savepoint may have left processing caches ahead of the
-        // database; they reload from disk on next use.
-        state.processor.invalidate();
+    match &result {
+        Ok(_) => state.windows.extend(touched),
+        Err(_) => state.processor.invalidate(),
     }
-    match result {
-        Ok(outcomes) => {
-            state.windows.extend(touched);
-            outcomes
-        }
-        Err(e) => {
-            tracing::error!(error = %e, batch = batch.len(), "committing a batch failed");
-            state.processor.invalidate();
-            batch.iter().map(failed).collect()
-        }
-    }
+    result
 }
 
 fn apply(
@@ -238,7 +257,8 @@ fn apply(
 }
 
 /// Checks anti-replay for every layer, then stores and processes the
-/// message. Window changes go to `touched` only when every layer passed.
+/// message. Nothing is written unless every layer passed; window changes go
+/// to `touched`.
 fn apply_message(
     conn: &Connection,
     state: &mut WriterState,
@@ -258,12 +278,18 @@ fn apply_message(
             return Ok(Outcome::Replay { agent_id: layer.agent_id.clone(), reason });
         }
         let dropped = window.record(layer.tick, layer.nonce);
-        store::record_replay(conn, layer, &window, &dropped)?;
-        updated.push((layer.agent_id.clone(), window));
+        updated.push((layer, window, dropped));
+    }
+    let origin = verified.origin();
+    for (layer, window, dropped) in &updated {
+        // The origin's pair is persisted by its audit row (insert_report).
+        if !std::ptr::eq(*layer, origin) {
+            store::record_relay_layer(conn, layer, window, dropped)?;
+        }
     }
     store::upsert_agent(conn, verified, received_at)?;
     let keep_raw = state.processor.apply(conn, verified, received_at)?;
     store::insert_report(conn, verified, raw, keep_raw, received_at)?;
-    touched.extend(updated);
+    touched.extend(updated.into_iter().map(|(layer, window, _)| (layer.agent_id.clone(), window)));
     Ok(Outcome::Committed)
 }

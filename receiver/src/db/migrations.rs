@@ -192,6 +192,12 @@ const STEPS: &[&str] = &[
     r#"
     CREATE INDEX alarms_by_agent ON alarms(agent_id, state);
     "#,
+    // 7: the audit rows are the anti-replay memory of direct messages (see
+    // store::load_replay_window), looked up by agent and tick.
+    r#"
+    DROP INDEX reports_by_agent;
+    CREATE INDEX reports_by_agent ON reports(agent_id, tick);
+    "#,
 ];
 
 pub const LATEST: usize = STEPS.len();

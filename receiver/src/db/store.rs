@@ -1,35 +1,54 @@
 //! Writing verified messages. Called only by the writer thread, inside its
 //! batch transaction.
 
-use kattila_proto::{Layer, Message, ReplayWindow, Verified};
-use rusqlite::{params, Connection, OptionalExtension};
+use kattila_proto::{Layer, Message, ReplayWindow, Verified, REPLAY_WINDOW};
+use rusqlite::{params, Connection};
 
 /// Loads an agent's persisted anti-replay window (empty if unknown).
+///
+/// A message's own (tick, nonce) is persisted by its audit row in `reports`
+/// and its tick by `agents.last_tick`, both written anyway, so accepting a
+/// direct report costs no extra write. Relay layers are the exception: a
+/// relayer's wrapper leaves no audit row of its own, so those pairs go to
+/// `replay_seen`/`replay_state` ([`record_relay_layer`]). Audit rows are
+/// kept at least an hour, far longer than the ±600 s clock-skew window, so
+/// a pair can only leave the table once the timestamp check refuses its
+/// envelope anyway.
 pub fn load_replay_window(conn: &Connection, agent_id: &str) -> rusqlite::Result<ReplayWindow> {
-    let highest: Option<i64> = conn
-        .query_row("SELECT highest_tick FROM replay_state WHERE agent_id = ?1", [agent_id], |r| {
-            r.get(0)
-        })
-        .optional()?;
-    let Some(highest) = highest else { return Ok(ReplayWindow::default()) };
-    let mut stmt =
-        conn.prepare_cached("SELECT tick, nonce FROM replay_seen WHERE agent_id = ?1")?;
-    let seen = stmt
-        .query_map([agent_id], |r| {
-            let tick: i64 = r.get(0)?;
-            let nonce: Vec<u8> = r.get(1)?;
-            Ok((tick as u64, nonce))
-        })?
-        .filter_map(|row| match row {
-            Ok((tick, nonce)) => <[u8; 16]>::try_from(nonce).ok().map(|n| Ok((tick, n))),
-            Err(e) => Some(Err(e)),
-        })
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let highest: i64 = conn
+        .prepare_cached(
+            "SELECT max(coalesce((SELECT last_tick FROM agents WHERE agent_id = ?1), 0),
+                        coalesce((SELECT highest_tick FROM replay_state WHERE agent_id = ?1), 0))",
+        )?
+        .query_row([agent_id], |r| r.get(0))?;
+    // Ticks at or below the floor are refused by the window itself; with
+    // nothing above 0 accepted yet, tick 0 may be in use.
+    let floor =
+        if highest == 0 { -1 } else { (highest as u64).saturating_sub(REPLAY_WINDOW) as i64 };
+    let mut seen = Vec::new();
+    for sql in [
+        "SELECT tick, nonce FROM reports WHERE agent_id = ?1 AND tick > ?2",
+        "SELECT tick, nonce FROM replay_seen WHERE agent_id = ?1 AND tick > ?2",
+    ] {
+        let mut stmt = conn.prepare_cached(sql)?;
+        let rows = stmt.query_map(params![agent_id, floor], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<Vec<u8>>>(1)?))
+        })?;
+        for row in rows {
+            // Audit rows from before nonces were recorded have none; their
+            // pairs are in replay_seen, where every layer used to go.
+            let (tick, nonce) = row?;
+            if let Some(nonce) = nonce.and_then(|n| <[u8; 16]>::try_from(n).ok()) {
+                seen.push((tick as u64, nonce));
+            }
+        }
+    }
     Ok(ReplayWindow::from_parts(highest as u64, seen))
 }
 
-/// Persists one accepted (tick, nonce) and drops the pairs that left the window.
-pub fn record_replay(
+/// Persists the (tick, nonce) of a relayer's layer and drops the pairs that
+/// left its window. The origin layer needs no call: see [`load_replay_window`].
+pub fn record_relay_layer(
     conn: &Connection,
     layer: &Layer,
     window: &ReplayWindow,

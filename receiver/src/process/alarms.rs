@@ -7,8 +7,7 @@
 //! Streaks are kept in memory and in `alarm_streaks`, so a restart neither
 //! forgets a streak nor raises twice.
 
-use std::collections::HashMap;
-
+use foldhash::HashMap;
 use rusqlite::{params, Connection};
 
 use super::Settings;

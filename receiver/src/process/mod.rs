@@ -11,8 +11,9 @@ mod alarms;
 mod history;
 mod topology;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
+use foldhash::{HashMap, HashSet, HashSetExt};
 use kattila_proto::model::{Interface, Route, WgPeer};
 use kattila_proto::{Message, Report, Verified};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -615,7 +616,7 @@ fn update_peers(
 ) -> rusqlite::Result<(Vec<PeerObservation>, bool)> {
     let mut any_changed = false;
     let mut events = Vec::new();
-    let mut present = std::collections::HashSet::new();
+    let mut present = HashSet::new();
     for d in &r.wireguard {
         for p in &d.peers {
             let key = (d.name.clone(), p.public_key.clone());

@@ -6,9 +6,10 @@
 //! Edge rows are rewritten only when something visible changed (ends,
 //! health) or, for handshake ages, at most once per sample interval.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
+use foldhash::{HashMap, HashMapExt};
 use kattila_proto::limits::parse_cidr;
 use kattila_proto::model::Interface;
 use kattila_proto::Verified;
