@@ -394,13 +394,15 @@ async fn bench(n: u32) -> anyhow::Result<ExitCode> {
     let mut ticks = crate::identity::TickCounter::open(dir.join("tick"), 1_000_000)?;
     let psk = Psk::new("benchmark-key").expect("non-empty");
     let gag = gag::Gag::stdout().ok();
-    // Warm-up (first netlink socket, page faults).
-    let warm = crate::collect::collect().await;
+    // One collector for all cycles, as in the daemon. Warm-up: the netlink
+    // socket, first page faults.
+    let mut collector = crate::collect::Collector::default();
+    let warm = collector.collect().await;
     let (cpu0, wall0) = (cpu_seconds()?, std::time::Instant::now());
     let mut bytes = 0;
     for _ in 0..n {
         let now = unix_now();
-        let telemetry = crate::collect::collect().await;
+        let telemetry = collector.collect().await;
         let mut report = build_report("bench", now, telemetry);
         bytes = sign_report(&mut report, &psk, &mut ticks, now)?.len();
     }

@@ -15,6 +15,7 @@ use kattila_proto::{
 };
 use serde_json::{json, Value};
 
+use crate::collect::Collector;
 use crate::config::Config;
 use crate::identity::{
     load_or_create_agent_id, new_agent_id, new_nonce, write_atomically, TickCounter,
@@ -153,6 +154,7 @@ pub struct Node {
     pusher: Pusher,
     prober: Pusher,
     candidates: tokio::sync::Mutex<Option<(Instant, Vec<Candidate>)>>,
+    collector: tokio::sync::Mutex<Collector>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -234,6 +236,7 @@ impl Node {
             pusher,
             prober,
             candidates: tokio::sync::Mutex::new(None),
+            collector: tokio::sync::Mutex::new(Collector::default()),
         })
     }
 
@@ -311,7 +314,7 @@ impl Node {
 
     /// Collects and builds this cycle's unsigned report.
     pub async fn collect_report(&self) -> Report {
-        let telemetry = crate::collect::collect().await;
+        let telemetry = self.collector.lock().await.collect().await;
         self.observe(&telemetry);
         build_report(&self.agent_id(), unix_now(), telemetry)
     }
