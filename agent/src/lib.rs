@@ -15,6 +15,17 @@ pub mod reset;
 pub mod simulate;
 pub mod spool;
 
+// The fleet builds are static musl binaries. musl's allocator returns freed
+// blocks of a few KiB and up to the kernel at once and maps them again on
+// the next use: two system calls and fresh page faults for each, about 80
+// times per collection cycle, most of the cycle's CPU time. dlmalloc (pure
+// Rust, one heap) keeps freed memory for reuse and trims only beyond 2 MiB,
+// without the per-thread heaps that cost mimalloc about 1 MB more idle RSS.
+// Builds against glibc keep glibc's allocator.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
