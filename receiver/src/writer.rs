@@ -125,7 +125,8 @@ impl Writer {
 
 struct WriterState {
     /// Replay windows of agents seen since start; loaded from the database
-    /// on first use so the persisted state is the authority.
+    /// on first use so the persisted state is the authority, changed in
+    /// place, and all dropped when a batch fails to commit.
     windows: HashMap<String, ReplayWindow>,
     processor: Processor,
     metrics: Arc<Metrics>,
@@ -213,35 +214,25 @@ fn try_commit(
     state: &mut WriterState,
     batch: &[Job],
 ) -> rusqlite::Result<Vec<JobOutcome>> {
-    // Windows changed by this batch; merged into the cache only after the
-    // commit succeeded, so a failed commit leaves the cache truthful.
-    let mut touched: HashMap<String, ReplayWindow> = HashMap::new();
     let result = (|| {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let outcomes = batch
-            .iter()
-            .map(|job| apply(&tx, state, &mut touched, job))
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let outcomes =
+            batch.iter().map(|job| apply(&tx, state, job)).collect::<rusqlite::Result<Vec<_>>>()?;
         tx.commit()?;
         Ok(outcomes)
     })();
-    match &result {
-        Ok(_) => state.windows.extend(touched),
-        Err(_) => state.processor.invalidate(),
+    if result.is_err() {
+        // Rare; everything reloads from the committed state on next use.
+        state.windows.clear();
+        state.processor.invalidate();
     }
     result
 }
 
-fn apply(
-    conn: &Connection,
-    state: &mut WriterState,
-    touched: &mut HashMap<String, ReplayWindow>,
-    job: &Job,
-) -> rusqlite::Result<JobOutcome> {
+fn apply(conn: &Connection, state: &mut WriterState, job: &Job) -> rusqlite::Result<JobOutcome> {
     match job {
         Job::Message { verified, raw, received_at, .. } => {
-            apply_message(conn, state, touched, verified, raw, *received_at)
-                .map(JobOutcome::Message)
+            apply_message(conn, state, verified, raw, *received_at).map(JobOutcome::Message)
         }
         Job::Sweep { now } => state.processor.sweep(conn, *now).map(|_| JobOutcome::Sweep),
         Job::Admin { command, now, .. } => {
@@ -257,39 +248,35 @@ fn apply(
 }
 
 /// Checks anti-replay for every layer, then stores and processes the
-/// message. Nothing is written unless every layer passed; window changes go
-/// to `touched`.
+/// message. Nothing is written, and no window changed, unless every layer
+/// passed.
 fn apply_message(
     conn: &Connection,
     state: &mut WriterState,
-    touched: &mut HashMap<String, ReplayWindow>,
     verified: &Verified,
     raw: &[u8],
     received_at: i64,
 ) -> rusqlite::Result<Outcome> {
-    let mut updated = Vec::with_capacity(verified.layers.len());
     for layer in &verified.layers {
-        let cached = touched.get(&layer.agent_id).or_else(|| state.windows.get(&layer.agent_id));
-        let mut window = match cached {
-            Some(w) => w.clone(),
-            None => store::load_replay_window(conn, &layer.agent_id)?,
-        };
-        if let Err(reason) = window.check(layer.tick, &layer.nonce) {
+        if !state.windows.contains_key(&layer.agent_id) {
+            let window = store::load_replay_window(conn, &layer.agent_id)?;
+            state.windows.insert(layer.agent_id.clone(), window);
+        }
+        if let Err(reason) = state.windows[&layer.agent_id].check(layer.tick, &layer.nonce) {
             return Ok(Outcome::Replay { agent_id: layer.agent_id.clone(), reason });
         }
-        let dropped = window.record(layer.tick, layer.nonce);
-        updated.push((layer, window, dropped));
     }
     let origin = verified.origin();
-    for (layer, window, dropped) in &updated {
+    for layer in &verified.layers {
+        let window = state.windows.get_mut(&layer.agent_id).expect("loaded above");
+        let dropped = window.record(layer.tick, layer.nonce);
         // The origin's pair is persisted by its audit row (insert_report).
-        if !std::ptr::eq(*layer, origin) {
-            store::record_relay_layer(conn, layer, window, dropped)?;
+        if !std::ptr::eq(layer, origin) {
+            store::record_relay_layer(conn, layer, window, &dropped)?;
         }
     }
     store::upsert_agent(conn, verified, received_at)?;
     let keep_raw = state.processor.apply(conn, verified, received_at)?;
     store::insert_report(conn, verified, raw, keep_raw, received_at)?;
-    touched.extend(updated.into_iter().map(|(layer, window, _)| (layer.agent_id.clone(), window)));
     Ok(Outcome::Committed)
 }

@@ -159,3 +159,67 @@ async fn relayed_reports_make_relay_edges_and_a_relay_only_alarm() {
     }
     assert_eq!(h.active("relay_only", &origin), 0);
 }
+
+/// Health and handshake age of the WireGuard edge between two agents.
+fn wg_edge(h: &Harness, x: &str, y: &str) -> (String, Option<i64>) {
+    let (a, b) = if x < y { (x, y) } else { (y, x) };
+    h.conn()
+        .query_row(
+            "SELECT health, handshake_age FROM topology_edges
+             WHERE kind = 'wireguard' AND a_agent = ?1 AND b_agent = ?2 AND b_external = ''",
+            [a, b],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn edge_health_and_handshake_age_follow_the_reports() {
+    let h = Harness::start(|c| c.settings.sample_secs = 2).await;
+    let fleet = SimFleet::new("edge-life", 5);
+    let mut hub = SimAgent::new(&fleet, 0);
+    let mut spoke = SimAgent::new(&fleet, 1);
+    let (hub_id, spoke_id) = (hub.id().to_string(), spoke.id().to_string());
+    let (hub_key, spoke_key) =
+        (fleet.agents[0].wg_public_key.clone(), fleet.agents[1].wg_public_key.clone());
+    hub.send(&h.url).await.unwrap();
+    spoke.send(&h.url).await.unwrap();
+    assert_eq!(wg_edge(&h, &hub_id, &spoke_id).0, "healthy");
+
+    // Both ends see an old handshake and no traffic: the edge is stale at
+    // once, however recently it was written.
+    let now = kattila_agent::unix_now();
+    let silence = |key: String| {
+        move |t: &mut kattila_agent::report::Telemetry| {
+            for p in t.wireguard.iter_mut().flat_map(|d| &mut d.peers) {
+                if p.public_key == key {
+                    p.latest_handshake = Some(now - 600);
+                    p.rx_bytes = 0;
+                }
+            }
+        }
+    };
+    hub.send_with(&h.url, silence(spoke_key.clone())).await.unwrap();
+    spoke.send_with(&h.url, silence(hub_key.clone())).await.unwrap();
+    assert_eq!(wg_edge(&h, &hub_id, &spoke_id).0, "stale");
+    hub.send(&h.url).await.unwrap();
+    assert_eq!(wg_edge(&h, &hub_id, &spoke_id).0, "healthy", "one end's fresh handshake");
+
+    // An unchanged link is rewritten once per sample interval with the
+    // newest handshake's age.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let now = kattila_agent::unix_now();
+    hub.send_with(&h.url, move |t| {
+        for p in t.wireguard.iter_mut().flat_map(|d| &mut d.peers) {
+            if p.public_key == spoke_key {
+                p.latest_handshake = Some(now - 7);
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let (health, age) = wg_edge(&h, &hub_id, &spoke_id);
+    assert_eq!(health, "healthy");
+    // The spoke's own view (a fresh handshake from its last report) may be newer.
+    assert!(age.is_some_and(|a| a <= 9), "handshake age {age:?}");
+}

@@ -94,7 +94,8 @@ impl AlarmKind {
     }
 }
 
-type Key = (AlarmKind, String, String);
+/// A condition of one agent: its kind and subject.
+type Key = (AlarmKind, String);
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Tracked {
@@ -104,10 +105,11 @@ struct Tracked {
     alarm: Option<i64>,
 }
 
-/// Every condition currently streaking or alarmed.
+/// Every condition currently streaking or alarmed, by agent: most agents
+/// have none, and a clear observation for them costs one lookup.
 #[derive(Debug, Default)]
 pub struct Conditions {
-    tracked: HashMap<Key, Tracked>,
+    tracked: HashMap<String, HashMap<Key, Tracked>>,
     /// Alarms raised, refreshed by events, or resolved since start.
     pub transitions: u64,
 }
@@ -121,7 +123,7 @@ impl Conditions {
         for row in rows {
             let (kind, agent, subject, streak) = row?;
             if let Some(kind) = AlarmKind::parse(&kind) {
-                self.tracked.entry((kind, agent, subject)).or_default().streak = streak;
+                self.entry(agent, (kind, subject)).streak = streak;
             }
         }
         let mut stmt =
@@ -131,10 +133,24 @@ impl Conditions {
         for row in rows {
             let (kind, agent, subject, id) = row?;
             if let Some(kind) = AlarmKind::parse(&kind) {
-                self.tracked.entry((kind, agent, subject)).or_default().alarm = Some(id);
+                self.entry(agent, (kind, subject)).alarm = Some(id);
             }
         }
         Ok(())
+    }
+
+    fn entry(&mut self, agent: String, key: Key) -> &mut Tracked {
+        self.tracked.entry(agent).or_default().entry(key).or_default()
+    }
+
+    fn get(&self, agent: &str, key: &Key) -> Option<Tracked> {
+        self.tracked.get(agent).and_then(|m| m.get(key)).copied()
+    }
+
+    /// Whether any condition of `agent` is streaking or alarmed; when not,
+    /// observations that a condition is clear change nothing.
+    pub fn tracks(&self, agent: &str) -> bool {
+        self.tracked.contains_key(agent)
     }
 
     /// Records one observation of a condition.
@@ -150,9 +166,12 @@ impl Conditions {
         now: i64,
         message: &str,
     ) -> rusqlite::Result<()> {
-        let key = (kind, agent.to_string(), subject.to_string());
-        let Some(mut t) = self.tracked.get(&key).copied().or(holds.then(Tracked::default)) else {
+        if !holds && !self.tracks(agent) {
             return Ok(()); // clear and not tracked: the common case, no I/O
+        }
+        let key = (kind, subject.to_string());
+        let Some(mut t) = self.get(agent, &key).or(holds.then(Tracked::default)) else {
+            return Ok(());
         };
         let threshold = kind.threshold(s);
         if holds {
@@ -175,7 +194,7 @@ impl Conditions {
                 }
             }
         }
-        self.store(conn, key, t)
+        self.store(conn, agent, key, t)
     }
 
     /// Raises (or refreshes) an alarm without waiting for a streak.
@@ -188,10 +207,10 @@ impl Conditions {
         now: i64,
         message: &str,
     ) -> rusqlite::Result<()> {
-        let key = (kind, agent.to_string(), subject.to_string());
-        let mut t = self.raise_or_touch(conn, &key, now, message)?;
+        let key = (kind, subject.to_string());
+        let mut t = self.raise_or_touch(conn, agent, &key, now, message)?;
         t.streak = t.streak.max(1);
-        self.store(conn, key, t)
+        self.store(conn, agent, key, t)
     }
 
     /// An event: raised at once, refreshed if it happens again. Events have
@@ -206,9 +225,9 @@ impl Conditions {
         message: &str,
     ) -> rusqlite::Result<()> {
         debug_assert!(kind.is_event());
-        let key = (kind, agent.to_string(), subject.to_string());
-        let t = self.raise_or_touch(conn, &key, now, message)?;
-        self.tracked.insert(key, t);
+        let key = (kind, subject.to_string());
+        let t = self.raise_or_touch(conn, agent, &key, now, message)?;
+        *self.entry(agent.to_string(), key) = t;
         Ok(())
     }
 
@@ -217,15 +236,16 @@ impl Conditions {
     fn raise_or_touch(
         &mut self,
         conn: &Connection,
+        agent: &str,
         key: &Key,
         now: i64,
         message: &str,
     ) -> rusqlite::Result<Tracked> {
-        let mut t = self.tracked.get(key).copied().unwrap_or_default();
+        let mut t = self.get(agent, key).unwrap_or_default();
         match t.alarm {
             Some(id) => touch(conn, id, now, message)?,
             None => {
-                t.alarm = Some(insert(conn, key.0, &key.1, &key.2, now, message)?);
+                t.alarm = Some(insert(conn, key.0, agent, &key.1, now, message)?);
                 self.transitions += 1;
             }
         }
@@ -242,26 +262,40 @@ impl Conditions {
         let expired: Vec<i64> =
             stmt.query_map(params![now, now - ttl], |r| r.get(0))?.collect::<Result<_, _>>()?;
         if !expired.is_empty() {
-            self.tracked.retain(|_, t| !t.alarm.is_some_and(|id| expired.contains(&id)));
+            for conditions in self.tracked.values_mut() {
+                conditions.retain(|_, t| !t.alarm.is_some_and(|id| expired.contains(&id)));
+            }
+            self.tracked.retain(|_, conditions| !conditions.is_empty());
         }
         Ok(())
     }
 
-    fn store(&mut self, conn: &Connection, key: Key, t: Tracked) -> rusqlite::Result<()> {
-        let (kind, agent, subject) = (&key.0, &key.1, &key.2);
+    fn store(
+        &mut self,
+        conn: &Connection,
+        agent: &str,
+        key: Key,
+        t: Tracked,
+    ) -> rusqlite::Result<()> {
+        let (kind, subject) = (&key.0, &key.1);
         if t.alarm.is_none() && t.streak <= 0 {
             conn.prepare_cached(
                 "DELETE FROM alarm_streaks WHERE kind = ?1 AND agent_id = ?2 AND subject = ?3",
             )?
             .execute(params![kind.as_str(), agent, subject])?;
-            self.tracked.remove(&key);
+            if let Some(conditions) = self.tracked.get_mut(agent) {
+                conditions.remove(&key);
+                if conditions.is_empty() {
+                    self.tracked.remove(agent);
+                }
+            }
         } else {
             conn.prepare_cached(
                 "INSERT INTO alarm_streaks (kind, agent_id, subject, streak) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(kind, agent_id, subject) DO UPDATE SET streak = excluded.streak",
             )?
             .execute(params![kind.as_str(), agent, subject, t.streak])?;
-            self.tracked.insert(key, t);
+            *self.entry(agent.to_string(), key) = t;
         }
         Ok(())
     }

@@ -34,7 +34,7 @@ pub(super) fn maybe_sample(
     };
     let peers: Vec<_> = r.wireguard.iter().flat_map(|d| &d.peers).collect();
     let max_age = peers.iter().filter_map(|p| p.latest_handshake).map(|hs| (now - hs).max(0)).max();
-    let healthy = cache.peers.values().filter(|p| p.health == "healthy").count();
+    let healthy = cache.peers.values().flatten().filter(|(_, p)| p.health == "healthy").count();
     conn.prepare_cached(
         "INSERT OR REPLACE INTO history (agent_id, ts, load1, rx_rate, tx_rate, max_handshake_age, peers_healthy, peers_total)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",

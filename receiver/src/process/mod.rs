@@ -13,7 +13,7 @@ mod topology;
 
 use std::collections::VecDeque;
 
-use foldhash::{HashMap, HashSet, HashSetExt};
+use foldhash::{HashMap, HashSet};
 use kattila_proto::model::{Interface, Route, WgPeer};
 use kattila_proto::{Message, Report, Verified};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -65,7 +65,8 @@ impl Default for Settings {
 struct AgentCache {
     hostnames: VecDeque<String>,
     interfaces: HashMap<String, CachedInterface>,
-    peers: HashMap<(String, String), CachedPeer>,
+    /// device → peer public key → peer.
+    peers: HashMap<String, HashMap<String, CachedPeer>>,
     device_keys: Vec<String>,
     /// Unix seconds when counters were last written to the snapshot tables.
     counters_written: i64,
@@ -76,6 +77,8 @@ struct AgentCache {
     routes: Option<u64>,
     /// Unix seconds when a raw copy of this agent's report was last kept.
     raw_kept_at: i64,
+    /// Reports processed since the cache was loaded.
+    reports: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +93,9 @@ struct CachedInterface {
 
 #[derive(Debug, Clone, PartialEq)]
 struct CachedPeer {
+    /// The agent's report count when the peer was last reported; peers
+    /// with an older mark have been removed.
+    reported_in: u64,
     endpoint: Option<String>,
     allowed_ips: Vec<String>,
     latest_handshake: Option<i64>,
@@ -198,6 +204,7 @@ impl Processor {
     fn apply_report(&mut self, conn: &Connection, r: &Report, now: i64) -> rusqlite::Result<bool> {
         let s = self.settings.clone();
         let id = r.agent_id.as_str();
+        let observe_clear = self.conditions.tracks(id);
         let cache = Self::cache(&mut self.agents, conn, id)?;
         let first_report = cache.interfaces.is_empty() && cache.peers.is_empty();
         let write_counters = now - cache.counters_written >= s.sample_secs;
@@ -211,11 +218,14 @@ impl Processor {
             cache.hostnames.pop_front();
         }
         let conflict = hostname_flips(&cache.hostnames);
-        let conflict_msg =
-            format!("agent id used by more than one host ({})", distinct(&cache.hostnames));
+        let conflict_msg = if conflict {
+            format!("agent id used by more than one host ({})", distinct(&cache.hostnames))
+        } else {
+            String::new()
+        };
 
         let (iface_events, ifaces_changed) =
-            update_interfaces(conn, id, cache, &r.interfaces, now, write_counters)?;
+            update_interfaces(conn, id, cache, &r.interfaces, now, write_counters, observe_clear)?;
         let routes_changed = update_routes_if_changed(conn, id, cache, r)?;
         let mut device_keys: Vec<String> =
             r.wireguard.iter().map(|d| d.public_key.clone()).collect();
@@ -231,8 +241,17 @@ impl Processor {
             }
             cache.device_keys = device_keys.clone();
         }
-        let (peer_events, peers_changed) =
-            update_peers(conn, id, cache, r, &self.topology, &s, now, write_counters)?;
+        let (peer_events, peers_changed) = update_peers(
+            conn,
+            id,
+            cache,
+            r,
+            &self.topology,
+            &s,
+            now,
+            write_counters,
+            observe_clear,
+        )?;
         history::maybe_sample(conn, id, cache, r, &s, now)?;
         let changed = ifaces_changed || routes_changed || devices_changed || peers_changed;
 
@@ -243,8 +262,9 @@ impl Processor {
         let cache = Self::cache(&mut self.agents, conn, id)?;
         let facts: Vec<topology::PeerFact<'_>> = cache
             .peers
-            .iter()
-            .map(|((_, key), p)| topology::PeerFact {
+            .values()
+            .flatten()
+            .map(|(key, p)| topology::PeerFact {
                 public_key: key,
                 peer_agent_id: p.peer_agent_id.as_deref(),
                 health: p.health,
@@ -417,6 +437,7 @@ fn load_agent_cache(conn: &Connection, agent_id: &str) -> rusqlite::Result<Agent
         Ok((
             (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
             CachedPeer {
+                reported_in: 0,
                 endpoint: r.get(2)?,
                 allowed_ips: serde_json::from_str(&allowed).unwrap_or_default(),
                 latest_handshake: r.get(4)?,
@@ -428,8 +449,8 @@ fn load_agent_cache(conn: &Connection, agent_id: &str) -> rusqlite::Result<Agent
         ))
     })?;
     for row in rows {
-        let (k, p) = row?;
-        cache.peers.insert(k, p);
+        let ((device, key), p) = row?;
+        cache.peers.entry(device).or_default().insert(key, p);
     }
     let mut stmt = conn.prepare_cached(
         "SELECT public_key FROM wg_devices WHERE agent_id = ?1 ORDER BY public_key",
@@ -456,6 +477,9 @@ fn is_down(state: &str) -> bool {
     matches!(state, "down" | "lowerlayerdown" | "notpresent")
 }
 
+/// `observe_clear`: whether observations that a condition is clear matter
+/// (the agent has a condition streaking or alarmed); without, only the
+/// conditions that hold are reported back.
 fn update_interfaces(
     conn: &Connection,
     agent_id: &str,
@@ -463,27 +487,40 @@ fn update_interfaces(
     interfaces: &[Interface],
     now: i64,
     write_counters: bool,
+    observe_clear: bool,
 ) -> rusqlite::Result<(Vec<IfaceObservation>, bool)> {
     let mut events = Vec::new();
     let mut any_changed = false;
     for i in interfaces {
-        let cached = CachedInterface {
-            kind: i.kind.clone(),
-            state: i.state.clone(),
-            mtu: i.mtu,
-            mac: i.mac.clone(),
-            addresses: i.addresses.clone(),
-            gone: false,
-        };
-        let previous = cache.interfaces.get(&i.name);
-        let changed = previous != Some(&cached);
+        let previous = cache.interfaces.get_mut(&i.name);
+        let changed = previous.as_ref().is_none_or(|c| {
+            c.gone
+                || c.kind != i.kind
+                || c.state != i.state
+                || c.mtu != i.mtu
+                || c.mac != i.mac
+                || c.addresses != i.addresses
+        });
         any_changed |= changed;
         if previous.is_none() {
             events.push(IfaceObservation::New { name: i.name.clone() });
         }
-        // Present: clears a 'gone' condition (observed every time, so the
-        // clear streak can reach the threshold).
-        events.push(IfaceObservation::Gone { name: i.name.clone(), gone: false });
+        if changed {
+            let cached = CachedInterface {
+                kind: i.kind.clone(),
+                state: i.state.clone(),
+                mtu: i.mtu,
+                mac: i.mac.clone(),
+                addresses: i.addresses.clone(),
+                gone: false,
+            };
+            match previous {
+                Some(c) => *c = cached,
+                None => {
+                    cache.interfaces.insert(i.name.clone(), cached);
+                }
+            }
+        }
         if changed || write_counters {
             conn.prepare_cached(
                 "INSERT INTO interfaces (agent_id, name, kind, state, mtu, mac, addresses, rx_bytes, tx_bytes,
@@ -509,14 +546,19 @@ fn update_interfaces(
                 now,
             ])?;
         }
-        // Observed every time: the clear observations resolve the alarm.
-        events.push(IfaceObservation::Down { name: i.name.clone(), down: is_down(&i.state) });
-        cache.interfaces.insert(i.name.clone(), cached);
+        // Observed every time (when they can matter): the clear
+        // observations resolve the alarms. Present clears 'gone'.
+        let down = is_down(&i.state);
+        if observe_clear {
+            events.push(IfaceObservation::Gone { name: i.name.clone(), gone: false });
+        }
+        if down || observe_clear {
+            events.push(IfaceObservation::Down { name: i.name.clone(), down });
+        }
     }
     // Interfaces that were reported before and are missing now stay in the
     // snapshot as 'gone' until they return or an administrator resets the agent.
-    let present: std::collections::HashSet<&str> =
-        interfaces.iter().map(|i| i.name.as_str()).collect();
+    let present: HashSet<&str> = interfaces.iter().map(|i| i.name.as_str()).collect();
     for (name, iface) in cache.interfaces.iter_mut() {
         if present.contains(name.as_str()) {
             continue;
@@ -603,6 +645,11 @@ fn judge_peer(p: &WgPeer, rx_grew: bool, now: i64, stale_after: i64) -> &'static
     }
 }
 
+/// Compares the report's peers with the cached ones, writes what changed
+/// (and the counters once per sample interval), and returns the peer
+/// conditions to observe (clear ones only when `observe_clear`, as in
+/// [`update_interfaces`]). An unchanged peer is updated in place: this runs
+/// for every peer of every report.
 #[allow(clippy::too_many_arguments)]
 fn update_peers(
     conn: &Connection,
@@ -613,36 +660,60 @@ fn update_peers(
     s: &Settings,
     now: i64,
     write_counters: bool,
+    observe_clear: bool,
 ) -> rusqlite::Result<(Vec<PeerObservation>, bool)> {
     let mut any_changed = false;
     let mut events = Vec::new();
-    let mut present = HashSet::new();
+    cache.reports += 1;
+    let this_report = cache.reports;
     for d in &r.wireguard {
+        let device = match cache.peers.get_mut(&d.name) {
+            Some(device) => device,
+            None => cache.peers.entry(d.name.clone()).or_default(),
+        };
         for p in &d.peers {
-            let key = (d.name.clone(), p.public_key.clone());
-            present.insert(key.clone());
-            let previous = cache.peers.get(&key);
-            let rx_grew = previous.is_some_and(|prev| p.rx_bytes > prev.rx_bytes);
-            let rx_grew_at =
-                if rx_grew { Some(now) } else { previous.and_then(|prev| prev.rx_grew_at) };
-            let health = judge_peer(p, rx_grew, now, s.stale_after_secs);
-            let peer_agent_id = topology.owner_of(&p.public_key).map(str::to_string);
-            let cached = CachedPeer {
-                endpoint: p.endpoint.clone(),
-                allowed_ips: p.allowed_ips.clone(),
-                latest_handshake: p.latest_handshake,
-                rx_bytes: p.rx_bytes,
-                rx_grew_at,
-                health,
-                peer_agent_id: peer_agent_id.clone(),
+            let previous = device.get_mut(&p.public_key);
+            let rx_grew = previous.as_ref().is_some_and(|prev| p.rx_bytes > prev.rx_bytes);
+            let rx_grew_at = if rx_grew {
+                Some(now)
+            } else {
+                previous.as_ref().and_then(|prev| prev.rx_grew_at)
             };
-            let structural = previous.is_none_or(|prev| {
-                prev.endpoint != cached.endpoint
-                    || prev.allowed_ips != cached.allowed_ips
-                    || prev.health != cached.health
-                    || prev.peer_agent_id != cached.peer_agent_id
+            let health = judge_peer(p, rx_grew, now, s.stale_after_secs);
+            let peer_agent_id = topology.owner_of(&p.public_key);
+            let structural = previous.as_ref().is_none_or(|prev| {
+                prev.endpoint != p.endpoint
+                    || prev.allowed_ips != p.allowed_ips
+                    || prev.health != health
+                    || prev.peer_agent_id.as_deref() != peer_agent_id
             });
             any_changed |= structural;
+            let endpoint_change = previous
+                .as_ref()
+                .and_then(|prev| prev.endpoint.as_ref())
+                .zip(p.endpoint.as_ref())
+                .is_some_and(|(old, new)| old != new);
+            match previous {
+                Some(prev) if !structural => {
+                    prev.reported_in = this_report;
+                    prev.latest_handshake = p.latest_handshake;
+                    prev.rx_bytes = p.rx_bytes;
+                    prev.rx_grew_at = rx_grew_at;
+                }
+                _ => {
+                    let cached = CachedPeer {
+                        reported_in: this_report,
+                        endpoint: p.endpoint.clone(),
+                        allowed_ips: p.allowed_ips.clone(),
+                        latest_handshake: p.latest_handshake,
+                        rx_bytes: p.rx_bytes,
+                        rx_grew_at,
+                        health,
+                        peer_agent_id: peer_agent_id.map(str::to_string),
+                    };
+                    device.insert(p.public_key.clone(), cached);
+                }
+            }
             if structural || write_counters {
                 conn.prepare_cached(
                     "INSERT INTO wg_peers (agent_id, device, public_key, peer_agent_id, endpoint, allowed_ips,
@@ -670,33 +741,38 @@ fn update_peers(
                     now,
                 ])?;
             }
-            let subject = format!("{}:{}", d.name, p.public_key);
-            let name = peer_agent_id.as_deref().unwrap_or(&p.public_key[..8]);
             let stale = health != "healthy";
-            let message = if stale {
-                let age = p
-                    .latest_handshake
-                    .map_or("never".to_string(), |hs| format!("{} s ago", now - hs));
-                format!("WireGuard peer {name} on {}: last handshake {age}", d.name)
-            } else {
-                String::new()
-            };
-            events.push(PeerObservation::Stale { subject: subject.clone(), stale, message });
-            if let (Some(prev), Some(new)) =
-                (previous.and_then(|p| p.endpoint.as_ref()), p.endpoint.as_ref())
-            {
-                if prev != new {
-                    let message = format!("WireGuard peer {name} on {} changed endpoint", d.name);
-                    events.push(PeerObservation::EndpointChanged { subject, message });
-                }
+            if !(stale || observe_clear || endpoint_change) {
+                continue;
             }
-            cache.peers.insert(key, cached);
+            let subject = format!("{}:{}", d.name, p.public_key);
+            let name = peer_agent_id.unwrap_or(&p.public_key[..8]);
+            if stale || observe_clear {
+                let message = if stale {
+                    let age = p
+                        .latest_handshake
+                        .map_or("never".to_string(), |hs| format!("{} s ago", now - hs));
+                    format!("WireGuard peer {name} on {}: last handshake {age}", d.name)
+                } else {
+                    String::new()
+                };
+                events.push(PeerObservation::Stale { subject: subject.clone(), stale, message });
+            }
+            if endpoint_change {
+                let message = format!("WireGuard peer {name} on {} changed endpoint", d.name);
+                events.push(PeerObservation::EndpointChanged { subject, message });
+            }
         }
     }
-    // Peers removed from the configuration leave the snapshot; their
-    // conditions clear.
-    let removed: Vec<(String, String)> =
-        cache.peers.keys().filter(|k| !present.contains(*k)).cloned().collect();
+    // Peers removed from the configuration (or whose device went) leave
+    // the snapshot; their conditions clear.
+    let removed: Vec<(String, String)> = cache
+        .peers
+        .iter()
+        .flat_map(|(device, peers)| peers.iter().map(move |(key, p)| (device, key, p)))
+        .filter(|(_, _, p)| p.reported_in != this_report)
+        .map(|(device, key, _)| (device.clone(), key.clone()))
+        .collect();
     for (device, key) in removed {
         conn.prepare_cached(
             "DELETE FROM wg_peers WHERE agent_id = ?1 AND device = ?2 AND public_key = ?3",
@@ -707,9 +783,12 @@ fn update_peers(
             stale: false,
             message: String::new(),
         });
-        cache.peers.remove(&(device, key));
+        if let Some(peers) = cache.peers.get_mut(&device) {
+            peers.remove(&key);
+        }
         any_changed = true;
     }
+    cache.peers.retain(|_, peers| !peers.is_empty());
     Ok((events, any_changed))
 }
 

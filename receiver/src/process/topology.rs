@@ -56,6 +56,9 @@ pub struct Topology {
     /// WireGuard edges as last written, and each agent's edges.
     wg_edges: HashMap<EdgeKey, EdgeState>,
     edges_of: HashMap<String, BTreeSet<EdgeKey>>,
+    /// Agent → fingerprint of its peers' structure (key, owner, health) and
+    /// when its edges were last brought up to date from them.
+    peer_structure: HashMap<String, (u64, i64)>,
 }
 
 impl Topology {
@@ -165,6 +168,7 @@ impl Topology {
         keys: &[String],
         now: i64,
     ) -> rusqlite::Result<()> {
+        self.peer_structure.remove(agent);
         if let Some(old) = self.devices.remove(agent) {
             for k in old {
                 if self.owner.get(&k).is_some_and(|a| a == agent) {
@@ -195,6 +199,8 @@ impl Topology {
                     .or_insert(("down", None));
                 *view = merge(*view, (health_name(&health), hs));
                 self.delete_edge(conn, (lister.clone(), String::new(), k.clone()))?;
+                // The lister's edges changed outside its own reports.
+                self.peer_structure.remove(&lister);
                 listers.insert(lister);
             }
         }
@@ -215,6 +221,17 @@ impl Topology {
         now: i64,
         s: &Settings,
     ) -> rusqlite::Result<()> {
+        // Most reports change no peer's owner or health. Then the edges stay
+        // as they are, and only the handshakes behind them move; the edges
+        // are rewritten (handshake age, last_seen) once per sample interval.
+        let fingerprint = peer_fingerprint(peers);
+        if let Some(&(known, refreshed_at)) = self.peer_structure.get(agent) {
+            if known == fingerprint && now - refreshed_at < s.sample_secs {
+                self.refresh_handshakes(agent, peers);
+                return Ok(());
+            }
+        }
+        self.peer_structure.insert(agent.to_string(), (fingerprint, now));
         let mut views: HashMap<String, View> = HashMap::new();
         let mut current: BTreeSet<EdgeKey> = BTreeSet::new();
         for p in peers {
@@ -259,6 +276,20 @@ impl Topology {
             }
         }
         Ok(())
+    }
+
+    /// Newest handshakes of `agent`'s views of other agents, when the views
+    /// are otherwise unchanged.
+    fn refresh_handshakes(&mut self, agent: &str, peers: &[PeerFact<'_>]) {
+        let Some(views) = self.views.get_mut(agent) else { return };
+        for view in views.values_mut() {
+            view.1 = None;
+        }
+        for p in peers {
+            if let Some(view) = p.peer_agent_id.and_then(|other| views.get_mut(other)) {
+                view.1 = view.1.max(p.latest_handshake);
+            }
+        }
     }
 
     /// Writes the edge between two agents from both ends' current views.
@@ -459,6 +490,15 @@ fn health_name(s: &str) -> &'static str {
 }
 
 /// Two views of one link combined: the better health, the newer handshake.
+/// Order-independent fingerprint of the peers' structure.
+fn peer_fingerprint(peers: &[PeerFact<'_>]) -> u64 {
+    use std::hash::BuildHasher;
+    let hasher = foldhash::fast::FixedState::default();
+    peers.iter().fold(0u64, |sum, p| {
+        sum.wrapping_add(hasher.hash_one((p.public_key, p.peer_agent_id, p.health)))
+    })
+}
+
 fn merge(a: View, b: View) -> View {
     (better(a.0, b.0), a.1.max(b.1))
 }
