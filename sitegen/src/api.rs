@@ -2,8 +2,10 @@
 //! published beside it in `api/v1/schema/`. Field names are stable; a
 //! change that breaks readers bumps `schema_version`.
 
+use std::borrow::Cow;
+
+use rayon::prelude::*;
 use serde::Serialize;
-use serde_json::{json, Value};
 
 use crate::render::{iso_time, SiteFile};
 use crate::view::{AgentView, AlarmView, ClusterView, LinkView, Site, Summary};
@@ -121,89 +123,134 @@ fn to_bytes(v: &impl Serialize) -> anyhow::Result<Vec<u8>> {
 }
 
 /// NetJSON NetworkGraph (https://netjson.org/rfc.html): agents and external
-/// peers as nodes, every link as a link.
-pub fn netjson(site: &Site) -> Value {
-    let mut nodes: Vec<Value> = site
+/// peers as nodes, every link as a link. Fields are declared in
+/// alphabetical order: the file has always listed keys sorted.
+#[derive(Serialize)]
+pub struct NetJson<'a> {
+    label: &'static str,
+    links: Vec<NetLink<'a>>,
+    metric: &'static str,
+    nodes: Vec<NetNode<'a>>,
+    protocol: &'static str,
+    router_id: &'static str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    version: &'static str,
+}
+
+#[derive(Serialize)]
+struct NetNode<'a> {
+    id: Cow<'a, str>,
+    label: &'a str,
+    properties: NodeProperties<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum NodeProperties<'a> {
+    Agent { cluster: &'a str, page: &'a str, status: &'a str },
+    External { external: bool },
+}
+
+#[derive(Serialize)]
+struct NetLink<'a> {
+    cost: f64,
+    properties: LinkProperties<'a>,
+    source: &'a str,
+    target: Cow<'a, str>,
+}
+
+#[derive(Serialize)]
+struct LinkProperties<'a> {
+    both_ends: bool,
+    handshake_age: Option<i64>,
+    health: &'a str,
+    kind: &'a str,
+}
+
+pub fn netjson(site: &Site) -> NetJson<'_> {
+    let mut nodes: Vec<NetNode> = site
         .agents
         .iter()
-        .map(|a| {
-            json!({
-                "id": a.agent_id,
-                "label": a.hostname,
-                "properties": { "status": a.status, "cluster": a.cluster, "page": a.page },
-            })
+        .map(|a| NetNode {
+            id: Cow::Borrowed(&a.agent_id),
+            label: &a.hostname,
+            properties: NodeProperties::Agent {
+                cluster: &a.cluster,
+                page: &a.page,
+                status: &a.status,
+            },
         })
         .collect();
     let mut externals: Vec<&str> =
         site.links.iter().filter(|l| !l.external.is_empty()).map(|l| l.external.as_str()).collect();
     externals.sort_unstable();
     externals.dedup();
-    nodes.extend(externals.iter().map(|k| {
-        json!({ "id": format!("wg:{k}"), "label": "external peer", "properties": { "external": true } })
+    nodes.extend(externals.iter().map(|k| NetNode {
+        id: Cow::Owned(format!("wg:{k}")),
+        label: "external peer",
+        properties: NodeProperties::External { external: true },
     }));
-    let links: Vec<Value> = site
+    let links = site
         .links
         .iter()
-        .map(|l| {
-            let target =
-                if l.external.is_empty() { l.b.clone() } else { format!("wg:{}", l.external) };
-            let cost = match l.health.as_str() {
+        .map(|l| NetLink {
+            cost: match l.health.as_str() {
                 "healthy" => 1.0,
                 "stale" => 10.0,
                 _ => 100.0,
-            };
-            json!({
-                "source": l.a,
-                "target": target,
-                "cost": cost,
-                "properties": {
-                    "kind": l.kind,
-                    "health": l.health,
-                    "both_ends": l.both_ends,
-                    "handshake_age": l.handshake_age,
-                },
-            })
+            },
+            properties: LinkProperties {
+                both_ends: l.both_ends,
+                handshake_age: l.handshake_age,
+                health: &l.health,
+                kind: &l.kind,
+            },
+            source: &l.a,
+            target: if l.external.is_empty() {
+                Cow::Borrowed(&l.b)
+            } else {
+                Cow::Owned(format!("wg:{}", l.external))
+            },
         })
         .collect();
-    json!({
-        "type": "NetworkGraph",
-        "protocol": "wireguard",
-        "version": "1",
-        "metric": "health",
-        "label": "Kattila fleet",
-        "router_id": "kattila",
-        "nodes": nodes,
-        "links": links,
-    })
+    NetJson {
+        label: "Kattila fleet",
+        links,
+        metric: "health",
+        nodes,
+        protocol: "wireguard",
+        router_id: "kattila",
+        kind: "NetworkGraph",
+        version: "1",
+    }
 }
 
-/// Every file under `api/v1/`.
+type Maker = fn(&Site) -> anyhow::Result<Vec<u8>>;
+
+/// Every file under `api/v1/`, side by side on all cores.
 pub fn files(site: &Site) -> anyhow::Result<Vec<SiteFile>> {
-    let mut out = vec![
-        (
-            "api/v1/summary.json".to_string(),
+    let makers: [(&str, Maker); 5] = [
+        ("api/v1/summary.json", |site| {
             to_bytes(&SummaryFile {
                 header: header(site, "schema/summary.schema.json"),
                 summary: &site.summary,
                 clusters: site.clusters.iter().map(ClusterOut::from).collect(),
-            })?,
-        ),
-        (
-            "api/v1/agents.json".to_string(),
+            })
+        }),
+        ("api/v1/agents.json", |site| {
             to_bytes(&AgentsFile {
                 header: header(site, "schema/agents.schema.json"),
                 agents: &site.agents,
-            })?,
-        ),
-        (
-            "api/v1/alarms.json".to_string(),
+            })
+        }),
+        ("api/v1/alarms.json", |site| {
             to_bytes(&AlarmsFile {
                 header: header(site, "schema/alarms.schema.json"),
                 alarms: &site.alarms,
-            })?,
-        ),
-        (
-            "api/v1/topology.json".to_string(),
+            })
+        }),
+        ("api/v1/topology.json", |site| {
             to_bytes(&TopologyFile {
                 header: header(site, "schema/topology.schema.json"),
                 nodes: site
@@ -218,14 +265,16 @@ pub fn files(site: &Site) -> anyhow::Result<Vec<SiteFile>> {
                     })
                     .collect(),
                 links: &site.links,
-            })?,
-        ),
-        ("api/v1/topology.netjson".to_string(), to_bytes(&netjson(site))?),
+            })
+        }),
+        ("api/v1/topology.netjson", |site| to_bytes(&netjson(site))),
     ];
-    out.extend(
-        SCHEMAS
-            .iter()
-            .map(|(name, text)| (format!("api/v1/schema/{name}"), text.as_bytes().to_vec())),
-    );
+    let mut out = makers
+        .par_iter()
+        .map(|(path, make)| Ok(SiteFile::new(*path, make(site)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    out.extend(SCHEMAS.iter().map(|(name, text)| {
+        SiteFile::new(format!("api/v1/schema/{name}"), text.as_bytes().to_vec())
+    }));
     Ok(out)
 }

@@ -83,6 +83,7 @@ pub struct Builder {
     view: view::ViewOptions,
     previous: Option<StateDigest>,
     publisher: publish::Publisher,
+    pages: render::PageKeys,
 }
 
 impl Builder {
@@ -100,6 +101,7 @@ impl Builder {
             view,
             previous: None,
             publisher: publish::Publisher::default(),
+            pages: render::PageKeys::default(),
         }
     }
 
@@ -108,9 +110,19 @@ impl Builder {
         let started = Instant::now();
         let snap = snapshot::FleetSnapshot::read(conn, now)?;
         let read_time = started.elapsed();
+        if !self.publisher.has_previous() {
+            self.pages.forget();
+        }
         let (files, digest) = self.render_files(&snap, now)?;
         let rendered = started.elapsed();
-        let published = self.publisher.publish(&self.out, &files)?;
+        let published = match self.publisher.publish(&self.out, &files) {
+            Ok(published) => published,
+            Err(e) => {
+                self.pages.forget();
+                return Err(e);
+            }
+        };
+        self.pages.published(&files);
         let publish_time = started.elapsed() - rendered;
         let changes = Changes::between(self.previous.as_ref(), &digest);
         self.previous = Some(digest.clone());
@@ -132,8 +144,9 @@ impl Builder {
     }
 
     /// Every file of the site for `snap`, without publishing, and the
-    /// state digest of the view.
-    pub fn render_files(
+    /// state digest of the view. Pages that did not change since the
+    /// previous build are [`render::Contents::Previous`].
+    fn render_files(
         &mut self,
         snap: &snapshot::FleetSnapshot,
         now: i64,
@@ -141,17 +154,14 @@ impl Builder {
         let site = view::Site::build(snap, &mut self.anon, now, &self.view);
         self.cache.begin();
         // The JSON files and the state digest are made beside the pages.
-        let (pages, extra) = std::thread::scope(|scope| {
-            let side = scope.spawn(|| -> anyhow::Result<_> {
-                Ok((api::files(&site)?, StateDigest::of(&site)))
-            });
-            let pages = render::render_site(&site, &mut self.cache, &self.render);
-            (pages, side.join().expect("api thread"))
-        });
+        let (cache, pages) = (&mut self.cache, &self.pages);
+        let (files, (api_files, digest)) = rayon::join(
+            || render::render_site(&site, cache, &self.render, pages),
+            || rayon::join(|| api::files(&site), || StateDigest::of(&site)),
+        );
         self.cache.finish();
-        let mut files = pages?;
-        let (api_files, digest) = extra?;
-        files.extend(api_files);
+        let mut files = files?;
+        files.extend(api_files?);
         Ok((files, digest))
     }
 }

@@ -3,6 +3,7 @@
 //! everything drawn here — classes, labels, titles, links — is ours.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 
 use serde::Serialize;
 
@@ -51,6 +52,30 @@ pub struct SvgEdge {
     pub y2: f64,
     pub class: String,
     pub title: String,
+}
+
+// For page keys (`render::PageKeys`): floats by their bits. Destructured,
+// so that a new field cannot be forgotten.
+
+impl Hash for SvgGraph {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        let SvgGraph { title, width, height, engine, nodes, edges } = self;
+        (title, width.to_bits(), height.to_bits(), engine, nodes, edges).hash(h);
+    }
+}
+
+impl Hash for SvgNode {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        let SvgNode { x, y, label, sublabel, title, href, class, mark } = self;
+        (x.to_bits(), y.to_bits(), label, sublabel, title, href, class, mark).hash(h);
+    }
+}
+
+impl Hash for SvgEdge {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        let SvgEdge { x1, y1, x2, y2, class, title } = self;
+        (x1.to_bits(), y1.to_bits(), x2.to_bits(), y2.to_bits(), class, title).hash(h);
+    }
 }
 
 fn cut(s: &str) -> String {
@@ -432,7 +457,7 @@ pub fn cluster(
 }
 
 /// One cell of the agent matrix.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Hash)]
 pub struct Cell {
     /// 'both' | 'row' (only the row agent lists the column agent) | 'col' |
     /// 'none' | 'self'.
@@ -443,7 +468,7 @@ pub struct Cell {
     pub title: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Hash)]
 pub struct MatrixRow {
     pub hostname: String,
     pub page: String,

@@ -5,12 +5,13 @@
 //! builds are kept briefly for readers still loading a page, then removed.
 
 use std::collections::HashMap;
-use std::hash::Hasher;
+use std::hash::BuildHasher;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context};
+use rayon::prelude::*;
 
-use crate::render::SiteFile;
+use crate::render::{Contents, SiteFile};
 
 /// Builds kept besides the current one.
 const KEEP_OLD_BUILDS: usize = 2;
@@ -32,39 +33,81 @@ pub fn publish(out: &Path, files: &[SiteFile]) -> anyhow::Result<PathBuf> {
 /// once published, so sharing one is safe).
 #[derive(Debug, Default)]
 pub struct Publisher {
-    previous: Option<(PathBuf, HashMap<String, u64>)>,
+    previous: Option<Previous>,
+    /// Keyed per process, so agent-supplied text cannot be chosen to make
+    /// a changed file look unchanged.
+    hasher: std::hash::RandomState,
     /// Files linked rather than written by the last publish.
     pub reused: usize,
 }
 
-fn content_hash(bytes: &[u8]) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    h.write(bytes);
-    h.write_usize(bytes.len());
-    h.finish()
+#[derive(Debug)]
+struct Previous {
+    dir: PathBuf,
+    /// Content hash by path.
+    hashes: HashMap<String, u64>,
 }
 
 impl Publisher {
+    /// The previous build is still there to take files from
+    /// ([`Contents::Previous`]).
+    pub fn has_previous(&self) -> bool {
+        self.previous.as_ref().is_some_and(|p| p.dir.is_dir())
+    }
+
     pub fn publish(&mut self, out: &Path, files: &[SiteFile]) -> anyhow::Result<PathBuf> {
-        let hashes: HashMap<String, u64> =
-            files.iter().map(|(rel, c)| (rel.clone(), content_hash(c))).collect();
-        let previous = self.previous.take().filter(|(dir, _)| dir.is_dir());
-        let reuse = |rel: &str| -> Option<PathBuf> {
-            let (dir, old) = previous.as_ref()?;
-            (old.get(rel)? == hashes.get(rel)?).then(|| dir.join(rel))
+        let previous = self.previous.take().filter(|p| p.dir.is_dir());
+        let hasher = &self.hasher;
+        // The hash of each file, and whether it was linked from the
+        // previous build.
+        let place = |rel: &str, contents: &Contents, path: &Path| -> anyhow::Result<(u64, bool)> {
+            let old = previous.as_ref().and_then(|p| {
+                let hash = *p.hashes.get(rel)?;
+                Some((p.dir.join(rel), hash))
+            });
+            match contents {
+                Contents::Previous => {
+                    let Some((old, hash)) = old else {
+                        bail!("{rel} is not in the previous build");
+                    };
+                    if std::fs::hard_link(&old, path).is_err() {
+                        std::fs::copy(&old, path).with_context(|| {
+                            format!("copying {} to {}", old.display(), path.display())
+                        })?;
+                    }
+                    Ok((hash, true))
+                }
+                Contents::Bytes(bytes) => {
+                    let hash = hasher.hash_one(bytes);
+                    if let Some((old, _)) = old.filter(|&(_, h)| h == hash) {
+                        if std::fs::hard_link(&old, path).is_ok() {
+                            return Ok((hash, true));
+                        }
+                    }
+                    std::fs::write(path, bytes)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    Ok((hash, false))
+                }
+            }
         };
-        let (current, dir, reused) = publish_with(out, files, &reuse)?;
-        self.reused = reused;
-        self.previous = Some((dir, hashes));
+        let (current, dir, placed) = publish_with(out, files, &place)?;
+        self.reused = placed.iter().filter(|&&(_, linked)| linked).count();
+        let hashes =
+            files.iter().zip(&placed).map(|(f, &(hash, _))| (f.path.clone(), hash)).collect();
+        self.previous = Some(Previous { dir, hashes });
         Ok(current)
     }
 }
 
-fn publish_with(
+/// Puts one file into the new build: (path relative to the site root,
+/// contents, where) → what to remember of it.
+type Place<'a, T> = dyn Fn(&str, &Contents, &Path) -> anyhow::Result<T> + Sync + 'a;
+
+fn publish_with<T: Send>(
     out: &Path,
     files: &[SiteFile],
-    reuse: &(dyn Fn(&str) -> Option<PathBuf> + Sync),
-) -> anyhow::Result<(PathBuf, PathBuf, usize)> {
+    place: &Place<'_, T>,
+) -> anyhow::Result<(PathBuf, PathBuf, Vec<T>)> {
     let builds = out.join(".builds");
     std::fs::create_dir_all(&builds).with_context(|| format!("creating {}", builds.display()))?;
     let current = current_dir(out);
@@ -80,8 +123,8 @@ fn publish_with(
     let dir = builds.join(&id);
     std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut parents = std::collections::BTreeSet::new();
-    for (rel, _) in files {
-        if let Some(parent) = dir.join(safe_relative(rel)?).parent() {
+    for f in files {
+        if let Some(parent) = dir.join(safe_relative(&f.path)?).parent() {
             parents.insert(parent.to_path_buf());
         }
     }
@@ -90,43 +133,17 @@ fn publish_with(
             .with_context(|| format!("creating {}", parent.display()))?;
     }
     // Many small files: write them from all cores.
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
-    let per_thread = files.len().div_ceil(threads).max(1);
-    let reused = std::thread::scope(|scope| -> anyhow::Result<usize> {
-        let handles: Vec<_> = files
-            .chunks(per_thread)
-            .map(|chunk| {
-                let dir = &dir;
-                scope.spawn(move || -> anyhow::Result<usize> {
-                    let mut reused = 0;
-                    for (rel, contents) in chunk {
-                        let path = dir.join(rel);
-                        if let Some(old) = reuse(rel) {
-                            if std::fs::hard_link(&old, &path).is_ok() {
-                                reused += 1;
-                                continue;
-                            }
-                        }
-                        std::fs::write(&path, contents)
-                            .with_context(|| format!("writing {}", path.display()))?;
-                    }
-                    Ok(reused)
-                })
-            })
-            .collect();
-        let mut reused = 0;
-        for h in handles {
-            reused += h.join().expect("write thread")?;
-        }
-        Ok(reused)
-    })?;
+    let placed = files
+        .par_iter()
+        .map(|f| place(&f.path, &f.contents, &dir.join(&f.path)))
+        .collect::<anyhow::Result<Vec<T>>>()?;
     let tmp_link = out.join(format!(".current-{id}"));
     std::os::unix::fs::symlink(Path::new(".builds").join(&id), &tmp_link)
         .with_context(|| format!("creating {}", tmp_link.display()))?;
     std::fs::rename(&tmp_link, &current)
         .with_context(|| format!("switching {} to the new build", current.display()))?;
     remove_old_builds(&builds, &id);
-    Ok((current, dir, reused))
+    Ok((current, dir, placed))
 }
 
 /// Sortable and unique: nanoseconds since the epoch plus the process id.
@@ -169,8 +186,8 @@ mod tests {
 
     fn files(text: &str) -> Vec<SiteFile> {
         vec![
-            ("index.html".into(), text.as_bytes().to_vec()),
-            ("static/a.css".into(), b"x".to_vec()),
+            SiteFile::new("index.html", text.as_bytes().to_vec()),
+            SiteFile::new("static/a.css", b"x".to_vec()),
         ]
     }
 
@@ -215,7 +232,7 @@ mod tests {
     #[test]
     fn refuses_unsafe_paths_and_foreign_current() {
         let dir = tempfile::tempdir().unwrap();
-        let bad = vec![("../escape.html".to_string(), vec![])];
+        let bad = vec![SiteFile::new("../escape.html", vec![])];
         assert!(publish(dir.path(), &bad).is_err());
         assert!(!dir.path().parent().unwrap().join("escape.html").exists());
         let other = tempfile::tempdir().unwrap();

@@ -2,23 +2,50 @@
 //! from `templates/` (or read from `--templates DIR`, file by file);
 //! agent-supplied strings are untrusted and escaped in HTML and SVG alike.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use minijinja::value::Value;
 use minijinja::{context, AutoEscape, Environment};
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::layout::LayoutCache;
 use crate::maps;
-use crate::view::{AgentView, Site};
+use crate::view::{AgentView, AlarmView, ClusterView, Site};
 
 /// A serialisable value for a template context.
 fn v<T: Serialize>(x: T) -> Value {
     Value::from(minijinja::value::Serde(x))
 }
 
-/// One output file: path relative to the site root, and contents.
-pub type SiteFile = (String, Vec<u8>);
+/// One output file.
+#[derive(Debug)]
+pub struct SiteFile {
+    /// Relative to the site root.
+    pub path: String,
+    pub contents: Contents,
+    /// Set on pages that depend on the view alone, never on the clock (the
+    /// cluster and agent pages): a hash of everything they are rendered
+    /// from. The next build takes such a page from the previous build when
+    /// its key did not change, instead of rendering it again.
+    pub key: Option<u64>,
+}
+
+#[derive(Debug)]
+pub enum Contents {
+    Bytes(Vec<u8>),
+    /// Not rendered: the same as this path in the previous build (which
+    /// published it with the same key).
+    Previous,
+}
+
+impl SiteFile {
+    pub fn new(path: impl Into<String>, bytes: Vec<u8>) -> SiteFile {
+        SiteFile { path: path.into(), contents: Contents::Bytes(bytes), key: None }
+    }
+}
 
 /// Resolved alarm rows per page of the alarm log.
 pub const ALARMS_PER_PAGE: usize = 100;
@@ -95,7 +122,7 @@ fn static_files(dir: Option<&Path>) -> Vec<SiteFile> {
         .iter()
         .map(|(p, c)| {
             let custom = dir.map(|d| d.join(p)).and_then(|path| std::fs::read(path).ok());
-            (p.to_string(), custom.unwrap_or_else(|| c.as_bytes().to_vec()))
+            SiteFile::new(*p, custom.unwrap_or_else(|| c.as_bytes().to_vec()))
         })
         .collect()
 }
@@ -164,16 +191,128 @@ fn sparklines(a: &AgentView) -> Vec<Spark> {
     .collect()
 }
 
+/// The keys of the pages of the last published build (see
+/// [`SiteFile::key`]), so that the next build renders only the pages whose
+/// inputs changed.
+#[derive(Debug, Default)]
+pub struct PageKeys {
+    /// Keyed per process, so agent-supplied text cannot be chosen to make
+    /// two different pages collide.
+    hasher: std::hash::RandomState,
+    published: HashMap<String, u64>,
+}
+
+impl PageKeys {
+    fn key(&self, inputs: impl Hash) -> u64 {
+        self.hasher.hash_one(inputs)
+    }
+
+    /// The previous build published `path` from the same inputs.
+    fn unchanged(&self, path: &str, key: u64) -> bool {
+        self.published.get(path) == Some(&key)
+    }
+
+    /// `files` were published: they are the previous build from now on.
+    pub fn published(&mut self, files: &[SiteFile]) {
+        self.published = files.iter().filter_map(|f| Some((f.path.clone(), f.key?))).collect();
+    }
+
+    /// Renders every page again next time (after a failed publish, or when
+    /// the previous build is gone).
+    pub fn forget(&mut self) {
+        self.published.clear();
+    }
+}
+
 /// Renders every HTML page and static file of the site (the JSON API is
-/// [`crate::api::files`]).
+/// [`crate::api::files`]), the pages on all cores. With the embedded
+/// templates, a page below the root whose key is in `keys` is not
+/// rendered again but taken from the previous build.
 pub fn render_site(
     site: &Site,
     cache: &mut LayoutCache,
     opts: &RenderOptions,
+    keys: &PageKeys,
 ) -> anyhow::Result<Vec<SiteFile>> {
-    let env = environment(opts.templates.as_deref())?;
-    let now = site.generated_at;
-    let common = |root: &str, nav: &str| {
+    // Layouts go through the cache one at a time, before rendering.
+    let overview = maps::overview(site, cache, 0);
+    let index = maps::MapIndex::new(site);
+    let graphs =
+        (0..site.clusters.len()).map(|c| maps::cluster(site, &index, c, cache, 1)).collect();
+    let mut alarms_of: HashMap<&str, Vec<&AlarmView>> = HashMap::new();
+    for al in &site.alarms {
+        let list = alarms_of.entry(al.agent_id.as_str()).or_default();
+        if list.len() < 50 {
+            list.push(al);
+        }
+    }
+    let r = Renderer {
+        site,
+        env: environment(opts.templates.as_deref())?,
+        // The embedded templates show nothing clock-relative below the
+        // root, which is what page keys leave out (a test checks); custom
+        // templates might, so their pages are always rendered.
+        keys: opts.templates.is_none().then_some(keys),
+        overview,
+        graphs,
+        alarms_of,
+        cluster_by_id: site.clusters.iter().map(|c| (c.id.as_str(), c)).collect(),
+    };
+    let history = site.alarms.iter().filter(|a| a.state != "active").count();
+    let alarm_pages = history.div_ceil(ALARMS_PER_PAGE).max(1);
+    let pages: Vec<Page> = [Page::Index, Page::Map, Page::Matrix]
+        .into_iter()
+        .chain((1..=alarm_pages).map(Page::Alarms))
+        .chain((0..site.clusters.len()).map(Page::Cluster))
+        .chain((0..site.agents.len()).map(Page::Agent))
+        .collect();
+    let mut files =
+        pages.into_par_iter().map(|p| r.render(p)).collect::<anyhow::Result<Vec<_>>>()?;
+    files.extend(static_files(opts.templates.as_deref()));
+    Ok(files)
+}
+
+/// The pages of a site.
+#[derive(Debug, Clone, Copy)]
+enum Page {
+    Index,
+    Map,
+    Matrix,
+    /// Page n (from 1) of the alarm log.
+    Alarms(usize),
+    Cluster(usize),
+    Agent(usize),
+}
+
+/// What every page of one build is rendered from.
+struct Renderer<'a> {
+    site: &'a Site,
+    env: Environment<'static>,
+    /// None: render every page.
+    keys: Option<&'a PageKeys>,
+    overview: Option<maps::SvgGraph>,
+    /// Map of each cluster.
+    graphs: Vec<Option<maps::SvgGraph>>,
+    /// Up to 50 alarms per agent id, in log order.
+    alarms_of: HashMap<&'a str, Vec<&'a AlarmView>>,
+    cluster_by_id: HashMap<&'a str, &'a ClusterView>,
+}
+
+impl Renderer<'_> {
+    fn render(&self, page: Page) -> anyhow::Result<SiteFile> {
+        match page {
+            Page::Index => self.index(),
+            Page::Map => self.map(),
+            Page::Matrix => self.matrix(),
+            Page::Alarms(p) => self.alarms(p),
+            Page::Cluster(c) => self.cluster(c),
+            Page::Agent(i) => self.agent(&self.site.agents[i]),
+        }
+    }
+
+    /// What every page gets.
+    fn common(&self, root: &str, nav: &str) -> Value {
+        let now = self.site.generated_at;
         context! {
             // Pages below the root show no generation time or relative
             // ages, so an unchanged agent's page is byte-for-byte the same
@@ -184,81 +323,129 @@ pub fn render_site(
             generated_iso => iso_time(now),
             generated_human => iso_time(now).replace('T', " ").replace('Z', " UTC"),
             now => now,
-            revealed => site.addresses_revealed,
+            revealed => self.site.addresses_revealed,
         }
-    };
-    let mut files: Vec<SiteFile> = Vec::new();
-    let svg = |graph: &Option<maps::SvgGraph>| -> anyhow::Result<String> {
-        match graph {
-            Some(g) => Ok(env.get_template("graph.svg")?.render(context! { g => v(g) })?),
-            None => Ok(String::new()),
-        }
-    };
-
-    // Overview.
-    let newest: Vec<_> = site.alarms.iter().filter(|a| a.state == "active").take(10).collect();
-    let page = env.get_template("index.html")?.render(context! {
-        ..common("", "overview"),
-        ..context! {
-            summary => v(&site.summary),
-            agents => v(site.agents.iter().map(AgentRow::from).collect::<Vec<_>>()),
-            newest_alarms => v(newest),
-            clusters => v(&site.clusters),
-        }
-    })?;
-    files.push(("index.html".into(), page.into_bytes()));
-
-    // Fleet map.
-    let overview = maps::overview(site, cache, 0);
-    let page = env.get_template("map.html")?.render(context! {
-        ..common("", "map"),
-        ..context! {
-            svg => Value::from_safe_string(svg(&overview)?),
-            clusters => v(&site.clusters),
-            engine => overview.as_ref().map(|g| g.engine.clone()),
-        }
-    })?;
-    files.push(("map.html".into(), page.into_bytes()));
-
-    // One map (and, for big fleets, one matrix) per cluster.
-    let grouped = site.agents.len() > FULL_MATRIX_MAX;
-    let index = maps::MapIndex::new(site);
-    for (c, cl) in site.clusters.iter().enumerate() {
-        let graph = maps::cluster(site, &index, c, cache, 1);
-        let members: Vec<AgentRow> =
-            cl.agents.iter().map(|&i| AgentRow::from(&site.agents[i])).collect();
-        let rows = if grouped { maps::matrix(site, &cl.agents, now) } else { Vec::new() };
-        let page = env.get_template("cluster.html")?.render(context! {
-            ..common("../", "map"),
-            ..context! {
-                cluster => v(cl),
-                svg => Value::from_safe_string(svg(&graph)?),
-                members => v(members),
-                matrix => v(rows),
-                engine => graph.as_ref().map(|g| g.engine.clone()),
-            }
-        })?;
-        files.push((cl.page.clone(), page.into_bytes()));
     }
 
-    // Agent matrix.
-    let all: Vec<usize> = (0..site.agents.len()).collect();
-    let (rows, cluster_rows) = if grouped {
-        (Vec::new(), cluster_matrix(site))
-    } else {
-        (maps::matrix(site, &all, now), Vec::new())
-    };
-    let page = env.get_template("matrix.html")?.render(context! {
-        ..common("", "matrix"),
-        ..context! { matrix => v(rows), clusters => v(&site.clusters), cluster_rows => v(cluster_rows), grouped => grouped }
-    })?;
-    files.push(("matrix.html".into(), page.into_bytes()));
+    fn page(&self, template: &str, ctx: Value) -> anyhow::Result<Vec<u8>> {
+        Ok(self.env.get_template(template)?.render(ctx)?.into_bytes())
+    }
 
-    // Alarm log: active first (all of them), then resolved, paginated.
-    let active: Vec<_> = site.alarms.iter().filter(|a| a.state == "active").collect();
-    let history: Vec<_> = site.alarms.iter().filter(|a| a.state != "active").collect();
-    let pages = history.len().div_ceil(ALARMS_PER_PAGE).max(1);
-    for p in 1..=pages {
+    fn svg(&self, graph: &Option<maps::SvgGraph>) -> anyhow::Result<Value> {
+        let text = match graph {
+            Some(g) => self.env.get_template("graph.svg")?.render(context! { g => v(g) })?,
+            None => String::new(),
+        };
+        Ok(Value::from_safe_string(text))
+    }
+
+    /// The key of a page rendered from `inputs` (and the view's settings),
+    /// when keys are kept.
+    fn key(&self, inputs: impl Hash) -> Option<u64> {
+        self.keys.map(|k| k.key((self.site.addresses_revealed, inputs)))
+    }
+
+    /// The page at `path` as the previous build has it, if its key did
+    /// not change.
+    fn previous(&self, path: &str, key: Option<u64>) -> Option<SiteFile> {
+        let (keys, key) = (self.keys?, key?);
+        keys.unchanged(path, key).then(|| SiteFile {
+            path: path.to_string(),
+            contents: Contents::Previous,
+            key: Some(key),
+        })
+    }
+
+    fn index(&self) -> anyhow::Result<SiteFile> {
+        let site = self.site;
+        let newest: Vec<_> = site.alarms.iter().filter(|a| a.state == "active").take(10).collect();
+        let page = self.page(
+            "index.html",
+            context! {
+                ..self.common("", "overview"),
+                ..context! {
+                    summary => v(&site.summary),
+                    agents => v(site.agents.iter().map(AgentRow::from).collect::<Vec<_>>()),
+                    newest_alarms => v(newest),
+                    clusters => v(&site.clusters),
+                }
+            },
+        )?;
+        Ok(SiteFile::new("index.html", page))
+    }
+
+    fn map(&self) -> anyhow::Result<SiteFile> {
+        let page = self.page(
+            "map.html",
+            context! {
+                ..self.common("", "map"),
+                ..context! {
+                    svg => self.svg(&self.overview)?,
+                    clusters => v(&self.site.clusters),
+                    engine => self.overview.as_ref().map(|g| g.engine.clone()),
+                }
+            },
+        )?;
+        Ok(SiteFile::new("map.html", page))
+    }
+
+    /// One map (and, for big fleets, one matrix) per cluster.
+    fn cluster(&self, c: usize) -> anyhow::Result<SiteFile> {
+        let site = self.site;
+        let cl = &site.clusters[c];
+        let graph = &self.graphs[c];
+        let members: Vec<AgentRow> =
+            cl.agents.iter().map(|&i| AgentRow::from(&site.agents[i])).collect();
+        let grouped = site.agents.len() > FULL_MATRIX_MAX;
+        let rows =
+            if grouped { maps::matrix(site, &cl.agents, site.generated_at) } else { Vec::new() };
+        let key = self.key((cl, graph, &members, &rows));
+        if let Some(same) = self.previous(&cl.page, key) {
+            return Ok(same);
+        }
+        let page = self.page(
+            "cluster.html",
+            context! {
+                ..self.common("../", "map"),
+                ..context! {
+                    cluster => v(cl),
+                    svg => self.svg(graph)?,
+                    members => v(members),
+                    matrix => v(rows),
+                    engine => graph.as_ref().map(|g| g.engine.clone()),
+                }
+            },
+        )?;
+        Ok(SiteFile { key, ..SiteFile::new(cl.page.clone(), page) })
+    }
+
+    /// The agent matrix.
+    fn matrix(&self) -> anyhow::Result<SiteFile> {
+        let site = self.site;
+        let grouped = site.agents.len() > FULL_MATRIX_MAX;
+        let all: Vec<usize> = (0..site.agents.len()).collect();
+        let (rows, cluster_rows) = if grouped {
+            (Vec::new(), cluster_matrix(site))
+        } else {
+            (maps::matrix(site, &all, site.generated_at), Vec::new())
+        };
+        let page = self.page(
+            "matrix.html",
+            context! {
+                ..self.common("", "matrix"),
+                ..context! { matrix => v(rows), clusters => v(&site.clusters), cluster_rows => v(cluster_rows), grouped => grouped }
+            },
+        )?;
+        Ok(SiteFile::new("matrix.html", page))
+    }
+
+    /// Alarm log page `p`: active first (all of them), then resolved,
+    /// paginated.
+    fn alarms(&self, p: usize) -> anyhow::Result<SiteFile> {
+        let site = self.site;
+        let active: Vec<_> = site.alarms.iter().filter(|a| a.state == "active").collect();
+        let history: Vec<_> = site.alarms.iter().filter(|a| a.state != "active").collect();
+        let pages = history.len().div_ceil(ALARMS_PER_PAGE).max(1);
         let chunk: Vec<_> =
             history.iter().skip((p - 1) * ALARMS_PER_PAGE).take(ALARMS_PER_PAGE).collect();
         let (path, root) = if p == 1 {
@@ -273,72 +460,54 @@ pub fn render_site(
                 format!("{root}alarms/page-{q}.html")
             }
         };
-        let page = env.get_template("alarms.html")?.render(context! {
-            ..common(root, "alarms"),
-            ..context! {
-                active => v(if p == 1 { active.clone() } else { Vec::new() }),
-                active_total => active.len(),
-                history => v(chunk),
-                history_total => history.len(),
-                page => p,
-                pages => pages,
-                prev => (p > 1).then(|| page_link(p - 1)),
-                next => (p < pages).then(|| page_link(p + 1)),
-                first_row => (p - 1) * ALARMS_PER_PAGE + 1,
-            }
-        })?;
-        files.push((path, page.into_bytes()));
+        let page = self.page(
+            "alarms.html",
+            context! {
+                ..self.common(root, "alarms"),
+                ..context! {
+                    active => v(if p == 1 { active.clone() } else { Vec::new() }),
+                    active_total => active.len(),
+                    history => v(chunk),
+                    history_total => history.len(),
+                    page => p,
+                    pages => pages,
+                    prev => (p > 1).then(|| page_link(p - 1)),
+                    next => (p < pages).then(|| page_link(p + 1)),
+                    first_row => (p - 1) * ALARMS_PER_PAGE + 1,
+                }
+            },
+        )?;
+        Ok(SiteFile::new(path, page))
     }
 
-    // One page per agent, rendered on all cores.
-    let mut alarms_of: std::collections::HashMap<&str, Vec<&crate::view::AlarmView>> =
-        std::collections::HashMap::new();
-    for al in &site.alarms {
-        let list = alarms_of.entry(al.agent_id.as_str()).or_default();
-        if list.len() < 50 {
-            list.push(al);
+    fn agent(&self, a: &AgentView) -> anyhow::Result<SiteFile> {
+        let alarms = self.alarms_of.get(a.agent_id.as_str()).cloned().unwrap_or_default();
+        let via = a.via_agent.as_deref().and_then(|v| self.site.agent(v)).map(AgentRow::from);
+        let cluster = self.cluster_by_id.get(a.cluster.as_str()).copied();
+        let key = self.key((a, &via, &alarms, cluster));
+        if let Some(same) = self.previous(&a.page, key) {
+            return Ok(same);
         }
-    }
-    let cluster_by_id: std::collections::HashMap<&str, &crate::view::ClusterView> =
-        site.clusters.iter().map(|c| (c.id.as_str(), c)).collect();
-    let agent_tpl = env.get_template("agent.html")?;
-    let spark_tpl = env.get_template("sparkline.svg")?;
-    let render_agent = |a: &AgentView| -> anyhow::Result<SiteFile> {
-        let alarms = alarms_of.get(a.agent_id.as_str()).cloned().unwrap_or_default();
-        let via = a.via_agent.as_deref().and_then(|v| site.agent(v)).map(AgentRow::from);
+        let spark_tpl = self.env.get_template("sparkline.svg")?;
         let sparks: Vec<String> = sparklines(a)
             .iter()
             .map(|s| spark_tpl.render(context! { s => v(s) }))
             .collect::<Result<_, _>>()?;
-        let cluster = cluster_by_id.get(a.cluster.as_str());
-        let page = agent_tpl.render(context! {
-            ..common("../", "agents"),
-            ..context! {
-                a => v(a),
-                via => v(via),
-                alarms => v(alarms),
-                sparklines => sparks.into_iter().map(Value::from_safe_string).collect::<Vec<_>>(),
-                cluster => v(cluster),
-            }
-        })?;
-        Ok((a.page.clone(), page.into_bytes()))
-    };
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
-    let per_thread = site.agents.len().div_ceil(threads).max(1);
-    let pages: Vec<anyhow::Result<Vec<SiteFile>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = site
-            .agents
-            .chunks(per_thread)
-            .map(|chunk| scope.spawn(|| chunk.iter().map(&render_agent).collect()))
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("render thread")).collect()
-    });
-    for chunk in pages {
-        files.extend(chunk?);
+        let page = self.page(
+            "agent.html",
+            context! {
+                ..self.common("../", "agents"),
+                ..context! {
+                    a => v(a),
+                    via => v(via),
+                    alarms => v(alarms),
+                    sparklines => sparks.into_iter().map(Value::from_safe_string).collect::<Vec<_>>(),
+                    cluster => v(cluster),
+                }
+            },
+        )?;
+        Ok(SiteFile { key, ..SiteFile::new(a.page.clone(), page) })
     }
-
-    files.extend(static_files(opts.templates.as_deref()));
-    Ok(files)
 }
 
 /// What lists of agents show.
@@ -356,6 +525,29 @@ struct AgentRow<'a> {
     peers_total: usize,
     peers_healthy: usize,
     alarms_active: usize,
+}
+
+/// All but the clock-relative `last_seen_age`, which pages below the root
+/// never show (see `AgentView`'s `Hash`).
+impl Hash for AgentRow<'_> {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        let AgentRow {
+            agent_id,
+            hostname,
+            page,
+            status,
+            agent_version,
+            last_seen,
+            last_seen_age: _,
+            relay_hops,
+            cluster,
+            peers_total,
+            peers_healthy,
+            alarms_active,
+        } = self;
+        (agent_id, hostname, page, status, agent_version, last_seen, relay_hops).hash(h);
+        (cluster, peers_total, peers_healthy, alarms_active).hash(h);
+    }
 }
 
 impl<'a> From<&'a AgentView> for AgentRow<'a> {

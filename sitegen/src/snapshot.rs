@@ -166,6 +166,17 @@ pub struct Sample {
     pub peers_total: Option<i64>,
 }
 
+/// For page keys (`render::PageKeys`): floats by their bits.
+impl std::hash::Hash for Sample {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        let Sample { ts, load1, rx_rate, tx_rate, max_handshake_age, peers_healthy, peers_total } =
+            self;
+        let bits = |v: &Option<f64>| v.map(f64::to_bits);
+        (ts, bits(load1), bits(rx_rate), bits(tx_rate)).hash(h);
+        (max_handshake_age, peers_healthy, peers_total).hash(h);
+    }
+}
+
 /// Everything one build shows, read in one transaction.
 #[derive(Debug, Clone, Default)]
 pub struct FleetSnapshot {

@@ -5,6 +5,7 @@
 //! keeps raw addresses out of the site.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
 use serde::Serialize;
@@ -99,13 +100,55 @@ pub struct AgentView {
     pub history: Vec<Sample>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Page keys (`render::PageKeys`) hash everything a page is rendered from
+/// except what only moves with the clock: `last_seen_age` is left out, as
+/// pages below the root never show relative times.
+impl Hash for AgentView {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        // Destructured, so that a new field cannot be forgotten here.
+        let AgentView {
+            agent_id,
+            page,
+            hostname,
+            agent_version,
+            status,
+            reachability,
+            relay_hops,
+            via_agent,
+            first_seen,
+            last_seen,
+            last_seen_age: _,
+            last_observed_at,
+            kernel,
+            uptime_secs,
+            load,
+            reports,
+            spool_dropped,
+            collect_errors,
+            cluster,
+            interfaces,
+            routes,
+            wireguard,
+            peers_total,
+            peers_healthy,
+            alarms_active,
+            history,
+        } = self;
+        (agent_id, page, hostname, agent_version, status, reachability).hash(h);
+        (relay_hops, via_agent, first_seen, last_seen, last_observed_at).hash(h);
+        (kernel, uptime_secs, load.map(|l| l.map(f64::to_bits))).hash(h);
+        (reports, spool_dropped, collect_errors, cluster, interfaces, routes).hash(h);
+        (wireguard, peers_total, peers_healthy, alarms_active, history).hash(h);
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Hash)]
 pub struct CollectError {
     pub source: String,
     pub message: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Hash)]
 pub struct InterfaceView {
     pub name: String,
     pub kind: String,
@@ -119,7 +162,7 @@ pub struct InterfaceView {
     pub tx_errors: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Hash)]
 pub struct RouteView {
     pub dst: String,
     pub gateway: Option<String>,
@@ -128,7 +171,7 @@ pub struct RouteView {
     pub table: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Hash)]
 pub struct DeviceView {
     pub name: String,
     pub public_key: String,
@@ -156,7 +199,32 @@ pub struct PeerView {
     pub health: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// All but the clock-relative `handshake_age` (see `AgentView`'s `Hash`).
+impl Hash for PeerView {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        let PeerView {
+            public_key,
+            peer_agent_id,
+            peer_hostname,
+            peer_page,
+            mutual,
+            endpoint,
+            allowed_ips,
+            latest_handshake,
+            handshake_age: _,
+            handshake_band,
+            rx_bytes,
+            tx_bytes,
+            persistent_keepalive,
+            health,
+        } = self;
+        (public_key, peer_agent_id, peer_hostname, peer_page, mutual, endpoint).hash(h);
+        (allowed_ips, latest_handshake, handshake_band, rx_bytes, tx_bytes).hash(h);
+        (persistent_keepalive, health).hash(h);
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Hash)]
 pub struct AlarmView {
     pub id: i64,
     pub kind: String,
@@ -192,7 +260,7 @@ pub struct LinkView {
     pub detail: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Hash)]
 pub struct ClusterView {
     /// File-safe name.
     pub id: String,

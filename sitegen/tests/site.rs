@@ -324,6 +324,87 @@ fn layouts_are_cached_by_structure() {
 }
 
 #[test]
+fn a_rebuild_publishes_what_a_fresh_build_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = FleetSpec { resolved_alarms: 30, ..FleetSpec::new(60) };
+    let (db, _) = fixture(dir.path(), &spec);
+    let conn = open_read_only(&db).unwrap();
+    let out = dir.path().join("site");
+    let mut b = builder(&out, Anon::new(&key()));
+    b.build(&conn, NOW).unwrap();
+    // Changes that show on agent and cluster pages (a hostname also on its
+    // peers' pages), but not everywhere.
+    let rw = rusqlite::Connection::open(&db).unwrap();
+    rw.execute_batch(
+        "UPDATE agents SET hostname = hostname || '-renamed' WHERE rowid = 3;
+         UPDATE wg_peers SET health = 'stale'
+          WHERE agent_id IN (SELECT agent_id FROM agents WHERE rowid % 7 = 0);
+         UPDATE interfaces SET state = 'down'
+          WHERE agent_id IN (SELECT agent_id FROM agents WHERE rowid % 13 = 0);
+         UPDATE history SET load1 = load1 + 1
+          WHERE agent_id IN (SELECT agent_id FROM agents WHERE rowid % 11 = 0);
+         UPDATE alarms SET acked_at = first_seen + 60 WHERE id % 5 = 0;",
+    )
+    .unwrap();
+    for (k, now) in [NOW + 10, NOW + 20].into_iter().enumerate() {
+        let rebuilt = b.build(&conn, now).unwrap();
+        let fresh_out = dir.path().join(format!("fresh{k}"));
+        let fresh = builder(&fresh_out, Anon::new(&key())).build(&conn, now).unwrap();
+        assert_eq!(rebuilt.files, fresh.files);
+        assert!(rebuilt.files_unchanged > rebuilt.files / 2, "{}", rebuilt.line());
+        assert!(site_files(&out) == site_files(&fresh_out), "build {k} differs from a fresh one");
+    }
+}
+
+/// Page keys leave out what moves with the clock alone (relative ages, the
+/// generation time), which is right only while the pages that have keys
+/// never show them.
+#[test]
+fn pages_with_keys_do_not_show_the_clock() {
+    use kattila_sitegen::layout::LayoutCache;
+    use kattila_sitegen::render::{render_site, Contents, PageKeys, SiteFile};
+
+    let dir = tempfile::tempdir().unwrap();
+    let spec = FleetSpec { hostile: true, ..FleetSpec::new(60) };
+    let (db, _) = fixture(dir.path(), &spec);
+    let conn = open_read_only(&db).unwrap();
+    let snap = kattila_sitegen::snapshot::FleetSnapshot::read(&conn, NOW).unwrap();
+    let site =
+        kattila_sitegen::view::Site::build(&snap, &mut Anon::new(&key()), NOW, &Default::default());
+    // The same fleet a minute later.
+    let mut later = site.clone();
+    later.generated_at += 60;
+    for a in &mut later.agents {
+        a.last_seen_age += 60;
+        for p in a.wireguard.iter_mut().flat_map(|d| &mut d.peers) {
+            p.handshake_age = p.handshake_age.map(|s| s + 60);
+        }
+    }
+    let render = |site, keys: &PageKeys| {
+        render_site(site, &mut LayoutCache::new(None), &Default::default(), keys).unwrap()
+    };
+    let bytes = |f: &SiteFile| match &f.contents {
+        Contents::Bytes(b) => b.clone(),
+        Contents::Previous => panic!("{} not rendered", f.path),
+    };
+    let mut keys = PageKeys::default();
+    let first = render(&site, &keys);
+    let again = render(&later, &keys);
+    let keyed: Vec<_> = first.iter().filter(|f| f.key.is_some()).collect();
+    assert!(keyed.len() >= 60 + 12, "every agent and cluster page has a key");
+    for (a, b) in first.iter().zip(&again).filter(|(a, _)| a.key.is_some()) {
+        assert_eq!(a.path, b.path);
+        assert!(bytes(a) == bytes(b), "{} shows the clock", a.path);
+    }
+    // And their keys did not move: the next build takes them as they are.
+    keys.published(&first);
+    let next = render(&later, &keys);
+    for f in next.iter().filter(|f| f.key.is_some()) {
+        assert!(matches!(f.contents, Contents::Previous), "{} rendered again", f.path);
+    }
+}
+
+#[test]
 fn alarm_log_puts_active_first_and_paginates_history() {
     let dir = tempfile::tempdir().unwrap();
     let spec = FleetSpec { resolved_alarms: 230, ..FleetSpec::new(80) };
