@@ -15,6 +15,10 @@
 //!                      is behind, and its latency still counts from when
 //!                      it was due
 //!   --psk KEY          fleet key (default "bench-key"; must match --url's)
+//!   --no-warmup        measure from the fleet's first reports (by default
+//!                      every agent reports once before the clock starts:
+//!                      a first report writes the agent's whole state, ~25
+//!                      statements, while the steady state is measured)
 //!
 //! Every report is generated and signed before the clock starts (the
 //! simulator's realistic reports, ~3 KB on average), so the measured phase
@@ -41,6 +45,7 @@ struct Options {
     rate: f64,
     connections: usize,
     psk: String,
+    warmup: bool,
 }
 
 fn options() -> Options {
@@ -51,6 +56,7 @@ fn options() -> Options {
         rate: 0.0,
         connections: 64,
         psk: "bench-key".into(),
+        warmup: true,
     };
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let mut it = args.iter();
@@ -63,6 +69,7 @@ fn options() -> Options {
             "--rate" => o.rate = value().parse().expect("--rate R"),
             "--connections" => o.connections = value().parse().expect("--connections C"),
             "--psk" => o.psk = value(),
+            "--no-warmup" => o.warmup = false,
             other => panic!("unknown option {other}"),
         }
     }
@@ -213,23 +220,44 @@ async fn run(o: Options) {
             url
         }
     };
-    let planned = if o.rate > 0.0 {
-        (o.rate * o.seconds) as usize + 1
-    } else {
-        ((o.seconds * 25_000.0) as usize).max(1000)
-    };
+    // Requests [0, base) are the warm-up: every agent's first report.
+    let base = if o.warmup { o.agents } else { 0 };
+    let planned = base
+        + if o.rate > 0.0 {
+            (o.rate * o.seconds) as usize + 1
+        } else {
+            ((o.seconds * 25_000.0) as usize).max(1000)
+        };
     let generation = Instant::now();
     let (envelopes, mean_size) = envelopes(o.agents, planned, &o.psk);
-    eprintln!(
-        "generated {} signed reports from {} agents (mean {} bytes) in {:.1?}",
-        envelopes.len(),
-        o.agents,
-        mean_size,
-        generation.elapsed()
-    );
     let addr = url.trim_start_matches("http://").to_string();
     let requests: Arc<Vec<Vec<u8>>> =
         Arc::new(envelopes.into_iter().map(|body| http_request(&addr, body)).collect());
+    let generated = generation.elapsed();
+    let warmup = Instant::now();
+    let mut first_reports = tokio::task::JoinSet::new();
+    for c in 0..o.connections.max(1) {
+        let (addr, requests) = (addr.clone(), requests.clone());
+        first_reports.spawn(async move {
+            let mut conn = Connection::new(addr);
+            for k in (c..base).step_by(o.connections.max(1)) {
+                assert_eq!(conn.post(&requests[k]).await, Some(200), "warm-up report {k} refused");
+            }
+        });
+    }
+    while let Some(done) = first_reports.join_next().await {
+        done.unwrap();
+    }
+    // Scripts wait for this line before they start measuring.
+    eprintln!(
+        "generated {} signed reports from {} agents (mean {} bytes) in {:.1?}; warm-up: {} first reports in {:.1?}",
+        planned,
+        o.agents,
+        mean_size,
+        generated,
+        base,
+        warmup.elapsed()
+    );
     let cpu_before = own_cpu_seconds();
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(o.seconds);
@@ -240,7 +268,7 @@ async fn run(o: Options) {
         // sends requests c, c+C, c+2C, ... each when due or, when it fell
         // behind, at once.
         let period = Duration::from_secs_f64(1.0 / o.rate);
-        let due_count = ((o.seconds * o.rate) as usize).min(requests.len());
+        let due_count = ((o.seconds * o.rate) as usize).min(requests.len() - base);
         let connections = o.connections.max(1);
         for c in 0..connections {
             let (addr, requests) = (addr.clone(), requests.clone());
@@ -250,14 +278,14 @@ async fn run(o: Options) {
                 for k in (c..due_count).step_by(connections) {
                     let due = started + period * k as u32;
                     tokio::time::sleep_until(due.into()).await;
-                    let ok = conn.post(&requests[k]).await == Some(200);
+                    let ok = conn.post(&requests[base + k]).await == Some(200);
                     results.push((ok, due.elapsed()));
                 }
                 results
             });
         }
     } else {
-        let next = Arc::new(AtomicUsize::new(0));
+        let next = Arc::new(AtomicUsize::new(base));
         for _ in 0..o.connections {
             let (addr, requests, next) = (addr.clone(), requests.clone(), next.clone());
             tasks.spawn(async move {

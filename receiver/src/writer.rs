@@ -6,6 +6,7 @@
 //! nothing else ever writes.
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -16,6 +17,7 @@ use kattila_proto::{ReplayError, ReplayWindow, Verified};
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::db::checkpoint::{self, Checkpointer};
 use crate::db::{self, store};
 use crate::metrics::Metrics;
 use crate::process::{Processor, Settings};
@@ -105,6 +107,8 @@ impl Writer {
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<(Writer, WriterHandle)> {
         let conn = db::open(db_path)?;
+        checkpoint::disable_automatic(&conn)?;
+        let checkpointer = Checkpointer::start(db_path)?;
         // Bounded: when the disk falls behind, handlers wait instead of
         // piling up memory.
         let (tx, rx) = mpsc::channel(max_batch * 8);
@@ -112,7 +116,7 @@ impl Writer {
             WriterState { windows: HashMap::new(), processor: Processor::new(settings), metrics };
         let thread = std::thread::Builder::new()
             .name("kattila-writer".into())
-            .spawn(move || run(conn, rx, max_batch, state))?;
+            .spawn(move || run(conn, rx, max_batch, state, checkpointer))?;
         Ok((Writer { thread }, WriterHandle { tx }))
     }
 
@@ -137,6 +141,7 @@ fn run(
     mut rx: mpsc::Receiver<Job>,
     max_batch: usize,
     mut state: WriterState,
+    checkpointer: Checkpointer,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     while let Some(first) = rx.blocking_recv() {
@@ -161,7 +166,17 @@ fn run(
                 _ => {}
             }
         }
+        // Answers are out; the next batch waits for this copy, which is
+        // short because the checkpointer has copied all but the newest frames.
+        if checkpointer.rewind_wanted.swap(false, Ordering::Relaxed) {
+            if let Err(e) = checkpoint::passive_checkpoint(&conn) {
+                tracing::warn!(error = %e, "WAL checkpoint on the writer failed");
+            }
+        }
     }
+    // The checkpointer's connection closes first; closing the writer's, the
+    // last one, checkpoints the rest and removes the WAL.
+    drop(checkpointer);
 }
 
 enum JobOutcome {

@@ -1,6 +1,7 @@
 //! The receiver's SQLite database: opening it with the right pragmas and
 //! bringing its schema up to date. SQL lives in this module only.
 
+pub mod checkpoint;
 mod migrations;
 pub mod store;
 
@@ -21,7 +22,7 @@ pub fn open(path: &Path) -> anyhow::Result<Connection> {
         anyhow::bail!("database {} refused WAL mode (got {mode})", path.display());
     }
     // A large page cache keeps batches from spilling pages to disk before
-    // the commit; savepoint journals stay in memory.
+    // the commit.
     conn.execute_batch(
         "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA cache_size=-16384; PRAGMA temp_store=MEMORY;",
     )?;
