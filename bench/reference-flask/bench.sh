@@ -12,7 +12,8 @@
 # run it without cargo re-checking the workspace. Each run uses a fresh
 # database, waits until the 1-minute load average is below MAX_LOAD (1.5)
 # before starting, watches for compilers running during the run, and checks
-# that the reports table holds exactly the "committed" count afterwards.
+# that the reports table holds exactly the "committed" count (plus the
+# generator's warm-up reports) afterwards.
 set -euo pipefail
 WORKERS=$1 SYNC=$2 RATE=$3 SECONDS_=${4:-20} PORT=${5:-18586}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -99,8 +100,11 @@ kill $server; wait $server 2>/dev/null || true
 trap - EXIT
 rows=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM reports').fetchone()[0])" "$DB")
 committed=$(sed -n 's/.* committed=\([0-9]*\).*/\1/p' <<<"$result")
+# The generator's warm-up (every agent's first report) is stored too.
+warmup=$(sed -n 's/.*warm-up: \([0-9]*\) first reports.*/\1/p' "$DB.gen.log")
+expected=$((committed + ${warmup:-0}))
 busy=$(cat "$DB.busy" 2>/dev/null || echo 0)
-check=$([ "$rows" = "$committed" ] && echo ok || echo MISMATCH)
+check=$([ "$rows" = "$expected" ] && echo ok || echo MISMATCH)
 echo "$(head -1 "$DB.server.log" | sed 's/^database [^ ]* //')" "workers=$WORKERS" "$result" "rows=$rows rows_check=$check compiler_samples=$busy fsync_median=${fsync_ms}ms $cpu"
 grep -v '^database' "$DB.server.log" | sort | uniq -c | sort -rn | head -5
 rm -rf "$(dirname "$DB")"
