@@ -2,7 +2,7 @@
 //! pairs of the last [`REPLAY_WINDOW`] ticks. Pure data; the receiver
 //! persists it so a restart does not reopen the window.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 
 /// How far below the highest tick a message may still arrive (relays and
 /// spooled deliveries reorder messages a little).
@@ -21,16 +21,26 @@ pub enum ReplayError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplayWindow {
     highest: u64,
-    /// tick → nonce for ticks above `floor()`.
-    seen: BTreeMap<u64, [u8; 16]>,
+    /// (tick, nonce) for ticks above `floor()`, ordered by tick. A receiver
+    /// holds one window per agent, so the layout is compact: 24 bytes a
+    /// pair (a BTreeMap took about twice that). Ticks mostly arrive in
+    /// order, so inserts are pushes at the back and pruning pops the front.
+    seen: VecDeque<(u64, [u8; 16])>,
 }
 
 impl ReplayWindow {
     /// Rebuilds a window from persisted state.
     pub fn from_parts(highest: u64, seen: impl IntoIterator<Item = (u64, [u8; 16])>) -> Self {
-        let mut w = ReplayWindow { highest, seen: seen.into_iter().collect() };
+        let mut pairs: Vec<(u64, [u8; 16])> = seen.into_iter().collect();
+        pairs.sort_by_key(|(tick, _)| *tick);
+        pairs.dedup_by_key(|(tick, _)| *tick);
+        let mut w = ReplayWindow { highest, seen: pairs.into() };
         w.prune();
         w
+    }
+
+    fn position(&self, tick: u64) -> Result<usize, usize> {
+        self.seen.binary_search_by_key(&tick, |(t, _)| *t)
     }
 
     pub fn highest(&self) -> u64 {
@@ -48,10 +58,10 @@ impl ReplayWindow {
         if self.highest > 0 && tick <= self.floor() {
             return Err(ReplayError::TooOld { tick, floor: self.floor() });
         }
-        if self.seen.contains_key(&tick) {
+        if self.position(tick).is_ok() {
             return Err(ReplayError::TickReused(tick));
         }
-        if self.seen.values().any(|n| n == nonce) {
+        if self.seen.iter().any(|(_, n)| n == nonce) {
             return Err(ReplayError::NonceReused);
         }
         Ok(())
@@ -60,19 +70,24 @@ impl ReplayWindow {
     /// Records an accepted pair. Returns the ticks that fell out of the
     /// window, so a persistent copy can delete them too.
     pub fn record(&mut self, tick: u64, nonce: [u8; 16]) -> Vec<u64> {
-        self.seen.insert(tick, nonce);
+        match self.position(tick) {
+            Ok(i) => self.seen[i].1 = nonce,
+            Err(i) => self.seen.insert(i, (tick, nonce)),
+        }
         self.highest = self.highest.max(tick);
         self.prune()
     }
 
     fn prune(&mut self) -> Vec<u64> {
-        let floor = self.floor();
         if self.highest == 0 {
             return Vec::new();
         }
-        let keep = self.seen.split_off(&(floor + 1));
-        let dropped = std::mem::replace(&mut self.seen, keep);
-        dropped.into_keys().collect()
+        let floor = self.floor();
+        let mut dropped = Vec::new();
+        while self.seen.front().is_some_and(|(tick, _)| *tick <= floor) {
+            dropped.extend(self.seen.pop_front().map(|(tick, _)| tick));
+        }
+        dropped
     }
 
     /// The pairs inside the window, for persisting.
@@ -126,5 +141,22 @@ mod tests {
         let again = ReplayWindow::from_parts(200, w.entries().map(|(t, n)| (t, *n)));
         assert_eq!(again, w);
         assert!(again.check(200, &n(9)).is_err());
+    }
+
+    #[test]
+    fn reordered_ticks_stay_ordered_and_the_oldest_leave_first() {
+        let mut w = ReplayWindow::default();
+        let mut dropped = Vec::new();
+        for t in [5, 3, 4, 200, 150, 81] {
+            dropped.extend(w.record(t, n(t as u8)));
+        }
+        assert_eq!(w.entries().map(|(t, _)| t).collect::<Vec<_>>(), vec![81, 150, 200]);
+        dropped.sort();
+        assert_eq!(dropped, vec![3, 4, 5]);
+        assert!(matches!(w.check(80, &n(99)), Err(ReplayError::TooOld { .. })));
+        assert_eq!(w.check(150, &n(99)), Err(ReplayError::TickReused(150)));
+        assert!(w.check(149, &n(99)).is_ok());
+        let rebuilt = ReplayWindow::from_parts(200, [(150, n(150)), (81, n(81)), (200, n(200))]);
+        assert_eq!(rebuilt, w);
     }
 }

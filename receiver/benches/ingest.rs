@@ -15,6 +15,9 @@
 //!                      is behind, and its latency still counts from when
 //!                      it was due
 //!   --psk KEY          fleet key (default "bench-key"; must match --url's)
+//!   --reports N        closed loop: send at most N reports (default: as
+//!                      many as --seconds could need at 25,000/s); with a
+//!                      large --seconds, N reports are all sent
 //!   --no-warmup        measure from the fleet's first reports (by default
 //!                      every agent reports once before the clock starts:
 //!                      a first report writes the agent's whole state, ~25
@@ -46,6 +49,7 @@ struct Options {
     connections: usize,
     psk: String,
     warmup: bool,
+    reports: Option<usize>,
 }
 
 fn options() -> Options {
@@ -57,6 +61,7 @@ fn options() -> Options {
         connections: 64,
         psk: "bench-key".into(),
         warmup: true,
+        reports: None,
     };
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let mut it = args.iter();
@@ -70,6 +75,7 @@ fn options() -> Options {
             "--connections" => o.connections = value().parse().expect("--connections C"),
             "--psk" => o.psk = value(),
             "--no-warmup" => o.warmup = false,
+            "--reports" => o.reports = Some(value().parse().expect("--reports N")),
             other => panic!("unknown option {other}"),
         }
     }
@@ -226,7 +232,7 @@ async fn run(o: Options) {
         + if o.rate > 0.0 {
             (o.rate * o.seconds) as usize + 1
         } else {
-            ((o.seconds * 25_000.0) as usize).max(1000)
+            o.reports.unwrap_or(((o.seconds * 25_000.0) as usize).max(1000))
         };
     let generation = Instant::now();
     let (envelopes, mean_size) = envelopes(o.agents, planned, &o.psk);
