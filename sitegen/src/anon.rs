@@ -132,19 +132,31 @@ impl Anon {
     /// Any text: every IPv4/IPv6 address inside it (with or without
     /// prefix length, port or brackets) is replaced by its pseudonym.
     pub fn text(&mut self, s: &str) -> String {
-        let Some((cp, _)) = &self.inner else { return s.to_string() };
+        match self.known(s) {
+            Ok(done) => done,
+            Err(cp) => {
+                let out = scrub(cp, s);
+                self.remember(s.to_string(), out.clone());
+                out
+            }
+        }
+    }
+
+    /// `s` anonymised when that needs no work (nothing to scrub, or
+    /// memoised), else what does the work.
+    fn known(&self, s: &str) -> Result<String, &CryptoPan> {
+        let Some((cp, _)) = &self.inner else { return Ok(s.to_string()) };
         if !s.bytes().any(|b| b.is_ascii_digit() || b == b':') {
-            return s.to_string();
+            return Ok(s.to_string());
         }
-        if let Some(done) = self.memo.get(s) {
-            return done.clone();
-        }
-        let out = scrub(cp, s);
+        self.memo.get(s).cloned().ok_or(cp)
+    }
+
+    fn remember(&mut self, s: String, out: String) {
         if self.memo.len() > 1_000_000 {
             self.memo.clear();
         }
-        self.memo.insert(s.to_string(), out.clone());
-        out
+        self.memo.insert(s, out);
     }
 
     pub fn opt_text(&mut self, s: Option<&str>) -> Option<String> {
@@ -164,7 +176,7 @@ impl Anon {
     }
 
     /// A MAC address: a keyed pseudonym in the locally administered range.
-    pub fn mac(&mut self, mac: &str) -> String {
+    pub fn mac(&self, mac: &str) -> String {
         match &self.inner {
             None => mac.to_string(),
             Some((_, key)) => {
@@ -172,6 +184,57 @@ impl Anon {
                 format!("02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", h[0], h[1], h[2], h[3], h[4])
             }
         }
+    }
+
+    /// For anonymising on many threads at once: shares the memo read-only.
+    pub fn scope(&self) -> AnonScope<'_> {
+        AnonScope { anon: self, learned: Vec::new() }
+    }
+
+    /// Memoises what scopes computed.
+    pub fn learn(&mut self, learned: impl IntoIterator<Item = (String, String)>) {
+        for (s, out) in learned {
+            self.remember(s, out);
+        }
+    }
+}
+
+/// An [`Anon`] shared read-only, with the same results: what the memo does
+/// not have is computed here and kept in `learned`, to be handed to
+/// [`Anon::learn`] afterwards.
+pub struct AnonScope<'a> {
+    anon: &'a Anon,
+    pub learned: Vec<(String, String)>,
+}
+
+impl AnonScope<'_> {
+    pub fn text(&mut self, s: &str) -> String {
+        match self.anon.known(s) {
+            Ok(done) => done,
+            Err(cp) => {
+                let out = scrub(cp, s);
+                self.learned.push((s.to_string(), out.clone()));
+                out
+            }
+        }
+    }
+
+    pub fn opt_text(&mut self, s: Option<&str>) -> Option<String> {
+        s.map(|s| self.text(s))
+    }
+
+    pub fn network(&mut self, cidr: &str) -> String {
+        match &self.anon.inner {
+            None => cidr.to_string(),
+            Some((cp, _)) => match cp.anonymize_cidr(cidr) {
+                Some(n) => n,
+                None => self.text(cidr),
+            },
+        }
+    }
+
+    pub fn mac(&self, mac: &str) -> String {
+        self.anon.mac(mac)
     }
 }
 
@@ -350,8 +413,26 @@ mod tests {
     }
 
     #[test]
-    fn macs_are_pseudonymised() {
+    fn a_scope_gives_the_same_text_and_teaches_the_memo() {
         let mut a = anon();
+        let texts = ["10.20.3.10/24 via 10.20.3.1", "2001:db8::1", "eth", "site3-gw00"];
+        let mut scope = a.scope();
+        let scoped: Vec<String> = texts.iter().map(|t| scope.text(t)).collect();
+        let learned = scope.learned;
+        assert_eq!(learned.len(), 3, "only what needed scrubbing: {learned:?}");
+        a.learn(learned);
+        assert_eq!(a.scope().network("10.20.3.0/24"), a.network("10.20.3.0/24"));
+        let mut scope = a.scope();
+        for (t, s) in texts.iter().zip(&scoped) {
+            assert_eq!(&scope.text(t), s);
+            assert_eq!(&anon().text(t), s);
+        }
+        assert!(scope.learned.is_empty(), "all memoised");
+    }
+
+    #[test]
+    fn macs_are_pseudonymised() {
+        let a = anon();
         let m = a.mac("52:54:00:12:34:56");
         assert!(m.starts_with("02:") && m.len() == 17 && !m.contains("12:34:56"));
         assert_eq!(m, a.mac("52:54:00:12:34:56"));

@@ -31,36 +31,57 @@ pub struct StateDigest {
 impl StateDigest {
     /// From the public view (so it never holds a raw address).
     pub fn of(site: &Site) -> StateDigest {
-        let mut d = StateDigest::default();
-        for a in &site.agents {
-            d.agents.insert(a.agent_id.clone(), (a.hostname.clone(), a.status.clone()));
-            for i in &a.interfaces {
-                d.interfaces.insert(
-                    format!("{}{SEP}{}", a.agent_id, i.name),
-                    (i.state.clone(), i.addresses.join(" ")),
-                );
-            }
-            for dev in &a.wireguard {
-                for p in &dev.peers {
-                    d.peers
-                        .insert(format!("{}{SEP}{}", a.agent_id, p.public_key), p.health.clone());
-                }
-            }
+        // Collected rather than inserted one by one: `BTreeMap` sorts the
+        // whole list once and builds the tree in bulk, several times faster
+        // for a big fleet. Equal keys keep the last value, as inserts do.
+        StateDigest {
+            agents: site
+                .agents
+                .iter()
+                .map(|a| (a.agent_id.clone(), (a.hostname.clone(), a.status.clone())))
+                .collect(),
+            interfaces: site
+                .agents
+                .iter()
+                .flat_map(|a| {
+                    a.interfaces.iter().map(move |i| {
+                        (
+                            format!("{}{SEP}{}", a.agent_id, i.name),
+                            (i.state.clone(), i.addresses.join(" ")),
+                        )
+                    })
+                })
+                .collect(),
+            peers: site
+                .agents
+                .iter()
+                .flat_map(|a| {
+                    a.wireguard.iter().flat_map(|dev| &dev.peers).map(move |p| {
+                        (format!("{}{SEP}{}", a.agent_id, p.public_key), p.health.clone())
+                    })
+                })
+                .collect(),
+            links: site
+                .links
+                .iter()
+                .map(|l| {
+                    let health = l.health.clone();
+                    (
+                        l.kind.clone(),
+                        l.a.clone(),
+                        l.b.clone(),
+                        l.external.clone(),
+                        health,
+                        l.both_ends,
+                    )
+                })
+                .collect(),
+            alarms: site
+                .alarms
+                .iter()
+                .map(|al| (al.id, (al.state.clone(), al.acknowledged)))
+                .collect(),
         }
-        for l in &site.links {
-            d.links.insert((
-                l.kind.clone(),
-                l.a.clone(),
-                l.b.clone(),
-                l.external.clone(),
-                l.health.clone(),
-                l.both_ends,
-            ));
-        }
-        for al in &site.alarms {
-            d.alarms.insert(al.id, (al.state.clone(), al.acknowledged));
-        }
-        d
     }
 
     /// A short hash of the state, stable across runs.

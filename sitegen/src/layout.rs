@@ -14,6 +14,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -313,16 +315,25 @@ impl layout::core::format::RenderBackend for NullBackend {
     }
 }
 
-/// Layouts by structure key, in memory and (optionally) on disk.
+/// Layouts by structure key, in memory and (optionally) on disk. Shared
+/// by the threads that draw maps: layouts are loaded and computed outside
+/// the lock (two threads may compute the same new structure at once; both
+/// get the same positions).
 #[derive(Debug, Default)]
 pub struct LayoutCache {
     dir: Option<PathBuf>,
+    state: Mutex<CacheState>,
+}
+
+#[derive(Debug, Default)]
+struct CacheState {
     mem: HashMap<String, Layout>,
     used: HashSet<String>,
-    pub hits: usize,
-    pub misses: usize,
-    /// Time spent computing layouts in the current build.
-    pub compute_time: std::time::Duration,
+    hits: usize,
+    misses: usize,
+    /// Time spent computing layouts in the current build, summed over
+    /// threads.
+    compute_time: std::time::Duration,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -337,21 +348,41 @@ impl LayoutCache {
         LayoutCache { dir, ..LayoutCache::default() }
     }
 
+    fn state(&self) -> std::sync::MutexGuard<'_, CacheState> {
+        // The state stays consistent even if a holder panicked.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Layouts found in the cache during the current build.
+    pub fn hits(&self) -> usize {
+        self.state().hits
+    }
+
+    /// Layouts computed during the current build.
+    pub fn misses(&self) -> usize {
+        self.state().misses
+    }
+
+    /// Time spent computing layouts in the current build.
+    pub fn compute_time(&self) -> std::time::Duration {
+        self.state().compute_time
+    }
+
     /// Starts a build: resets the counters.
     pub fn begin(&mut self) {
-        self.used.clear();
-        self.hits = 0;
-        self.misses = 0;
-        self.compute_time = std::time::Duration::ZERO;
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        state.used.clear();
+        state.hits = 0;
+        state.misses = 0;
+        state.compute_time = std::time::Duration::ZERO;
     }
 
     /// The layout of `g`, from the cache when its structure was seen before.
-    pub fn get(&mut self, g: &Graph) -> Layout {
+    pub fn get(&self, g: &Graph) -> Layout {
         if g.nodes.is_empty() {
             return compute(g);
         }
         let key = g.structure_key();
-        self.used.insert(key.clone());
         let mut sorted: Vec<usize> = (0..g.nodes.len()).collect();
         sorted.sort_by(|&a, &b| g.nodes[a].cmp(&g.nodes[b]));
         // Stored layouts are in sorted-id order.
@@ -362,17 +393,22 @@ impl LayoutCache {
             }
             Layout { pos, ..stored.clone() }
         };
-        if let Some(l) = self.mem.get(&key) {
-            self.hits += 1;
-            return from_sorted(l);
+        {
+            let mut state = self.state();
+            state.used.insert(key.clone());
+            if let Some(l) = state.mem.get(&key) {
+                let out = from_sorted(l);
+                state.hits += 1;
+                return out;
+            }
         }
         if let Some(l) = self.load(&key, g.nodes.len()) {
-            self.hits += 1;
             let out = from_sorted(&l);
-            self.mem.insert(key, l);
+            let mut state = self.state();
+            state.hits += 1;
+            state.mem.insert(key, l);
             return out;
         }
-        self.misses += 1;
         let started = std::time::Instant::now();
         // Lay out the graph in sorted order, so the result depends on the
         // structure only.
@@ -385,10 +421,13 @@ impl LayoutCache {
             edges: g.edges.iter().map(|&(a, b)| (rank[a], rank[b])).collect(),
         };
         let l = compute(&canonical);
-        self.compute_time += started.elapsed();
+        let took = started.elapsed();
         self.store(&key, &canonical.nodes, &l);
         let out = from_sorted(&l);
-        self.mem.insert(key, l);
+        let mut state = self.state();
+        state.misses += 1;
+        state.compute_time += took;
+        state.mem.insert(key, l);
         out
     }
 
@@ -404,7 +443,9 @@ impl LayoutCache {
             return;
         }
         let stored = Stored { nodes: nodes.to_vec(), layout: l.clone() };
-        let tmp = dir.join(format!(".{key}.tmp"));
+        // Unique: two threads may store the same key at once.
+        static TMP: AtomicU64 = AtomicU64::new(0);
+        let tmp = dir.join(format!(".{key}.{}.tmp", TMP.fetch_add(1, Ordering::Relaxed)));
         if let Ok(bytes) = serde_json::to_vec(&stored) {
             if std::fs::write(&tmp, bytes).is_ok() {
                 let _ = std::fs::rename(&tmp, dir.join(format!("{key}.json")));
@@ -415,17 +456,18 @@ impl LayoutCache {
     /// Ends a build: forgets layouts this build did not use (memory and,
     /// once there are many, disk).
     pub fn finish(&mut self) {
-        self.mem.retain(|k, _| self.used.contains(k));
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        state.mem.retain(|k, _| state.used.contains(k));
         let Some(dir) = &self.dir else { return };
         let Ok(entries) = std::fs::read_dir(dir) else { return };
         let files: Vec<_> = entries.filter_map(|e| e.ok()).collect();
-        if files.len() <= 2 * self.used.len() + 64 {
+        if files.len() <= 2 * state.used.len() + 64 {
             return;
         }
         for e in files {
             let name = e.file_name().to_string_lossy().into_owned();
             let key = name.trim_end_matches(".json");
-            if !self.used.contains(key) {
+            if !state.used.contains(key) {
                 let _ = std::fs::remove_file(e.path());
             }
         }
@@ -469,7 +511,7 @@ mod tests {
         let g = ring(8, "n");
         cache.begin();
         let first = cache.get(&g);
-        assert_eq!((cache.hits, cache.misses), (0, 1));
+        assert_eq!((cache.hits(), cache.misses()), (0, 1));
         // Same structure with nodes listed in another order: a hit, and each
         // node keeps its position.
         let mut shuffled = g.clone();
@@ -477,17 +519,17 @@ mod tests {
         let n = g.nodes.len();
         shuffled.edges = g.edges.iter().map(|&(a, b)| (n - 1 - a, n - 1 - b)).collect();
         let again = cache.get(&shuffled);
-        assert_eq!(cache.hits, 1);
+        assert_eq!(cache.hits(), 1);
         assert_eq!(again.pos[n - 1], first.pos[0]);
         // A fresh cache on the same directory finds it on disk.
         let mut cold = LayoutCache::new(Some(dir.path().to_path_buf()));
         cold.begin();
         assert_eq!(cold.get(&g), first);
-        assert_eq!((cold.hits, cold.misses), (1, 0));
+        assert_eq!((cold.hits(), cold.misses()), (1, 0));
         // Another edge is another structure.
         let mut other = g.clone();
         other.edges.push((0, 4));
         cold.get(&other);
-        assert_eq!(cold.misses, 1);
+        assert_eq!(cold.misses(), 1);
     }
 }

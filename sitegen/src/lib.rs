@@ -20,6 +20,7 @@ pub mod view;
 pub mod watch;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anon::Anon;
@@ -46,7 +47,7 @@ pub struct BuildReport {
     pub layout_time: Duration,
     /// What changed in the fleet's state since the previous build.
     pub changes: Changes,
-    pub digest: StateDigest,
+    pub digest: Arc<StateDigest>,
 }
 
 impl BuildReport {
@@ -81,7 +82,7 @@ pub struct Builder {
     cache: LayoutCache,
     render: render::RenderOptions,
     view: view::ViewOptions,
-    previous: Option<StateDigest>,
+    previous: Option<Arc<StateDigest>>,
     publisher: publish::Publisher,
     pages: render::PageKeys,
 }
@@ -113,7 +114,7 @@ impl Builder {
         if !self.publisher.has_previous() {
             self.pages.forget();
         }
-        let (files, digest) = self.render_files(&snap, now)?;
+        let (files, digest, changes) = self.render_files(&snap, now)?;
         let rendered = started.elapsed();
         let published = match self.publisher.publish(&self.out, &files) {
             Ok(published) => published,
@@ -124,7 +125,6 @@ impl Builder {
         };
         self.pages.published(&files);
         let publish_time = started.elapsed() - rendered;
-        let changes = Changes::between(self.previous.as_ref(), &digest);
         self.previous = Some(digest.clone());
         Ok(BuildReport {
             agents: snap.agents.len(),
@@ -135,34 +135,44 @@ impl Builder {
             render_time: rendered - read_time,
             publish_time,
             files_unchanged: self.publisher.reused,
-            layouts_computed: self.cache.misses,
-            layouts_cached: self.cache.hits,
-            layout_time: self.cache.compute_time,
+            layouts_computed: self.cache.misses(),
+            layouts_cached: self.cache.hits(),
+            layout_time: self.cache.compute_time(),
             changes,
             digest,
         })
     }
 
-    /// Every file of the site for `snap`, without publishing, and the
-    /// state digest of the view. Pages that did not change since the
-    /// previous build are [`render::Contents::Previous`].
+    /// Every file of the site for `snap`, without publishing, the state
+    /// digest of the view and what changed since the previous build. Pages
+    /// that did not change since the previous build are
+    /// [`render::Contents::Previous`].
     fn render_files(
         &mut self,
         snap: &snapshot::FleetSnapshot,
         now: i64,
-    ) -> anyhow::Result<(Vec<render::SiteFile>, StateDigest)> {
+    ) -> anyhow::Result<(Vec<render::SiteFile>, Arc<StateDigest>, Changes)> {
         let site = view::Site::build(snap, &mut self.anon, now, &self.view);
         self.cache.begin();
         // The JSON files and the state digest are made beside the pages.
-        let (cache, pages) = (&mut self.cache, &self.pages);
-        let (files, (api_files, digest)) = rayon::join(
+        let (cache, pages, previous) = (&self.cache, &self.pages, self.previous.as_deref());
+        let (files, (api_files, (digest, changes))) = rayon::join(
             || render::render_site(&site, cache, &self.render, pages),
-            || rayon::join(|| api::files(&site), || StateDigest::of(&site)),
+            || {
+                rayon::join(
+                    || api::files(&site),
+                    || {
+                        let digest = StateDigest::of(&site);
+                        let changes = Changes::between(previous, &digest);
+                        (Arc::new(digest), changes)
+                    },
+                )
+            },
         );
         self.cache.finish();
         let mut files = files?;
         files.extend(api_files?);
-        Ok((files, digest))
+        Ok((files, digest, changes))
     }
 }
 

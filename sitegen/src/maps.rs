@@ -120,7 +120,7 @@ fn up(depth: usize) -> String {
 }
 
 /// The overview map: one node per cluster, edges aggregated between them.
-pub fn overview(site: &Site, cache: &mut LayoutCache, depth: usize) -> Option<SvgGraph> {
+pub fn overview(site: &Site, cache: &LayoutCache, depth: usize) -> Option<SvgGraph> {
     if site.clusters.is_empty() {
         return None;
     }
@@ -245,7 +245,7 @@ pub fn cluster(
     site: &Site,
     index: &MapIndex<'_>,
     c: usize,
-    cache: &mut LayoutCache,
+    cache: &LayoutCache,
     depth: usize,
 ) -> Option<SvgGraph> {
     let cl = &site.clusters[c];

@@ -39,6 +39,10 @@ pub struct Publisher {
     hasher: std::hash::RandomState,
     /// Files linked rather than written by the last publish.
     pub reused: usize,
+    /// Removes the builds before the last one, after it was switched in:
+    /// no reader waits for that, and it overlaps the next build's reading
+    /// of the database (which uses one core).
+    cleanup: Option<std::thread::JoinHandle<()>>,
 }
 
 #[derive(Debug)]
@@ -56,6 +60,7 @@ impl Publisher {
     }
 
     pub fn publish(&mut self, out: &Path, files: &[SiteFile]) -> anyhow::Result<PathBuf> {
+        self.finish_cleanup();
         let previous = self.previous.take().filter(|p| p.dir.is_dir());
         let hasher = &self.hasher;
         // The hash of each file, and whether it was linked from the
@@ -91,11 +96,29 @@ impl Publisher {
             }
         };
         let (current, dir, placed) = publish_with(out, files, &place)?;
+        let (builds, newest) = (out.join(".builds"), dir.clone());
+        self.cleanup = Some(std::thread::spawn(move || remove_old_builds(&builds, &newest)));
         self.reused = placed.iter().filter(|&&(_, linked)| linked).count();
         let hashes =
             files.iter().zip(&placed).map(|(f, &(hash, _))| (f.path.clone(), hash)).collect();
         self.previous = Some(Previous { dir, hashes });
         Ok(current)
+    }
+}
+
+impl Publisher {
+    fn finish_cleanup(&mut self) {
+        if let Some(cleanup) = self.cleanup.take() {
+            let _ = cleanup.join();
+        }
+    }
+}
+
+impl Drop for Publisher {
+    /// Old builds are gone when the publisher is (`--once` exits right
+    /// after).
+    fn drop(&mut self) {
+        self.finish_cleanup();
     }
 }
 
@@ -142,7 +165,6 @@ fn publish_with<T: Send>(
         .with_context(|| format!("creating {}", tmp_link.display()))?;
     std::fs::rename(&tmp_link, &current)
         .with_context(|| format!("switching {} to the new build", current.display()))?;
-    remove_old_builds(&builds, &id);
     Ok((current, dir, placed))
 }
 
@@ -165,11 +187,13 @@ fn safe_relative(rel: &str) -> anyhow::Result<&Path> {
     Ok(path)
 }
 
-fn remove_old_builds(builds: &Path, newest: &str) {
+/// Removes all builds but `newest` and the `KEEP_OLD_BUILDS` before it.
+fn remove_old_builds(builds: &Path, newest: &Path) {
     let Ok(entries) = std::fs::read_dir(builds) else { return };
+    let newest = newest.file_name();
     let mut names: Vec<String> = entries
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.as_str() != newest)
+        .filter(|n| newest != Some(std::ffi::OsStr::new(n)))
         .collect();
     names.sort();
     let excess = names.len().saturating_sub(KEEP_OLD_BUILDS);

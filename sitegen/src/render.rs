@@ -27,7 +27,7 @@ pub struct SiteFile {
     pub path: String,
     pub contents: Contents,
     /// Set on pages that depend on the view alone, never on the clock (the
-    /// cluster and agent pages): a hash of everything they are rendered
+    /// cluster, agent and older alarm log pages): a hash of everything they are rendered
     /// from. The next build takes such a page from the previous build when
     /// its key did not change, instead of rendering it again.
     pub key: Option<u64>,
@@ -230,15 +230,10 @@ impl PageKeys {
 /// rendered again but taken from the previous build.
 pub fn render_site(
     site: &Site,
-    cache: &mut LayoutCache,
+    cache: &LayoutCache,
     opts: &RenderOptions,
     keys: &PageKeys,
 ) -> anyhow::Result<Vec<SiteFile>> {
-    // Layouts go through the cache one at a time, before rendering.
-    let overview = maps::overview(site, cache, 0);
-    let index = maps::MapIndex::new(site);
-    let graphs =
-        (0..site.clusters.len()).map(|c| maps::cluster(site, &index, c, cache, 1)).collect();
     let mut alarms_of: HashMap<&str, Vec<&AlarmView>> = HashMap::new();
     for al in &site.alarms {
         let list = alarms_of.entry(al.agent_id.as_str()).or_default();
@@ -253,8 +248,8 @@ pub fn render_site(
         // root, which is what page keys leave out (a test checks); custom
         // templates might, so their pages are always rendered.
         keys: opts.templates.is_none().then_some(keys),
-        overview,
-        graphs,
+        cache,
+        index: maps::MapIndex::new(site),
         alarms_of,
         cluster_by_id: site.clusters.iter().map(|c| (c.id.as_str(), c)).collect(),
     };
@@ -290,9 +285,8 @@ struct Renderer<'a> {
     env: Environment<'static>,
     /// None: render every page.
     keys: Option<&'a PageKeys>,
-    overview: Option<maps::SvgGraph>,
-    /// Map of each cluster.
-    graphs: Vec<Option<maps::SvgGraph>>,
+    cache: &'a LayoutCache,
+    index: maps::MapIndex<'a>,
     /// Up to 50 alarms per agent id, in log order.
     alarms_of: HashMap<&'a str, Vec<&'a AlarmView>>,
     cluster_by_id: HashMap<&'a str, &'a ClusterView>,
@@ -375,14 +369,15 @@ impl Renderer<'_> {
     }
 
     fn map(&self) -> anyhow::Result<SiteFile> {
+        let overview = maps::overview(self.site, self.cache, 0);
         let page = self.page(
             "map.html",
             context! {
                 ..self.common("", "map"),
                 ..context! {
-                    svg => self.svg(&self.overview)?,
+                    svg => self.svg(&overview)?,
                     clusters => v(&self.site.clusters),
-                    engine => self.overview.as_ref().map(|g| g.engine.clone()),
+                    engine => overview.as_ref().map(|g| g.engine.clone()),
                 }
             },
         )?;
@@ -393,7 +388,7 @@ impl Renderer<'_> {
     fn cluster(&self, c: usize) -> anyhow::Result<SiteFile> {
         let site = self.site;
         let cl = &site.clusters[c];
-        let graph = &self.graphs[c];
+        let graph = &maps::cluster(site, &self.index, c, self.cache, 1);
         let members: Vec<AgentRow> =
             cl.agents.iter().map(|&i| AgentRow::from(&site.agents[i])).collect();
         let grouped = site.agents.len() > FULL_MATRIX_MAX;
@@ -453,6 +448,12 @@ impl Renderer<'_> {
         } else {
             (format!("alarms/page-{p}.html"), "../")
         };
+        // Pages after the first are below the root: no clock on them.
+        let key =
+            if p > 1 { self.key((p, pages, active.len(), &chunk, history.len())) } else { None };
+        if let Some(same) = self.previous(&path, key) {
+            return Ok(same);
+        }
         let page_link = |q: usize| {
             if q == 1 {
                 format!("{root}alarms.html")
@@ -477,7 +478,7 @@ impl Renderer<'_> {
                 }
             },
         )?;
-        Ok(SiteFile::new(path, page))
+        Ok(SiteFile { key, ..SiteFile::new(path, page) })
     }
 
     fn agent(&self, a: &AgentView) -> anyhow::Result<SiteFile> {

@@ -5,6 +5,7 @@
 //! Text columns are read leniently (invalid UTF-8 becomes U+FFFD): the
 //! values come from agents and are untrusted anyway.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -206,6 +207,40 @@ fn opt_text(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<String>> {
     })
 }
 
+/// Calls `f` with the agent's index (in `index`, by agent id) and the row,
+/// for every row of `stmt` whose first column is a known agent's id.
+/// Rows come ordered by agent id, so the id is compared with the previous
+/// row's before it is looked up, and never copied: the history alone has
+/// a row per agent every five minutes.
+fn for_each_agent_row(
+    stmt: &mut rusqlite::Statement<'_>,
+    params: impl rusqlite::Params,
+    index: &HashMap<String, usize>,
+    mut f: impl FnMut(usize, &Row<'_>) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
+    let mut rows = stmt.query(params)?;
+    let mut last: Option<(String, Option<usize>)> = None;
+    while let Some(r) = rows.next()? {
+        // As `text` reads it.
+        let id: Cow<str> = match r.get_ref(0)? {
+            ValueRef::Text(b) | ValueRef::Blob(b) => String::from_utf8_lossy(b),
+            _ => Cow::Owned(text(r, 0)?),
+        };
+        let slot = match &last {
+            Some((last_id, slot)) if **last_id == *id => *slot,
+            _ => {
+                let slot = index.get(id.as_ref()).copied();
+                last = Some((id.into_owned(), slot));
+                slot
+            }
+        };
+        if let Some(i) = slot {
+            f(i, r)?;
+        }
+    }
+    Ok(())
+}
+
 /// A JSON array of strings, as stored for addresses; anything else is empty.
 fn string_list(json: &str) -> Vec<String> {
     serde_json::from_str::<Vec<String>>(json).unwrap_or_default()
@@ -274,77 +309,59 @@ impl FleetSnapshot {
         }
         let index: HashMap<String, usize> =
             agents.iter().enumerate().map(|(i, a)| (a.agent_id.clone(), i)).collect();
-        let slot = |id: &str| index.get(id).copied();
 
         let mut stmt = conn.prepare(
             "SELECT agent_id, name, kind, state, mtu, mac, addresses, rx_bytes, tx_bytes,
                     rx_errors, tx_errors, first_seen, last_seen
              FROM interfaces ORDER BY agent_id, name",
         )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                text(r, 0)?,
-                Interface {
-                    name: text(r, 1)?,
-                    kind: text(r, 2)?,
-                    state: text(r, 3)?,
-                    mtu: r.get(4)?,
-                    mac: opt_text(r, 5)?,
-                    addresses: string_list(&text(r, 6)?),
-                    rx_bytes: r.get(7)?,
-                    tx_bytes: r.get(8)?,
-                    rx_errors: r.get(9)?,
-                    tx_errors: r.get(10)?,
-                    first_seen: r.get(11)?,
-                    last_seen: r.get(12)?,
-                },
-            ))
-        })?;
-        for row in rows {
-            let (id, v) = row.context("reading interfaces")?;
-            if let Some(i) = slot(&id) {
-                agents[i].interfaces.push(v);
-            }
-        }
+        for_each_agent_row(&mut stmt, [], &index, |i, r| {
+            agents[i].interfaces.push(Interface {
+                name: text(r, 1)?,
+                kind: text(r, 2)?,
+                state: text(r, 3)?,
+                mtu: r.get(4)?,
+                mac: opt_text(r, 5)?,
+                addresses: string_list(&text(r, 6)?),
+                rx_bytes: r.get(7)?,
+                tx_bytes: r.get(8)?,
+                rx_errors: r.get(9)?,
+                tx_errors: r.get(10)?,
+                first_seen: r.get(11)?,
+                last_seen: r.get(12)?,
+            });
+            Ok(())
+        })
+        .context("reading interfaces")?;
 
         let mut stmt = conn.prepare(
             "SELECT agent_id, dst, gateway, dev, metric, table_id FROM routes
              ORDER BY agent_id, table_id, dst",
         )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                text(r, 0)?,
-                Route {
-                    dst: text(r, 1)?,
-                    gateway: opt_text(r, 2)?,
-                    dev: opt_text(r, 3)?,
-                    metric: r.get(4)?,
-                    table_id: r.get(5)?,
-                },
-            ))
-        })?;
-        for row in rows {
-            let (id, v) = row.context("reading routes")?;
-            if let Some(i) = slot(&id) {
-                agents[i].routes.push(v);
-            }
-        }
+        for_each_agent_row(&mut stmt, [], &index, |i, r| {
+            agents[i].routes.push(Route {
+                dst: text(r, 1)?,
+                gateway: opt_text(r, 2)?,
+                dev: opt_text(r, 3)?,
+                metric: r.get(4)?,
+                table_id: r.get(5)?,
+            });
+            Ok(())
+        })
+        .context("reading routes")?;
 
         let mut stmt = conn.prepare(
             "SELECT agent_id, name, public_key, listen_port FROM wg_devices ORDER BY agent_id, name",
         )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                text(r, 0)?,
-                WgDevice { name: text(r, 1)?, public_key: text(r, 2)?, listen_port: r.get(3)? },
-            ))
-        })?;
-        for row in rows {
-            let (id, v) = row.context("reading wg_devices")?;
-            if let Some(i) = slot(&id) {
-                agents[i].wg_devices.push(v);
-            }
-        }
+        for_each_agent_row(&mut stmt, [], &index, |i, r| {
+            agents[i].wg_devices.push(WgDevice {
+                name: text(r, 1)?,
+                public_key: text(r, 2)?,
+                listen_port: r.get(3)?,
+            });
+            Ok(())
+        })
+        .context("reading wg_devices")?;
 
         let mut stmt = conn.prepare(
             "SELECT agent_id, device, public_key, peer_agent_id, endpoint, allowed_ips,
@@ -352,58 +369,44 @@ impl FleetSnapshot {
                     health, first_seen, last_seen
              FROM wg_peers ORDER BY agent_id, device, public_key",
         )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                text(r, 0)?,
-                WgPeer {
-                    device: text(r, 1)?,
-                    public_key: text(r, 2)?,
-                    peer_agent_id: opt_text(r, 3)?.filter(|s| !s.is_empty()),
-                    endpoint: opt_text(r, 4)?,
-                    allowed_ips: string_list(&text(r, 5)?),
-                    latest_handshake: r.get(6)?,
-                    rx_bytes: r.get(7)?,
-                    tx_bytes: r.get(8)?,
-                    persistent_keepalive: r.get(9)?,
-                    rx_grew_at: r.get(10)?,
-                    health: text(r, 11)?,
-                    first_seen: r.get(12)?,
-                    last_seen: r.get(13)?,
-                },
-            ))
-        })?;
-        for row in rows {
-            let (id, v) = row.context("reading wg_peers")?;
-            if let Some(i) = slot(&id) {
-                agents[i].wg_peers.push(v);
-            }
-        }
+        for_each_agent_row(&mut stmt, [], &index, |i, r| {
+            agents[i].wg_peers.push(WgPeer {
+                device: text(r, 1)?,
+                public_key: text(r, 2)?,
+                peer_agent_id: opt_text(r, 3)?.filter(|s| !s.is_empty()),
+                endpoint: opt_text(r, 4)?,
+                allowed_ips: string_list(&text(r, 5)?),
+                latest_handshake: r.get(6)?,
+                rx_bytes: r.get(7)?,
+                tx_bytes: r.get(8)?,
+                persistent_keepalive: r.get(9)?,
+                rx_grew_at: r.get(10)?,
+                health: text(r, 11)?,
+                first_seen: r.get(12)?,
+                last_seen: r.get(13)?,
+            });
+            Ok(())
+        })
+        .context("reading wg_peers")?;
 
         let mut stmt = conn.prepare(
             "SELECT agent_id, ts, load1, rx_rate, tx_rate, max_handshake_age, peers_healthy,
                     peers_total
              FROM history WHERE ts >= ?1 ORDER BY agent_id, ts",
         )?;
-        let rows = stmt.query_map([now - HISTORY_WINDOW_SECS], |r| {
-            Ok((
-                text(r, 0)?,
-                Sample {
-                    ts: r.get(1)?,
-                    load1: r.get(2)?,
-                    rx_rate: r.get(3)?,
-                    tx_rate: r.get(4)?,
-                    max_handshake_age: r.get(5)?,
-                    peers_healthy: r.get(6)?,
-                    peers_total: r.get(7)?,
-                },
-            ))
-        })?;
-        for row in rows {
-            let (id, v) = row.context("reading history")?;
-            if let Some(i) = slot(&id) {
-                agents[i].history.push(v);
-            }
-        }
+        for_each_agent_row(&mut stmt, [now - HISTORY_WINDOW_SECS], &index, |i, r| {
+            agents[i].history.push(Sample {
+                ts: r.get(1)?,
+                load1: r.get(2)?,
+                rx_rate: r.get(3)?,
+                tx_rate: r.get(4)?,
+                max_handshake_age: r.get(5)?,
+                peers_healthy: r.get(6)?,
+                peers_total: r.get(7)?,
+            });
+            Ok(())
+        })
+        .context("reading history")?;
         for a in &mut agents {
             let excess = a.history.len().saturating_sub(HISTORY_MAX_SAMPLES);
             a.history.drain(..excess);

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::anon::Anon;
@@ -474,12 +475,15 @@ impl Site {
             }
         }
 
-        // Agents.
-        let mut agents: Vec<AgentView> = snap
+        // Agents, on all cores: the memo of anonymised text is shared
+        // read-only meanwhile, and learns what was new afterwards.
+        let shared: &Anon = anon;
+        let (mut agents, learned): (Vec<AgentView>, Vec<_>) = snap
             .agents
-            .iter()
+            .par_iter()
             .enumerate()
             .map(|(i, a)| {
+                let mut anon = shared.scope();
                 let silent = silent_alarm[i] || now - a.last_seen > opts.silent_after_secs;
                 let status = if silent {
                     "silent"
@@ -554,7 +558,7 @@ impl Site {
                         }),
                     }
                 }
-                AgentView {
+                let view = AgentView {
                     agent_id: a.agent_id.clone(),
                     page: pages[i].clone(),
                     hostname: hostnames[i].clone(),
@@ -606,9 +610,11 @@ impl Site {
                     peers_healthy,
                     alarms_active: active_per_agent[i],
                     history: a.history.clone(),
-                }
+                };
+                (view, anon.learned)
             })
-            .collect();
+            .unzip();
+        anon.learn(learned.into_iter().flatten());
 
         // Links: the receiver's inferred edges, or (before it infers any)
         // WireGuard and relay links derived here from the peer lists.

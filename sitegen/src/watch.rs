@@ -96,7 +96,8 @@ pub fn watch(
     }
     let mut last_version: Option<i64> = None;
     let mut recheck = 0u32;
-    let mut pending_git: Option<(std::path::PathBuf, crate::changes::StateDigest)> = None;
+    let mut pending_git: Option<(std::path::PathBuf, std::sync::Arc<crate::changes::StateDigest>)> =
+        None;
     while !stop() {
         match data_version(&conn) {
             Ok(version) if last_version != Some(version) => {
