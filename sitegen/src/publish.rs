@@ -104,9 +104,7 @@ impl Publisher {
         self.previous = Some(Previous { dir, hashes });
         Ok(current)
     }
-}
 
-impl Publisher {
     fn finish_cleanup(&mut self) {
         if let Some(cleanup) = self.cleanup.take() {
             let _ = cleanup.join();

@@ -27,9 +27,10 @@ pub struct SiteFile {
     pub path: String,
     pub contents: Contents,
     /// Set on pages that depend on the view alone, never on the clock (the
-    /// cluster, agent and older alarm log pages): a hash of everything they are rendered
-    /// from. The next build takes such a page from the previous build when
-    /// its key did not change, instead of rendering it again.
+    /// cluster, agent and older alarm log pages): a hash of everything
+    /// they are rendered from. The next build takes such a page from the
+    /// previous build when its key did not change, instead of rendering it
+    /// again.
     pub key: Option<u64>,
 }
 
