@@ -31,8 +31,7 @@
 //! The generator shares the two cores with the receiver, so it must be
 //! cheap: like `wrk`, it writes pre-built HTTP/1.1 requests on keep-alive
 //! connections and reads only the status line and Content-Length of each
-//! answer (a general HTTP client cost several times more CPU per request
-//! than the receiver's own HTTP handling).
+//! answer (about 15 µs of CPU per request; its CPU time is printed).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# One measured ingest run: the release receiver as its own process on a
+# fresh database, driven by the ingest load generator on the same machine.
+#
+#   scripts/bench-receiver.sh [generator options]
+#   scripts/bench-receiver.sh --agents 1000 --seconds 20 --connections 128
+#   scripts/bench-receiver.sh --agents 1000 --seconds 20 --rate 5000 --connections 256
+#
+# Generator options are those of `cargo bench -p kattila-receiver --bench
+# ingest` (see receiver/benches/ingest.rs). Prints the generator's result
+# line, the receiver's CPU per thread over the measured phase (from
+# /proc/PID/task/*/stat), its peak memory (VmHWM), its batch and commit
+# metrics, the load average, and checks that the reports table holds
+# exactly the committed reports plus the warm-up.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --quiet --release --bin kattila-receiver
+cargo bench --quiet -p kattila-receiver --bench ingest --no-run
+generator=$(ls -t target/release/deps/ingest-* | grep -v '\.d$' | head -1)
+
+dir=$(mktemp -d)
+port=$((20000 + RANDOM % 20000))
+KATTILA_PSK=bench-key target/release/kattila-receiver --listen "127.0.0.1:$port" \
+  --db "$dir/bench.db" 2>"$dir/receiver.log" &
+receiver=$!
+trap 'kill $receiver 2>/dev/null || true; rm -rf "$dir"' EXIT
+for _ in $(seq 100); do
+  curl -sf "http://127.0.0.1:$port/status/healthcheck" >/dev/null && break
+  sleep 0.1
+done
+
+# CPU ticks per thread name (tokio workers summed).
+threads() {
+  for t in /proc/$receiver/task/*; do
+    echo "$(cat "$t/comm") $(awk '{print $14 + $15}' "$t/stat")"
+  done | awk '{ticks[$1] += $2} END {for (n in ticks) print n, ticks[n]}' | sort
+}
+
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+"$generator" --url "http://127.0.0.1:$port" "$@" >"$dir/generator.out" 2>"$dir/generator.log" &
+gen=$!
+# The measured phase starts when the generator says it has warmed up.
+until grep -q '^generated' "$dir/generator.log" 2>/dev/null || ! kill -0 $gen 2>/dev/null; do
+  sleep 0.05
+done
+threads >"$dir/cpu0"
+started=$(date +%s.%N)
+wait $gen
+threads >"$dir/cpu1"
+elapsed=$(echo "$(date +%s.%N) - $started" | bc)
+
+grep '^generated' "$dir/generator.log" || true
+cat "$dir/generator.out"
+echo "receiver CPU over the measured phase (100% = one core):"
+join "$dir/cpu0" "$dir/cpu1" | awk -v s="$elapsed" '$3 > $2 {printf "  %-20s %5.1f%%\n", $1, ($3 - $2) / s}'
+grep VmHWM "/proc/$receiver/status"
+curl -s "http://127.0.0.1:$port/metrics" \
+  | grep -E '^kattila_(batch_size|commit_milliseconds)_(sum|count)' || true
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+kill $receiver
+wait $receiver 2>/dev/null || true
+
+committed=$(sed -n 's/.* committed=\([0-9]*\).*/\1/p' "$dir/generator.out")
+warmup=$(sed -n 's/.*warm-up: \([0-9]*\) first reports.*/\1/p' "$dir/generator.log")
+rows=$(python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT count(*) FROM reports").fetchone()[0])' "$dir/bench.db")
+expected=$((committed + ${warmup:-0}))
+if [ "$rows" = "$expected" ]; then
+  echo "reports table: $rows rows = committed + warm-up: ok"
+else
+  echo "reports table: $rows rows, expected $expected: MISMATCH"
+  exit 1
+fi
