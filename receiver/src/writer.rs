@@ -6,7 +6,6 @@
 //! nothing else ever writes.
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -168,11 +167,7 @@ fn run(
         }
         // Answers are out; the next batch waits for this copy, which is
         // short because the checkpointer has copied all but the newest frames.
-        if checkpointer.rewind_wanted.swap(false, Ordering::Relaxed) {
-            if let Err(e) = checkpoint::passive_checkpoint(&conn) {
-                tracing::warn!(error = %e, "WAL checkpoint on the writer failed");
-            }
-        }
+        checkpoint::help(&conn, &checkpointer.rewind_wanted);
     }
     // The checkpointer's connection closes first; closing the writer's, the
     // last one, checkpoints the rest and removes the WAL.
