@@ -904,6 +904,14 @@ fn mesh_of_namespaces_through_relay_link_failure_rotation_and_silence() {
     let secrets = network_addresses(&lab);
     assert!(secrets.len() > 20, "{secrets:?}");
     let leaks = find_addresses(&lab.current(), &secrets);
+    if !leaks.is_empty() {
+        // Keep the evidence: the lab and its site are deleted when the test ends.
+        let keep = Path::new(env!("CARGO_TARGET_TMPDIR")).join("artefacts/mesh_scenario-leak");
+        let _ = std::fs::remove_dir_all(&keep);
+        std::fs::create_dir_all(&keep).unwrap();
+        sh(&["cp", "-a", &format!("{}/.", lab.current().display()), &keep.display().to_string()]);
+        eprintln!("the site with the leaks is kept in {}", keep.display());
+    }
     assert!(leaks.is_empty(), "real addresses in the published site: {leaks:?}");
     // WireGuard private keys and the fleet keys reach neither the database nor the site.
     for secret in
