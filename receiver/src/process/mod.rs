@@ -621,8 +621,8 @@ fn update_routes_if_changed(
 }
 
 fn routes_fingerprint(routes: &[Route]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut h = foldhash::fast::FixedState::default().build_hasher();
     for r in routes {
         (&r.dst, &r.gateway, &r.dev, r.metric, r.table).hash(&mut h);
     }
