@@ -102,7 +102,9 @@ fn is_static(bin: &Path) -> bool {
 fn static_x86_64_agent_runs_sysinfo() {
     let bin = match fleet_binary("x86_64", &["musl-gcc"]) {
         Ok(b) => b,
-        Err(reason) => return eprintln!("SKIPPED: {reason}"),
+        Err(reason) => {
+            return kattila_testsupport::skip("static_x86_64_agent_runs_sysinfo", &reason)
+        }
     };
     assert!(is_static(&bin), "{} is static", bin.display());
     let size = std::fs::metadata(&bin).unwrap().len();
@@ -116,7 +118,12 @@ fn static_x86_64_agent_runs_sysinfo() {
 fn static_aarch64_agent_runs_sysinfo_under_qemu() {
     let bin = match fleet_binary("aarch64", &["aarch64-linux-gnu-gcc", "qemu-aarch64-static"]) {
         Ok(b) => b,
-        Err(reason) => return eprintln!("SKIPPED: {reason}"),
+        Err(reason) => {
+            return kattila_testsupport::skip(
+                "static_aarch64_agent_runs_sysinfo_under_qemu",
+                &reason,
+            )
+        }
     };
     assert!(is_static(&bin), "{} is static", bin.display());
     let out = Command::new("qemu-aarch64-static").arg(&bin).arg("--sysinfo").output().unwrap();

@@ -51,10 +51,9 @@ fn skip_reason() -> Option<String> {
 }
 
 macro_rules! skip_unless_capable {
-    () => {
+    ($test:literal) => {
         if let Some(reason) = skip_reason() {
-            eprintln!("SKIPPED: {reason}");
-            return;
+            return kattila_testsupport::skip($test, &reason);
         }
     };
 }
@@ -272,7 +271,7 @@ fn find<'a>(list: &'a Value, key: &str, value: &str) -> &'a Value {
 
 #[test]
 fn collection_shows_exactly_the_namespace_links_routes_and_wireguard_peers() {
-    skip_unless_capable!();
+    skip_unless_capable!("collection_shows_exactly_the_namespace_links_routes_and_wireguard_peers");
     let lab = Lab::new("c");
     lab.wait_handshake();
     let (code, stdout, stderr) = run_command(lab.agent_in(&lab.ns_a, &["--sysinfo"]));
@@ -340,7 +339,7 @@ fn collection_shows_exactly_the_namespace_links_routes_and_wireguard_peers() {
 
 #[test]
 fn cut_off_agent_discovers_a_relay_on_the_mesh_and_delivers_through_it() {
-    skip_unless_capable!();
+    skip_unless_capable!("cut_off_agent_discovers_a_relay_on_the_mesh_and_delivers_through_it");
     let mut lab = Lab::new("r");
     lab.wait_handshake();
     let db = lab.dir.path().join("kattila.db");

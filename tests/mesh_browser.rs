@@ -18,8 +18,10 @@ const PSK: &str = "browser-test-fleet-key";
 #[test]
 fn site_of_a_simulated_fleet_works_in_chromium_behind_nginx_and_from_files() {
     if let Some(reason) = browser::skip_reason() {
-        eprintln!("SKIPPED: {reason}");
-        return;
+        return kattila_testsupport::skip(
+            "site_of_a_simulated_fleet_works_in_chromium_behind_nginx_and_from_files",
+            &reason,
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("kattila.db");

@@ -543,8 +543,10 @@ fn rejected_total(lab: &Lab) -> (u64, String) {
 #[test]
 fn mesh_of_namespaces_through_relay_link_failure_rotation_and_silence() {
     if let Some(reason) = skip_reason() {
-        eprintln!("SKIPPED: {reason}");
-        return;
+        return kattila_testsupport::skip(
+            "mesh_of_namespaces_through_relay_link_failure_rotation_and_silence",
+            &reason,
+        );
     }
     let key_one = format!("mesh-key-one-{}", std::process::id());
     let key_two = format!("mesh-key-two-{}", std::process::id());
@@ -894,7 +896,10 @@ fn mesh_of_namespaces_through_relay_link_failure_rotation_and_silence() {
     // (Before step 6, so that the browser's verdict is known even when
     // step 6 fails.)
     match browser::skip_reason() {
-        Some(reason) => eprintln!("SKIPPED (browser part): {reason}"),
+        Some(reason) => kattila_testsupport::skip(
+            "mesh_of_namespaces_through_relay_link_failure_rotation_and_silence (browser part)",
+            &reason,
+        ),
         None => {
             browser::check_site(&lab.out, "mesh_scenario");
         }

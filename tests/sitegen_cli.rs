@@ -298,8 +298,10 @@ fn git(dir: &Path, args: &[&str]) -> String {
 #[test]
 fn git_snapshots_commit_state_changes_and_push_to_a_remote() {
     if Command::new("git").arg("--version").output().is_err() {
-        eprintln!("skipping: git is not installed");
-        return;
+        return kattila_testsupport::skip(
+            "git_snapshots_commit_state_changes_and_push_to_a_remote",
+            "git is not installed (Debian: git)",
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("kattila.db");

@@ -157,10 +157,8 @@ impl Dnsmasq {
     /// Starts dnsmasq on a free port with `args` added, or `None` if it is not installed.
     fn start(test: &str, args: &[String]) -> Option<Self> {
         if !Path::new(Self::PATH).exists() {
-            eprintln!(
-                "skipping {test}: {} not installed (apt-get install dnsmasq-base)",
-                Self::PATH
-            );
+            let reason = format!("{} is not installed (Debian: dnsmasq-base)", Self::PATH);
+            kattila_testsupport::skip(test, &reason);
             return None;
         }
         let port = free_udp_port();
