@@ -18,8 +18,9 @@ use crate::process::Settings;
 /// the alarms that sitegen publishes.
 ///
 /// The fleet key comes from the DNS TXT record named by --dns (refreshed
-/// periodically; the current and two previous keys verify), or, overriding
-/// DNS, from the KATTILA_PSK environment variable or --psk-file. The admin
+/// periodically; the current and two previous keys verify, and are kept
+/// across restarts in --key-state), or, overriding DNS, from the KATTILA_PSK
+/// environment variable or --psk-file. The admin
 /// API token comes from KATTILA_ADMIN_TOKEN or --admin-token-file; without
 /// one the admin API answers 403.
 #[derive(Debug, Parser)]
@@ -50,8 +51,9 @@ pub struct Args {
     /// before a restart still verify after it, and so that a restart while
     /// DNS is unreachable still verifies with the saved keys. Written with
     /// mode 600; a file that group or others may read or write, that
-    /// another user owns, or that is unreadable is ignored with a warning
-    /// and replaced at the next successful lookup. Unused with a fixed key.
+    /// another user owns, that cannot be read or parsed, or that holds the
+    /// keys of another --dns record is ignored with a warning and replaced
+    /// at the next successful lookup. Unused with a fixed key.
     /// Default: the --db path with ".keys" appended.
     #[arg(long, env = "KATTILA_KEY_STATE", value_name = "PATH")]
     pub key_state: Option<PathBuf>,

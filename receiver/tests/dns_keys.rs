@@ -1,5 +1,6 @@
 //! Fleet keys from a real DNS server on loopback: rotation through three
-//! values, an outage, recovery, and a start with no key at all.
+//! values, an outage, recovery, a start with no key at all, and the keys
+//! kept across a restart (also one while DNS is down).
 
 mod common;
 
@@ -178,7 +179,7 @@ async fn wait_for_keys(h: &Harness, n: i64) {
     assert_eq!(keys_seen(h).await, n, "the receiver never had {n} keys");
 }
 
-/// Runs a receiver through the keys K0 → K1 → K2 → K3 and stops it.
+/// Runs a receiver through `keys`, one rotation each, and stops it.
 async fn rotate_and_stop(server: &TestDnsServer, keys: &[&str]) -> tempfile::TempDir {
     let h = Harness::start(|c| c.keys = dns(server)).await;
     for (n, key) in keys.iter().enumerate() {
