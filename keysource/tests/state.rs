@@ -127,6 +127,8 @@ async fn keys_survive_a_restart() {
     let status = ring.status();
     assert_eq!((status.keys, status.from_state, status.last_success), (3, 3, None));
     assert!(!status.degraded());
+    let shown = format!("{ring:?} {status:?}");
+    assert!(ALL.iter().all(|k| !shown.contains(k)), "Debug shows a key: {shown}");
 
     // DNS still says K3: the first lookup confirms it, nothing is lost.
     let task = tokio::spawn(refresh_forever(ring.clone(), config(&server)));
