@@ -208,21 +208,40 @@ pub fn sysinfo_json(t: &Telemetry) -> String {
     .expect("telemetry serialises")
 }
 
-/// A key ring filled once: fixed keys at once, DNS with one lookup.
-async fn ring_now(key_config: &KeyConfig) -> anyhow::Result<KeyRing> {
-    let ring = KeyRing::new(key_config);
+/// A key ring filled once: fixed keys at once, DNS with one lookup. When
+/// the lookup fails, the keys saved in the key state file by an earlier run
+/// are used (with a warning); without any, it is an error.
+async fn ring_now(config: &Config, key_config: &KeyConfig) -> anyhow::Result<KeyRing> {
+    let state = config.key_state_path();
+    if let KeyConfig::Dns { .. } = key_config {
+        // The state file lives in the state directory, which Node::open
+        // would create only after the lookup.
+        std::fs::create_dir_all(&config.state_dir).with_context(|| {
+            format!(
+                "creating state directory {} (set --state-dir or KATTILA_STATE_DIR)",
+                config.state_dir.display()
+            )
+        })?;
+    }
+    let ring = KeyRing::open(key_config, Some(&state));
     if let KeyConfig::Dns { name, server, timeout, .. } = key_config {
-        let value = kattila_keysource::fetch_txt(name, *server, *timeout)
-            .await
-            .context("fetching the fleet key")?;
-        let psk = Psk::new(&value).with_context(|| format!("TXT record {name} is empty"))?;
-        ring.accept(psk, unix_now());
+        match kattila_keysource::fetch_txt(name, *server, *timeout).await {
+            Ok(value) => {
+                let psk =
+                    Psk::new(&value).with_context(|| format!("TXT record {name} is empty"))?;
+                ring.accept(psk, unix_now());
+            }
+            Err(e) if ring.current().is_some() => {
+                tracing::warn!(error = %e, "fleet key lookup failed; signing with the key saved by the last run");
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("fetching the fleet key")),
+        }
     }
     Ok(ring)
 }
 
 async fn dump(config: Config, key_config: KeyConfig, file: &Path) -> anyhow::Result<ExitCode> {
-    let ring = ring_now(&key_config).await?;
+    let ring = ring_now(&config, &key_config).await?;
     let psk = ring.current().context("no fleet key")?;
     let node = Node::open(config, ring)?;
     let gag = gag::Gag::stdout().ok();
@@ -246,7 +265,7 @@ async fn dump(config: Config, key_config: KeyConfig, file: &Path) -> anyhow::Res
 }
 
 async fn once(config: Config, key_config: KeyConfig) -> anyhow::Result<ExitCode> {
-    let ring = ring_now(&key_config).await?;
+    let ring = ring_now(&config, &key_config).await?;
     let node = Node::open(config, ring)?;
     let gag = gag::Gag::stdout().ok();
     let report = node.collect_report().await;
@@ -321,7 +340,9 @@ async fn daemon(config: Config, key_config: KeyConfig) -> anyhow::Result<ExitCod
         ),
         None => None,
     };
-    let ring = KeyRing::new(&key_config);
+    // Node::open creates the state directory before the refresh task can
+    // write the key state file into it.
+    let ring = KeyRing::open(&key_config, Some(&config.key_state_path()));
     let node = Arc::new(Node::open(config, ring.clone())?);
     tokio::spawn(kattila_keysource::refresh_forever(ring, key_config));
     if let Some(listener) = listener {

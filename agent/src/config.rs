@@ -414,6 +414,13 @@ impl Config {
         })
     }
 
+    /// Where fleet keys from DNS are kept across restarts (mode 0600), so a
+    /// restarted agent signs and verifies relayed reports with the keys it
+    /// had, even before DNS answers.
+    pub fn key_state_path(&self) -> PathBuf {
+        self.state_dir.join("fleet-keys")
+    }
+
     /// A configuration for tests: no receiver, no key, state in `dir`.
     pub fn for_test(dir: &Path) -> Config {
         Config {

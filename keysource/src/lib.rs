@@ -4,6 +4,14 @@
 //! single DNS change. The value is a secret, so nothing in this crate ever puts
 //! it into an error, a `Debug` string or a log line.
 //!
+//! # Key state file
+//!
+//! A [`KeyRing`] fed from DNS can keep its keys in a key state file
+//! ([`KeyRing::open`], [`state`]), so that keys rotated out before a restart
+//! still verify after it and a restart while DNS is down still has keys.
+//! That file is the one place a key is written; it is mode 0600 and only
+//! the keys' count and the file's path are ever logged.
+//!
 //! # Logging caveat
 //!
 //! hickory itself logs every DNS response in full at `DEBUG` level (target
@@ -31,12 +39,14 @@ use hickory_resolver::TokioResolver;
 pub mod file;
 mod logging;
 pub mod ring;
+pub mod state;
 #[cfg(feature = "test-server")]
 pub mod test_server;
 
 pub use file::{load_fixed_key, read_key_file, FixedKeyError};
 pub use logging::init_logging;
 pub use ring::{refresh_forever, KeyConfig, KeyRing, KeyStatus};
+pub use state::{KeyStateFile, StateError};
 
 /// Why the PSK could not be fetched.
 ///

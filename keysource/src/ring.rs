@@ -1,13 +1,16 @@
 //! The live key set of a running program and the task that keeps it fresh
 //! from DNS. Verifiers read it on every message; the refresh task replaces
 //! the current key when the TXT value changes, keeping two previous keys.
+//! With a key state file the keys outlive a restart (see [`crate::state`]).
 
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use kattila_proto::{KeySet, Psk};
 
+use crate::state::KeyStateFile;
 use crate::{fetch_txt, FetchError};
 
 /// Where a program's fleet key comes from.
@@ -34,8 +37,12 @@ pub enum KeyConfig {
 pub struct KeyStatus {
     /// `"fixed"` or `"dns"`.
     pub source: &'static str,
-    /// Keys currently accepted (0 until the first successful lookup).
+    /// Keys currently accepted (0 until the first successful lookup, unless
+    /// the key state file supplied some).
     pub keys: usize,
+    /// How many of the keys came from the key state file at start; 0 once a
+    /// lookup succeeded (the keys are then DNS's again).
+    pub from_state: usize,
     /// Unix seconds of the last successful lookup.
     pub last_success: Option<i64>,
     /// Unix seconds of the last failed lookup, if it is newer than the last success.
@@ -61,37 +68,107 @@ struct Inner {
     status: KeyStatus,
 }
 
+/// Where the ring saves its keys, and whether the file is behind them.
+#[derive(Debug)]
+struct Saved {
+    file: KeyStateFile,
+    /// The file does not hold the ring's keys (it was unusable at start, or
+    /// the last write failed): write it at the next lookup even without a
+    /// rotation.
+    stale: bool,
+}
+
 /// The shared, swappable key set. Cloning is cheap; all clones see the same keys.
 #[derive(Debug, Clone, Default)]
-pub struct KeyRing(Arc<RwLock<Inner>>, Arc<tokio::sync::Notify>);
+pub struct KeyRing {
+    inner: Arc<RwLock<Inner>>,
+    wake: Arc<tokio::sync::Notify>,
+    /// `None` for fixed keys and when no state file is configured. A mutex
+    /// of its own, so that writes are ordered without holding up verifiers.
+    saved: Option<Arc<Mutex<Saved>>>,
+}
 
 impl KeyRing {
     /// A ring for `config`: filled at once for a fixed key, empty until the
     /// first lookup for DNS.
     pub fn new(config: &KeyConfig) -> KeyRing {
-        let inner = match config {
-            KeyConfig::Fixed(psk) => Inner {
-                keys: KeySet::new(psk.clone()),
-                status: KeyStatus { source: "fixed", keys: 1, ..KeyStatus::default() },
-            },
-            KeyConfig::Dns { .. } => Inner {
-                status: KeyStatus { source: "dns", ..KeyStatus::default() },
-                ..Inner::default()
-            },
+        KeyRing::open(config, None)
+    }
+
+    /// Like [`KeyRing::new`], but for DNS keys also loads the keys saved in
+    /// the key state file at `state` and saves them there whenever they
+    /// change. The loaded keys verify at once, and the newest of them is the
+    /// current key (the one to sign with) until a lookup says otherwise: it
+    /// was the fleet key when the program stopped, so a restart while DNS is
+    /// unreachable keeps working. A file that is missing is created at the
+    /// first successful lookup; one that cannot be used (see
+    /// [`crate::state`]) is ignored with a warning and replaced then. A fixed
+    /// key is never written to disk, so `state` is unused for it.
+    pub fn open(config: &KeyConfig, state: Option<&Path>) -> KeyRing {
+        let (inner, saved) = match config {
+            KeyConfig::Fixed(psk) => (
+                Inner {
+                    keys: KeySet::new(psk.clone()),
+                    status: KeyStatus { source: "fixed", keys: 1, ..KeyStatus::default() },
+                },
+                None,
+            ),
+            KeyConfig::Dns { name, .. } => {
+                let mut inner = Inner {
+                    status: KeyStatus { source: "dns", ..KeyStatus::default() },
+                    ..Inner::default()
+                };
+                let saved = state.map(|path| {
+                    let file = KeyStateFile::new(path, name);
+                    let stale = match file.load() {
+                        Ok(Some(keys)) => {
+                            tracing::info!(
+                                path = %path.display(),
+                                keys = keys.len(),
+                                "fleet keys loaded from the key state file; they verify until DNS says otherwise"
+                            );
+                            inner.status.keys = keys.len();
+                            inner.status.from_state = keys.len();
+                            inner.keys = keys;
+                            false
+                        }
+                        Ok(None) => {
+                            tracing::info!(
+                                path = %path.display(),
+                                "no key state file yet; it is written at the first successful lookup"
+                            );
+                            true
+                        }
+                        Err(e) => {
+                            tracing::warn!(
+                                error = %e,
+                                "ignoring the key state file; it is replaced at the next successful lookup"
+                            );
+                            true
+                        }
+                    };
+                    Arc::new(Mutex::new(Saved { file, stale }))
+                });
+                (inner, saved)
+            }
         };
-        KeyRing(Arc::new(RwLock::new(inner)), Arc::new(tokio::sync::Notify::new()))
+        KeyRing {
+            inner: Arc::new(RwLock::new(inner)),
+            wake: Arc::new(tokio::sync::Notify::new()),
+            saved,
+        }
     }
 
     /// Asks the refresh task to look the key up now rather than at the next
     /// period: a MAC that failed may mean the key was rotated in DNS and this
     /// side has not seen it yet. The task rate-limits these early lookups.
     pub fn request_refresh(&self) {
-        self.1.notify_one();
+        self.wake.notify_one();
     }
 
     /// Runs `f` with the accepted keys (the lock is held only for the call).
     pub fn with<R>(&self, f: impl FnOnce(&KeySet) -> R) -> R {
-        f(&self.0.read().unwrap_or_else(|e| e.into_inner()).keys)
+        f(&self.inner.read().unwrap_or_else(|e| e.into_inner()).keys)
     }
 
     /// The key to sign with, if any is known yet.
@@ -101,28 +178,53 @@ impl KeyRing {
 
     /// A snapshot of the refresh status.
     pub fn status(&self) -> KeyStatus {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).status.clone()
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).status.clone()
     }
 
-    /// Records a successful lookup; returns whether the key changed.
+    /// Records a successful lookup; returns whether the key changed. Saves
+    /// the keys to the key state file when they changed (or the file is
+    /// behind); a failed write is logged and retried at the next lookup, the
+    /// keys in memory stay in use.
     pub fn accept(&self, key: Psk, now: i64) -> bool {
-        let mut inner = self.0.write().unwrap_or_else(|e| e.into_inner());
-        let rotated = inner.keys.rotate(key);
-        let keys = inner.keys.len();
-        let status = &mut inner.status;
-        status.keys = keys;
-        status.last_success = Some(now);
-        status.failing_since = None;
-        status.last_error = None;
-        if rotated {
-            status.rotations += 1;
+        let rotated = {
+            let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+            let rotated = inner.keys.rotate(key);
+            let keys = inner.keys.len();
+            let status = &mut inner.status;
+            status.keys = keys;
+            status.from_state = 0;
+            status.last_success = Some(now);
+            status.failing_since = None;
+            status.last_error = None;
+            if rotated {
+                status.rotations += 1;
+            }
+            rotated
+        };
+        if let Some(saved) = &self.saved {
+            let mut saved = saved.lock().unwrap_or_else(|e| e.into_inner());
+            if rotated || saved.stale {
+                // Written synchronously: it happens once per rotation, and the
+                // keys are copied out first so verifiers never wait for the disk.
+                let keys = self.with(KeySet::clone);
+                match saved.file.save(&keys) {
+                    Ok(()) => saved.stale = false,
+                    Err(e) => {
+                        saved.stale = true;
+                        tracing::warn!(
+                            error = %e,
+                            "could not save the fleet keys; after a restart only DNS's current key will be known until this succeeds"
+                        );
+                    }
+                }
+            }
         }
         rotated
     }
 
     /// Records a failed lookup; the known keys stay in use.
     pub fn fail(&self, error: &FetchError, now: i64) {
-        let mut inner = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let status = &mut inner.status;
         status.failures += 1;
         status.failing_since.get_or_insert(now);
@@ -141,9 +243,9 @@ fn unix_now() -> i64 {
 pub const MIN_EARLY_REFRESH: Duration = Duration::from_secs(5);
 
 /// Keeps `ring` fresh from DNS until the task is dropped. Does nothing for a
-/// fixed key. While no key is known it retries with exponential backoff
-/// (1 s doubling up to `refresh`); afterwards it looks up every `refresh`,
-/// and a failed lookup keeps the known keys and retries sooner. A
+/// fixed key. It looks up every `refresh`; after a failed lookup it retries
+/// with exponential backoff (1 s doubling up to `refresh`) while the known
+/// keys (if any) stay in use. A
 /// [`KeyRing::request_refresh`] brings the next lookup forward, but never to
 /// less than [`MIN_EARLY_REFRESH`] after the previous one.
 pub async fn refresh_forever(ring: KeyRing, config: KeyConfig) {
@@ -162,7 +264,28 @@ pub async fn refresh_forever(ring: KeyRing, config: KeyConfig) {
             }
             Err(e) => {
                 ring.fail(&e, unix_now());
-                tracing::warn!(error = %e, retry_in = ?backoff, "fleet key lookup failed; keeping the known keys");
+                let status = ring.status();
+                if status.keys == 0 {
+                    tracing::warn!(
+                        error = %e,
+                        retry_in = ?backoff,
+                        "fleet key lookup failed and no key is known yet: nothing can be signed or verified, every report is refused, until a lookup succeeds"
+                    );
+                } else if status.from_state > 0 {
+                    tracing::warn!(
+                        error = %e,
+                        retry_in = ?backoff,
+                        keys = status.keys,
+                        "fleet key lookup failed; verifying with the keys from the key state file"
+                    );
+                } else {
+                    tracing::warn!(
+                        error = %e,
+                        retry_in = ?backoff,
+                        keys = status.keys,
+                        "fleet key lookup failed; verifying with the known keys"
+                    );
+                }
                 let wait = backoff;
                 backoff = (backoff * 2).min(refresh);
                 wait
@@ -171,7 +294,7 @@ pub async fn refresh_forever(ring: KeyRing, config: KeyConfig) {
         let looked_up = tokio::time::Instant::now();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = ring.1.notified() => {
+            _ = ring.wake.notified() => {
                 tokio::time::sleep_until(looked_up + MIN_EARLY_REFRESH.min(wait)).await;
             }
         }

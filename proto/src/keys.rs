@@ -29,6 +29,13 @@ impl Psk {
         Some(Psk { bytes, keyed })
     }
 
+    /// The key's text, for the one place that must store it: the key state
+    /// file that carries the key ring across restarts. Never log, format or
+    /// return it in an error.
+    pub fn expose_secret(&self) -> &str {
+        std::str::from_utf8(&self.bytes).expect("built from a &str in Psk::new")
+    }
+
     pub(crate) fn mac(&self) -> HmacSha256 {
         self.keyed.clone()
     }
@@ -99,8 +106,8 @@ impl KeySet {
         self.keys.iter().any(|k| k.mac().chain_update(data).verify_slice(mac).is_ok())
     }
 
-    #[cfg(test)]
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Psk> {
+    /// The keys, newest (current) first.
+    pub fn iter(&self) -> impl Iterator<Item = &Psk> {
         self.keys.iter()
     }
 }

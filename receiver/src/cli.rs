@@ -18,8 +18,9 @@ use crate::process::Settings;
 /// the alarms that sitegen publishes.
 ///
 /// The fleet key comes from the DNS TXT record named by --dns (refreshed
-/// periodically; the current and two previous keys verify), or, overriding
-/// DNS, from the KATTILA_PSK environment variable or --psk-file. The admin
+/// periodically; the current and two previous keys verify, and are kept
+/// across restarts in --key-state), or, overriding DNS, from the KATTILA_PSK
+/// environment variable or --psk-file. The admin
 /// API token comes from KATTILA_ADMIN_TOKEN or --admin-token-file; without
 /// one the admin API answers 403.
 #[derive(Debug, Parser)]
@@ -44,6 +45,18 @@ pub struct Args {
     /// Seconds between lookups of the fleet key.
     #[arg(long, env = "KATTILA_KEY_REFRESH_SECS", default_value_t = 3600.0)]
     pub key_refresh_secs: f64,
+
+    /// File where the fleet keys from DNS (current and two previous) are
+    /// kept across restarts, so that reports signed with a key rotated out
+    /// before a restart still verify after it, and so that a restart while
+    /// DNS is unreachable still verifies with the saved keys. Written with
+    /// mode 600; a file that group or others may read or write, that
+    /// another user owns, that cannot be read or parsed, or that holds the
+    /// keys of another --dns record is ignored with a warning and replaced
+    /// at the next successful lookup. Unused with a fixed key.
+    /// Default: the --db path with ".keys" appended.
+    #[arg(long, env = "KATTILA_KEY_STATE", value_name = "PATH")]
+    pub key_state: Option<PathBuf>,
 
     /// File holding the fleet key (overrides --dns). Keep it mode 600.
     #[arg(long, env = "KATTILA_PSK_FILE")]
@@ -157,10 +170,13 @@ impl Args {
         anyhow::ensure!(self.interval_secs >= 1, "--interval-secs must be at least 1");
         anyhow::ensure!(self.alarm_threshold >= 1, "--alarm-threshold must be at least 1");
         anyhow::ensure!(self.sweep_secs >= 0.05, "--sweep-secs must be at least 0.05");
+        let key_state =
+            Some(self.key_state.unwrap_or_else(|| crate::config::key_state_beside(&self.db)));
         Ok(Config {
             listen: self.listen,
             db_path: self.db,
             keys,
+            key_state,
             max_body: self.max_body,
             max_batch: self.max_batch,
             admin_token,

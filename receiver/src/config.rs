@@ -24,6 +24,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub db_path: PathBuf,
     pub keys: KeyConfig,
+    /// Where DNS keys are kept across restarts (unused for a fixed key).
+    pub key_state: Option<PathBuf>,
     /// Largest accepted request body in bytes.
     pub max_body: usize,
     /// Most messages committed in one transaction.
@@ -40,10 +42,12 @@ pub struct Config {
 impl Config {
     /// A configuration for tests: port 0 on loopback, the given database and key.
     pub fn for_test(db_path: impl Into<PathBuf>, psk: &str) -> Config {
+        let db_path = db_path.into();
         Config {
             listen: "127.0.0.1:0".parse().expect("valid literal"),
-            db_path: db_path.into(),
+            db_path: db_path.clone(),
             keys: KeyConfig::Fixed(kattila_proto::Psk::new(psk).expect("non-empty test key")),
+            key_state: Some(key_state_beside(&db_path)),
             max_body: MAX_BODY_BYTES,
             max_batch: 256,
             admin_token: None,
@@ -52,4 +56,12 @@ impl Config {
             max_in_flight: 2048,
         }
     }
+}
+
+/// The default key state file: the database's name with `.keys` appended,
+/// in the same directory (e.g. `kattila.db.keys`).
+pub fn key_state_beside(db: &std::path::Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".keys");
+    PathBuf::from(name)
 }

@@ -25,7 +25,7 @@ pub async fn serve(
     let metrics = Arc::new(Metrics::default());
     let (writer, handle) =
         Writer::start(&config.db_path, config.max_batch, config.settings.clone(), metrics.clone())?;
-    let keys = KeyRing::new(&config.keys);
+    let keys = KeyRing::open(&config.keys, config.key_state.as_deref());
     let refresher = tokio::spawn(refresh_forever(keys.clone(), config.keys.clone()));
     let sweeper = {
         let handle = handle.clone();

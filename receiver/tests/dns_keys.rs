@@ -1,5 +1,6 @@
 //! Fleet keys from a real DNS server on loopback: rotation through three
-//! values, an outage, recovery, and a start with no key at all.
+//! values, an outage, recovery, a start with no key at all, and the keys
+//! kept across a restart (also one while DNS is down).
 
 mod common;
 
@@ -165,4 +166,137 @@ async fn a_failed_mac_brings_the_next_key_lookup_forward() {
     }
     assert!(accepted, "the receiver never looked the key up again");
     assert_eq!(keys_seen(&h).await, 2, "old and new key are both accepted");
+}
+
+/// Waits until the receiver's ring has `n` keys.
+async fn wait_for_keys(h: &Harness, n: i64) {
+    for _ in 0..200 {
+        if keys_seen(h).await == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(keys_seen(h).await, n, "the receiver never had {n} keys");
+}
+
+/// Runs a receiver through `keys`, one rotation each, and stops it.
+async fn rotate_and_stop(server: &TestDnsServer, keys: &[&str]) -> tempfile::TempDir {
+    let h = Harness::start(|c| c.keys = dns(server)).await;
+    for (n, key) in keys.iter().enumerate() {
+        server.set_value(key);
+        let want = (n + 1).min(3) as i64;
+        if n >= 3 {
+            // The count stays at 3: wait for the rotation itself.
+            for _ in 0..200 {
+                if h.get_text("/metrics")
+                    .await
+                    .contains(&format!("kattila_key_rotations_total {}", n + 1))
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        wait_for_keys(&h, want).await;
+    }
+    let metrics = h.get_text("/metrics").await;
+    assert!(metrics.contains(&format!("kattila_key_rotations_total {}", keys.len())), "{metrics}");
+    h.stop().await
+}
+
+/// Every file of `dir` that holds one of `keys`, except the key state file.
+fn files_with_keys(dir: &std::path::Path, keys: &[&str]) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap() == "kattila.db.keys" || !path.is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        if keys.iter().any(|k| bytes.windows(k.len()).any(|w| w == k.as_bytes())) {
+            found.push(path.display().to_string());
+        }
+    }
+    found
+}
+
+const ROTATION: [&str; 4] = [
+    "restart-key-zero-8d3f1a", // rotated out three times: refused
+    "restart-key-one-5c9e2b",
+    "restart-key-two-1f7a4d",
+    "restart-key-three-e2b86c", // current
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn previous_keys_survive_a_restart() {
+    let server = TestDnsServer::start(RECORD, ROTATION[0]).await.unwrap();
+    let dir = rotate_and_stop(&server, &ROTATION).await;
+    let state = dir.path().join("kattila.db.keys");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the key state file must be private");
+    assert!(files_with_keys(dir.path(), &ROTATION).is_empty(), "a key is in the database");
+
+    // Restarted with DNS answering the current key: the two previous keys
+    // still verify, as they did before the restart.
+    let h = Harness::start_in(dir, |c| c.keys = dns(&server)).await;
+    let fleet = SimFleet::new("restart", 4);
+    for (i, key) in ROTATION.iter().enumerate().skip(1) {
+        let mut a = SimAgent::with_key(&fleet, i, key);
+        a.send(&h.url).await.unwrap_or_else(|e| panic!("key {i} refused after a restart: {e}"));
+    }
+    let mut old = SimAgent::with_key(&fleet, 0, ROTATION[0]);
+    let err = old.send(&h.url).await.unwrap_err().to_string();
+    assert!(err.contains("bad_mac"), "the 4th-oldest key must stay refused: {err}");
+    assert_eq!(keys_seen(&h).await, 3);
+    let metrics = h.get_text("/metrics").await;
+    assert!(
+        metrics.contains("kattila_key_rotations_total 0"),
+        "confirming is no rotation: {metrics}"
+    );
+    assert!(!metrics.contains("restart-key"), "{metrics}");
+    let health = h.get("/status/healthcheck").await.1;
+    assert!(!health.to_string().contains("restart-key"), "{health}");
+    let dir = h.stop().await;
+    assert!(files_with_keys(dir.path(), &ROTATION).is_empty(), "a key is in the database");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_while_dns_is_down_verifies_with_the_saved_keys() {
+    let keys = &ROTATION[1..];
+    let server = TestDnsServer::start(RECORD, keys[0]).await.unwrap();
+    let dir = rotate_and_stop(&server, keys).await;
+
+    server.set_outage(true);
+    let answered = server.queries();
+    let h = Harness::start_in(dir, |c| c.keys = dns(&server)).await;
+    // No waiting for DNS: the saved keys verify from the first request.
+    let fleet = SimFleet::new("down", 3);
+    for (i, key) in keys.iter().enumerate() {
+        let mut a = SimAgent::with_key(&fleet, i, key);
+        a.send(&h.url).await.unwrap_or_else(|e| panic!("saved key {i} refused: {e}"));
+    }
+    let mut health = serde_json::Value::Null;
+    for _ in 0..100 {
+        health = h.get("/status/healthcheck").await.1;
+        if health["status"] == "degraded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["keys"]["count"], 3, "{health}");
+    let reason = health["reasons"][0].as_str().unwrap();
+    assert!(reason.contains("verifying with the 3 known key(s)"), "{reason}");
+    assert!(!health.to_string().contains("restart-key"), "{health}");
+    assert_eq!(server.queries(), answered, "the keys came from the state file, not from DNS");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fixed_key_leaves_no_key_state_file() {
+    let h = Harness::start(|_| {}).await;
+    let fleet = SimFleet::new("fixed", 1);
+    SimAgent::new(&fleet, 0).send(&h.url).await.unwrap();
+    let dir = h.stop().await;
+    assert!(!dir.path().join("kattila.db.keys").exists());
 }
