@@ -81,17 +81,25 @@ impl Hash for SvgEdge {
     }
 }
 
-/// `s` with hidden characters made visible (so that a mark is never cut in
-/// half), cut to [`LABEL_CHARS`].
+/// `s` with hidden characters made visible, cut to [`LABEL_CHARS`] (between
+/// two characters of `s`, so that a mark is never cut in half).
 fn cut(s: &str) -> String {
-    let s = shown::visible(s);
-    if s.chars().count() <= LABEL_CHARS {
-        s.to_string()
-    } else {
-        let mut t: String = s.chars().take(LABEL_CHARS - 1).collect();
-        t.push('…');
-        t
+    let whole = shown::visible(s);
+    if whole.chars().count() <= LABEL_CHARS {
+        return whole.into_owned();
     }
+    let mut t = String::new();
+    let mut len = 0;
+    for c in s.chars() {
+        let piece = shown::visible(c.encode_utf8(&mut [0; 4])).into_owned();
+        len += piece.chars().count();
+        if len > LABEL_CHARS - 1 {
+            break;
+        }
+        t.push_str(&piece);
+    }
+    t.push('…');
+    t
 }
 
 fn status_mark(status: &str) -> &'static str {
@@ -269,14 +277,12 @@ pub fn cluster(
             y: 0.0,
             label: cut(&a.hostname),
             sublabel: a.status.clone(),
-            title: Pieces::new()
-                .and(a.hostname.as_str())
-                .and(" (")
-                .and(a.agent_id.as_str())
-                .and(format!(
+            title: Pieces::new().and(a.hostname.as_str()).and(" (").and(a.agent_id.as_str()).and(
+                format!(
                     "): {}, {} of {} peers healthy, {} active alarms",
                     a.status, a.peers_healthy, a.peers_total, a.alarms_active
-                )),
+                ),
+            ),
             href: Some(format!("{root}{}", a.page)),
             class: format!("agent {}", a.status),
             mark: status_mark(&a.status).into(),
@@ -465,8 +471,10 @@ pub fn cluster(
             title,
         })
         .collect();
-    let mut title =
-        Pieces::new().and("Map of ").and(cl.label.as_str()).and(format!(": {} agents", cl.agents.len()));
+    let mut title = Pieces::new()
+        .and("Map of ")
+        .and(cl.label.as_str())
+        .and(format!(": {} agents", cl.agents.len()));
     if externals_dropped > 0 {
         title = title.and(format!(" ({externals_dropped} more external peers not drawn)"));
     }
@@ -584,4 +592,24 @@ pub fn matrix(site: &Site, members: &[usize], now: i64) -> Vec<MatrixRow> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_cut_between_characters_never_inside_a_mark() {
+        assert_eq!(cut("site3-gw00"), "site3-gw00");
+        let long = "Ωmega-ノード-".repeat(3);
+        assert_eq!(cut(&long).chars().count(), LABEL_CHARS);
+        let hidden = format!("{}\u{202e}{}", "a".repeat(LABEL_CHARS - 4), "b".repeat(10));
+        let label = cut(&hidden);
+        assert_eq!(
+            label,
+            format!("{}…", "a".repeat(LABEL_CHARS - 4)),
+            "the mark does not fit whole"
+        );
+        assert_eq!(cut("\u{0}\u{7}x"), "␀␇x");
+    }
 }

@@ -200,7 +200,8 @@ mod tests {
             assert_eq!(visible(&format!("a{c}b")), format!("a{mark}b"), "{c:?}");
         }
         // Ordinary text, in any script, is left alone (and not copied).
-        for s in ["site3-gw00", "Ωmega-ノード", "שרת-ראשי", "خادم", "a b\u{a0}c", "😀"] {
+        for s in ["site3-gw00", "Ωmega-ノード", "שרת-ראשי", "خادم", "a b\u{a0}c", "😀"]
+        {
             assert!(matches!(visible(s), Cow::Borrowed(_)), "{s}");
         }
         // Marks are visible themselves: showing twice changes nothing.
