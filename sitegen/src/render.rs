@@ -95,7 +95,10 @@ pub fn environment(dir: Option<&Path>) -> anyhow::Result<Environment<'static>> {
     env.set_formatter(|out, state, value| {
         let plain = matches!(state.auto_escape(), AutoEscape::Html)
             && !value.is_safe()
-            && !matches!(value.kind(), ValueKind::Number | ValueKind::Bool);
+            && !matches!(
+                value.kind(),
+                ValueKind::Number | ValueKind::Bool | ValueKind::None | ValueKind::Undefined
+            );
         if !plain {
             return minijinja::escape_formatter(out, state, value);
         }
@@ -722,6 +725,32 @@ mod tests {
         assert!(!out.contains("<script>") && !out.contains("</title><script"), "{out}");
         assert!(!out.contains("\"onload="), "{out}");
         assert!(out.contains("&lt;script&gt;"));
+    }
+
+    #[test]
+    fn every_printed_value_shows_hidden_characters_and_isolates_right_to_left_text() {
+        let mut env = environment(None).unwrap();
+        // As a custom template might print them: in text, in an attribute,
+        // whole lists, and filtered.
+        env.add_template(
+            "t.html",
+            "<p title=\"{{ name }}\">{{ name }} — key {{ key }}</p>{{ list }}|{{ name|upper }}|{{ n }}|{{ missing }}",
+        )
+        .unwrap();
+        let out = env
+            .get_template("t.html")
+            .unwrap()
+            .render(context! { name => "wg0\u{202e}\u{0}שרת", key => "K=", list => vec!["a\u{1b}"], n => 5 })
+            .unwrap();
+        let name = "\u{2068}wg0⟨U+202E⟩␀שרת\u{2069}";
+        let (page, rest) = out.split_once("</p>").unwrap();
+        assert_eq!(page, format!("<p title=\"{name}\">{name} — key K="));
+        let [list, upper, n, missing] = rest.split('|').collect::<Vec<_>>()[..] else {
+            panic!("{rest}")
+        };
+        assert!(list.contains('a') && !list.contains('\u{1b}'), "{list:?}");
+        assert_eq!(upper, "\u{2068}WG0⟨U+202E⟩␀שרת\u{2069}");
+        assert_eq!((n, missing), ("5", ""));
     }
 
     #[test]
