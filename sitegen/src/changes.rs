@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::shown;
 use crate::view::Site;
 
 /// Keys of the digest's maps join their parts with this separator (JSON
@@ -111,8 +112,11 @@ pub struct Changes {
     pub peers: usize,
 }
 
+/// Up to three hostnames, with hidden characters made visible: the line
+/// goes to a terminal and into git commit messages, where an ESC or an
+/// override would act rather than show.
 fn names(list: &[String]) -> String {
-    let mut s = list.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+    let mut s = list.iter().take(3).map(|h| shown::visible(h)).collect::<Vec<_>>().join(", ");
     if list.len() > 3 {
         s.push_str(&format!(" and {} more", list.len() - 3));
     }
@@ -282,5 +286,15 @@ mod tests {
         );
         assert_ne!(a.fingerprint(), b.fingerprint());
         assert_eq!(a.fingerprint(), a.clone().fingerprint());
+    }
+
+    #[test]
+    fn hostnames_in_the_line_show_their_hidden_characters() {
+        let a = digest(&[("a", "up")], &[]);
+        let mut b = a.clone();
+        b.agents.insert("a".into(), ("gw\u{1b}[2J\u{202e}01".into(), "silent".into()));
+        b.agents.insert("b".into(), ("x\u{7}".into(), "up".into()));
+        let line = Changes::between(Some(&a), &b).describe();
+        assert_eq!(line, "gw␛[2J⟨U+202E⟩01 silent; 1 agent joined (x␇)");
     }
 }

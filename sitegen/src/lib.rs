@@ -15,6 +15,7 @@ pub mod layout;
 pub mod maps;
 pub mod publish;
 pub mod render;
+pub mod shown;
 pub mod snapshot;
 pub mod view;
 pub mod watch;

@@ -1,6 +1,8 @@
 //! Topology maps and the agent matrix, as positioned drawing data for the
 //! SVG template. Layouts come from [`crate::layout`] (cached by structure);
-//! everything drawn here — classes, labels, titles, links — is ours.
+//! everything drawn here — classes, labels, titles, links — is ours. Titles
+//! that name hosts are [`Pieces`], so each agent-supplied name is shown on
+//! its own (see [`crate::shown`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
@@ -8,6 +10,7 @@ use std::hash::{Hash, Hasher};
 use serde::Serialize;
 
 use crate::layout::{Graph, LayoutCache};
+use crate::shown::{self, Pieces};
 use crate::view::{handshake_band, Site};
 
 /// Neighbouring clusters drawn one by one on a cluster map; beyond this
@@ -20,7 +23,7 @@ const LABEL_CHARS: usize = 22;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SvgGraph {
-    pub title: String,
+    pub title: Pieces,
     pub width: f64,
     pub height: f64,
     pub engine: String,
@@ -34,7 +37,7 @@ pub struct SvgNode {
     pub y: f64,
     pub label: String,
     pub sublabel: String,
-    pub title: String,
+    pub title: Pieces,
     /// Relative link, or None.
     pub href: Option<String>,
     /// CSS classes: shape ('agent' | 'cluster' | 'external' | 'outside')
@@ -51,7 +54,7 @@ pub struct SvgEdge {
     pub x2: f64,
     pub y2: f64,
     pub class: String,
-    pub title: String,
+    pub title: Pieces,
 }
 
 // For page keys (`render::PageKeys`): floats by their bits. Destructured,
@@ -78,14 +81,25 @@ impl Hash for SvgEdge {
     }
 }
 
+/// `s` with hidden characters made visible, cut to [`LABEL_CHARS`] (between
+/// two characters of `s`, so that a mark is never cut in half).
 fn cut(s: &str) -> String {
-    if s.chars().count() <= LABEL_CHARS {
-        s.to_string()
-    } else {
-        let mut t: String = s.chars().take(LABEL_CHARS - 1).collect();
-        t.push('…');
-        t
+    let whole = shown::visible(s);
+    if whole.chars().count() <= LABEL_CHARS {
+        return whole.into_owned();
     }
+    let mut t = String::new();
+    let mut len = 0;
+    for c in s.chars() {
+        let piece = shown::visible(c.encode_utf8(&mut [0; 4])).into_owned();
+        len += piece.chars().count();
+        if len > LABEL_CHARS - 1 {
+            break;
+        }
+        t.push_str(&piece);
+    }
+    t.push('…');
+    t
 }
 
 fn status_mark(status: &str) -> &'static str {
@@ -166,15 +180,14 @@ pub fn overview(site: &Site, cache: &LayoutCache, depth: usize) -> Option<SvgGra
                 if cl.agents.len() == 1 { "" } else { "s" },
                 if cl.silent > 0 { format!(", {} silent", cl.silent) } else { String::new() }
             ),
-            title: format!(
-                "{}: {} agents ({} up, {} silent, {} relay only), {} active alarms",
-                cl.label,
+            title: Pieces::new().and(cl.label.as_str()).and(format!(
+                ": {} agents ({} up, {} silent, {} relay only), {} active alarms",
                 cl.agents.len(),
                 cl.up,
                 cl.silent,
                 cl.relay,
                 cl.alarms_active
-            ),
+            )),
             href: Some(format!("{root}{}", cl.page)),
             class: format!("cluster {}", cl.health),
             mark: health_mark(&cl.health).into(),
@@ -188,17 +201,19 @@ pub fn overview(site: &Site, cache: &LayoutCache, depth: usize) -> Option<SvgGra
             x2: layout.pos[b].0,
             y2: layout.pos[b].1,
             class: format!("wireguard {health}"),
-            title: format!(
-                "{} — {}: {count} link{}{}",
-                site.clusters[a].label,
-                site.clusters[b].label,
-                if *count == 1 { "" } else { "s" },
-                if *bad > 0 { format!(", {bad} not healthy") } else { String::new() }
-            ),
+            title: Pieces::new()
+                .and(site.clusters[a].label.as_str())
+                .and(" — ")
+                .and(site.clusters[b].label.as_str())
+                .and(format!(
+                    ": {count} link{}{}",
+                    if *count == 1 { "" } else { "s" },
+                    if *bad > 0 { format!(", {bad} not healthy") } else { String::new() }
+                )),
         })
         .collect();
     Some(SvgGraph {
-        title: format!("Fleet map: {} clusters", site.clusters.len()),
+        title: format!("Fleet map: {} clusters", site.clusters.len()).into(),
         width: layout.width,
         height: layout.height,
         engine: layout.engine,
@@ -262,9 +277,11 @@ pub fn cluster(
             y: 0.0,
             label: cut(&a.hostname),
             sublabel: a.status.clone(),
-            title: format!(
-                "{} ({}): {}, {} of {} peers healthy, {} active alarms",
-                a.hostname, a.agent_id, a.status, a.peers_healthy, a.peers_total, a.alarms_active
+            title: Pieces::new().and(a.hostname.as_str()).and(" (").and(a.agent_id.as_str()).and(
+                format!(
+                    "): {}, {} of {} peers healthy, {} active alarms",
+                    a.status, a.peers_healthy, a.peers_total, a.alarms_active
+                ),
             ),
             href: Some(format!("{root}{}", a.page)),
             class: format!("agent {}", a.status),
@@ -277,7 +294,7 @@ pub fn cluster(
         from: usize,
         to: Target,
         class: String,
-        title: String,
+        title: Pieces,
     }
     enum Target {
         Local(usize),
@@ -307,19 +324,27 @@ pub fn cluster(
                 from: x,
                 to: Target::Local(y),
                 class,
-                title: format!(
-                    "{} {} — {}: {}{sides}{age}",
-                    l.kind,
-                    name(&l.a),
-                    name(&l.b),
-                    l.health
-                ),
+                title: Pieces::new()
+                    .and(l.kind.as_str())
+                    .and(" ")
+                    .and(name(&l.a))
+                    .and(" — ")
+                    .and(name(&l.b))
+                    .and(": ")
+                    .and(l.health.as_str())
+                    .and(format!("{sides}{age}")),
             }),
             (Some(x), None) if l.b.is_empty() && !l.external.is_empty() => pending.push(Pending {
                 from: x,
                 to: Target::External(l.external.clone()),
                 class: format!("{class} external"),
-                title: format!("{} → external peer {}: {}{age}", name(&l.a), l.external, l.health),
+                title: Pieces::new()
+                    .and(name(&l.a))
+                    .and(" → external peer ")
+                    .and(l.external.as_str())
+                    .and(": ")
+                    .and(l.health.as_str())
+                    .and(age),
             }),
             (Some(x), None) | (None, Some(x)) => {
                 let other = if a_in.is_some() { &l.b } else { &l.a };
@@ -328,14 +353,17 @@ pub fn cluster(
                         from: x,
                         to: Target::Cluster(k),
                         class,
-                        title: format!(
-                            "{} {} — {} (in {}): {}{sides}{age}",
-                            l.kind,
-                            name(&l.a),
-                            name(&l.b),
-                            site.clusters[k].label,
-                            l.health
-                        ),
+                        title: Pieces::new()
+                            .and(l.kind.as_str())
+                            .and(" ")
+                            .and(name(&l.a))
+                            .and(" — ")
+                            .and(name(&l.b))
+                            .and(" (in ")
+                            .and(site.clusters[k].label.as_str())
+                            .and("): ")
+                            .and(l.health.as_str())
+                            .and(format!("{sides}{age}")),
                     });
                 }
             }
@@ -364,7 +392,8 @@ pub fn cluster(
                     title: format!(
                         "Links to {} other clusters: see the fleet map",
                         neighbours.len()
-                    ),
+                    )
+                    .into(),
                     href: Some(format!("{root}map.html")),
                     class: "outside".into(),
                     mark: "◇".into(),
@@ -379,7 +408,7 @@ pub fn cluster(
                 y: 0.0,
                 label: cut(&site.clusters[k].label),
                 sublabel: format!("{} agents", site.clusters[k].agents.len()),
-                title: format!("Cluster {}", site.clusters[k].label),
+                title: Pieces::new().and("Cluster ").and(site.clusters[k].label.as_str()),
                 href: Some(format!("{root}{}", site.clusters[k].page)),
                 class: "outside".into(),
                 mark: "◇".into(),
@@ -404,7 +433,7 @@ pub fn cluster(
                 y: 0.0,
                 label: cut(key),
                 sublabel: "external".into(),
-                title: format!("External WireGuard peer {key}"),
+                title: Pieces::new().and("External WireGuard peer ").and(key.as_str()),
                 href: None,
                 class: "external".into(),
                 mark: "◆".into(),
@@ -442,9 +471,12 @@ pub fn cluster(
             title,
         })
         .collect();
-    let mut title = format!("Map of {}: {} agents", cl.label, cl.agents.len());
+    let mut title = Pieces::new()
+        .and("Map of ")
+        .and(cl.label.as_str())
+        .and(format!(": {} agents", cl.agents.len()));
     if externals_dropped > 0 {
-        title.push_str(&format!(" ({externals_dropped} more external peers not drawn)"));
+        title = title.and(format!(" ({externals_dropped} more external peers not drawn)"));
     }
     Some(SvgGraph {
         title,
@@ -465,7 +497,7 @@ pub struct Cell {
     pub text: String,
     pub band: String,
     pub class: String,
-    pub title: String,
+    pub title: Pieces,
 }
 
 #[derive(Debug, Clone, Serialize, Hash)]
@@ -491,7 +523,7 @@ pub fn matrix(site: &Site, members: &[usize], now: i64) -> Vec<MatrixRow> {
                             text: "—".into(),
                             band: String::new(),
                             class: "self".into(),
-                            title: String::new(),
+                            title: Pieces::new(),
                         };
                     }
                     let st = site.pairs.get(&(r.min(c), r.max(c))).copied().unwrap_or_default();
@@ -513,7 +545,7 @@ pub fn matrix(site: &Site, members: &[usize], now: i64) -> Vec<MatrixRow> {
                             text: String::new(),
                             band: String::new(),
                             class: "none".into(),
-                            title: String::new(),
+                            title: Pieces::new(),
                         };
                     }
                     let age = st.newest_handshake.map(|t| (now - t).max(0));
@@ -537,16 +569,18 @@ pub fn matrix(site: &Site, members: &[usize], now: i64) -> Vec<MatrixRow> {
                                 _ => "never",
                             }
                         ),
-                        title: format!(
-                            "{} — {}: {sides}; newest handshake {}",
-                            ra.hostname,
-                            ca.hostname,
-                            st.newest_handshake
-                                .map(|t| crate::render::iso_time(t)
-                                    .replace('T', " ")
-                                    .replace('Z', " UTC"))
-                                .unwrap_or_else(|| "never".into())
-                        ),
+                        title: Pieces::new()
+                            .and(ra.hostname.as_str())
+                            .and(" — ")
+                            .and(ca.hostname.as_str())
+                            .and(format!(
+                                ": {sides}; newest handshake {}",
+                                st.newest_handshake
+                                    .map(|t| crate::render::iso_time(t)
+                                        .replace('T', " ")
+                                        .replace('Z', " UTC"))
+                                    .unwrap_or_else(|| "never".into())
+                            )),
                     }
                 })
                 .collect();
@@ -558,4 +592,24 @@ pub fn matrix(site: &Site, members: &[usize], now: i64) -> Vec<MatrixRow> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_cut_between_characters_never_inside_a_mark() {
+        assert_eq!(cut("site3-gw00"), "site3-gw00");
+        let long = "Ωmega-ノード-".repeat(3);
+        assert_eq!(cut(&long).chars().count(), LABEL_CHARS);
+        let hidden = format!("{}\u{202e}{}", "a".repeat(LABEL_CHARS - 4), "b".repeat(10));
+        let label = cut(&hidden);
+        assert_eq!(
+            label,
+            format!("{}…", "a".repeat(LABEL_CHARS - 4)),
+            "the mark does not fit whole"
+        );
+        assert_eq!(cut("\u{0}\u{7}x"), "␀␇x");
+    }
 }

@@ -6,13 +6,14 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 
-use minijinja::value::Value;
+use minijinja::value::{Value, ValueKind};
 use minijinja::{context, AutoEscape, Environment};
 use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::layout::LayoutCache;
 use crate::maps;
+use crate::shown::{self, Pieces};
 use crate::view::{AgentView, AlarmView, ClusterView, Site};
 
 /// A serialisable value for a template context.
@@ -86,16 +87,26 @@ pub fn environment(dir: Option<&Path>) -> anyhow::Result<Environment<'static>> {
     let mut env = Environment::new();
     env.set_auto_escape_callback(auto_escape);
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Lenient);
-    // Escape & < > " ' (enough inside elements and quoted attributes) but
-    // leave '/' alone, so relative links stay readable.
+    // Everything a template prints, unless it is already markup, is shown
+    // by `shown::html`: hidden characters made visible, text with a
+    // direction of its own isolated, then escaped (& < > " ', but not '/',
+    // so relative links stay readable). Being the formatter, it applies
+    // to every template, custom ones included.
     env.set_formatter(|out, state, value| {
-        if matches!(state.auto_escape(), AutoEscape::Html) && !value.is_safe() {
-            if let Some(s) = value.as_str() {
-                out.write_str(&escape_html(s)).map_err(minijinja::Error::from)?;
-                return Ok(());
-            }
+        let plain = matches!(state.auto_escape(), AutoEscape::Html)
+            && !value.is_safe()
+            && !matches!(
+                value.kind(),
+                ValueKind::Number | ValueKind::Bool | ValueKind::None | ValueKind::Undefined
+            );
+        if !plain {
+            return minijinja::escape_formatter(out, state, value);
         }
-        minijinja::escape_formatter(out, state, value)
+        let text = match value.as_str() {
+            Some(s) => std::borrow::Cow::Borrowed(s),
+            None => std::borrow::Cow::Owned(value.to_string()),
+        };
+        out.write_str(&shown::html(&text)).map_err(minijinja::Error::from)
     });
     for (name, source) in TEMPLATES {
         let custom = dir.map(|d| d.join(name)).filter(|p| p.is_file());
@@ -576,7 +587,7 @@ struct ClusterRow {
     label: String,
     page: String,
     cells: Vec<String>,
-    titles: Vec<String>,
+    titles: Vec<Pieces>,
 }
 
 /// cluster × cluster: number of WireGuard links between members.
@@ -609,30 +620,15 @@ fn cluster_matrix(site: &Site) -> Vec<ClusterRow> {
                 .collect(),
             titles: (0..n)
                 .map(|c| {
-                    format!(
-                        "{} — {}: {} WireGuard links",
-                        site.clusters[r].label, site.clusters[c].label, counts[r][c]
-                    )
+                    Pieces::new()
+                        .and(site.clusters[r].label.as_str())
+                        .and(" — ")
+                        .and(site.clusters[c].label.as_str())
+                        .and(format!(": {} WireGuard links", counts[r][c]))
                 })
                 .collect(),
         })
         .collect()
-}
-
-/// HTML/SVG text and attribute escaping.
-pub fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#x27;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// RFC 3339 UTC, seconds precision.
@@ -729,6 +725,32 @@ mod tests {
         assert!(!out.contains("<script>") && !out.contains("</title><script"), "{out}");
         assert!(!out.contains("\"onload="), "{out}");
         assert!(out.contains("&lt;script&gt;"));
+    }
+
+    #[test]
+    fn every_printed_value_shows_hidden_characters_and_isolates_right_to_left_text() {
+        let mut env = environment(None).unwrap();
+        // As a custom template might print them: in text, in an attribute,
+        // whole lists, and filtered.
+        env.add_template(
+            "t.html",
+            "<p title=\"{{ name }}\">{{ name }} — key {{ key }}</p>{{ list }}|{{ name|upper }}|{{ n }}|{{ missing }}",
+        )
+        .unwrap();
+        let out = env
+            .get_template("t.html")
+            .unwrap()
+            .render(context! { name => "wg0\u{202e}\u{0}שרת", key => "K=", list => vec!["a\u{1b}"], n => 5 })
+            .unwrap();
+        let name = "\u{2068}wg0⟨U+202E⟩␀שרת\u{2069}";
+        let (page, rest) = out.split_once("</p>").unwrap();
+        assert_eq!(page, format!("<p title=\"{name}\">{name} — key K="));
+        let [list, upper, n, missing] = rest.split('|').collect::<Vec<_>>()[..] else {
+            panic!("{rest}")
+        };
+        assert!(list.contains('a') && !list.contains('\u{1b}'), "{list:?}");
+        assert_eq!(upper, "\u{2068}WG0⟨U+202E⟩␀שרת\u{2069}");
+        assert_eq!((n, missing), ("5", ""));
     }
 
     #[test]

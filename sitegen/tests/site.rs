@@ -241,6 +241,113 @@ fn hostile_strings_are_escaped_and_never_name_files() {
     assert!(agents.to_string().contains("<script>alert('x')</script>"));
 }
 
+/// How a page shows a hidden character, as docs/sitegen.md describes it:
+/// a Control Picture for C0 controls and DEL, else the code point.
+fn mark(c: char) -> String {
+    match c as u32 {
+        n @ 0..=0x1f => char::from_u32(0x2400 + n).unwrap().to_string(),
+        0x7f => "␡".to_string(),
+        n => format!("⟨U+{n:04X}⟩"),
+    }
+}
+
+const FSI: char = '\u{2068}';
+const PDI: char = '\u{2069}';
+
+#[test]
+fn hidden_characters_are_shown_and_agent_text_is_isolated() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = FleetSpec { hostile: true, ..FleetSpec::new(12) };
+    let (db, _) = fixture(dir.path(), &spec);
+    let out = dir.path().join("site");
+    build(&db, &out, Anon::new(&key()));
+    let files = site_files(&out);
+    let (json, pages): (Vec<_>, Vec<_>) =
+        files.iter().partition(|(p, _)| p.ends_with(".json") || p.ends_with(".netjson"));
+    assert!(pages.len() > spec.agents, "{} pages", pages.len());
+
+    // No hidden character reaches any page raw, and the only bidi controls
+    // left are the isolates that wrap agent text, in pairs.
+    let marks: String = fixture::HIDDEN.iter().map(|&c| mark(c)).collect();
+    let shown = |what: &str| format!("{what}-{marks}-שרת");
+    for (path, text) in &pages {
+        for (n, line) in text.lines().enumerate() {
+            let bad: Vec<char> = line
+                .chars()
+                .filter(|&c| {
+                    fixture::HIDDEN.contains(&c)
+                        || (c.is_control() && c != '\t')
+                        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}' | '\u{2067}' | '\u{feff}')
+                })
+                .collect();
+            assert!(bad.is_empty(), "{path}:{}: raw {bad:?} in {line:?}", n + 1);
+            let mut depth = 0i32;
+            for c in line.chars() {
+                depth += match c {
+                    FSI => 1,
+                    PDI => -1,
+                    _ => 0,
+                };
+                assert!(depth >= 0, "{path}:{}: PDI without FSI in {line:?}", n + 1);
+            }
+            assert_eq!(depth, 0, "{path}:{}: FSI left open in {line:?}", n + 1);
+        }
+        // Every agent string that has a direction of its own is isolated:
+        // its right-to-left word is inside an FSI … PDI pair, with the
+        // marks of the hidden characters before it.
+        for (at, _) in text.match_indices("-שרת") {
+            let context = &text[text[..at].rfind('\n').unwrap_or(0)..at];
+            let open =
+                text[..at].rfind(FSI).unwrap_or_else(|| panic!("{path}: not isolated: {context}"));
+            assert!(!text[open..at].contains(PDI), "{path}: not isolated: {context}");
+            let close =
+                text[at..].find(PDI).unwrap_or_else(|| panic!("{path}: not closed: {context}"));
+            assert!(!text[at..at + close].contains(FSI), "{path}: not closed: {context}");
+            assert!(text[open..at].ends_with(&format!("-{marks}")), "{path}: no marks: {context}");
+        }
+    }
+
+    // The marks are there wherever the hidden agent's strings are shown.
+    let page = |p: &str| &pages.iter().find(|(q, _)| q == p).unwrap_or_else(|| panic!("{p}")).1;
+    let host = format!("{FSI}{}{PDI}", shown("host"));
+    assert!(page("index.html").contains(&format!(">{host}</a>")), "hostname in the agent list");
+    assert!(page("alarms.html").contains(&host), "hostname in the alarm log");
+    let agent = page(&format!("agents/{}.html", fixture::agent_id(fixture::HIDDEN_AGENT)));
+    assert!(agent.contains(&format!("<title>Kattila — {host}</title>")));
+    assert!(agent.contains(&format!("<h1>{host}</h1>")));
+    for what in ["0.1.0", "6.1.0-28-amd64", "netlink", "no route", "ether", "up"] {
+        assert!(agent.contains(&format!("{FSI}{}{PDI}", shown(what))), "{what}");
+    }
+    let (eth, wg) = (shown("eth0"), shown("wg0"));
+    assert!(agent.contains(&format!("<th scope=\"row\">{FSI}{eth}{PDI}</th>")), "interface name");
+    assert!(agent.contains(&format!("<td>{FSI}{eth}{PDI}</td>")), "route device");
+    // The WireGuard device's key and port follow its isolated name.
+    assert!(agent.contains(&format!("<caption>{FSI}{wg}{PDI} — key <code>")), "device caption");
+    assert!(page("alarms.html").contains(&format!("<td>{FSI}{eth}{PDI}</td>")), "alarm subject");
+    // The maps' titles name the host, isolated within the sentence.
+    assert!(
+        pages.iter().any(|(p, t)| p.starts_with("map/")
+            && t.contains(&format!(
+                "<title>{host} ({})",
+                fixture::agent_id(fixture::HIDDEN_AGENT)
+            ))),
+        "map node title"
+    );
+
+    // JSON is for programs: it keeps the strings as reported (JSON escapes
+    // the C0 controls itself).
+    let agents: serde_json::Value =
+        serde_json::from_str(&json.iter().find(|(p, _)| p == "api/v1/agents.json").unwrap().1)
+            .unwrap();
+    let hidden = agents["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["agent_id"] == fixture::agent_id(fixture::HIDDEN_AGENT))
+        .unwrap();
+    assert_eq!(hidden["hostname"], fixture::hidden_text("host"));
+}
+
 #[test]
 fn pages_link_relatively_and_every_link_resolves() {
     let dir = tempfile::tempdir().unwrap();

@@ -61,11 +61,32 @@ pub const HOSTILE_HOSTNAMES: &[&str] = &[
     "host-10.20.0.11-<i>",
 ];
 
+/// Characters that display as nothing or turn the text around them (NUL,
+/// BEL, ESC, DEL, two C1 controls, ZERO WIDTH SPACE, LEFT-TO-RIGHT ISOLATE
+/// and RIGHT-TO-LEFT OVERRIDE, the last two never closed): the hostile
+/// fleet puts them in every string one agent reports.
+pub const HIDDEN: &[char] =
+    &['\u{0}', '\u{7}', '\u{1b}', '\u{7f}', '\u{85}', '\u{9b}', '\u{200b}', '\u{2066}', '\u{202e}'];
+
+/// The agent of the hostile fleet whose every reported string is
+/// [`hidden_text`].
+pub const HIDDEN_AGENT: usize = 6;
+
+/// `what` followed by every [`HIDDEN`] character and a right-to-left
+/// word, as a hostile agent reports it.
+pub fn hidden_text(what: &str) -> String {
+    let hidden: String = HIDDEN.iter().collect();
+    format!("{what}-{hidden}-שרת")
+}
+
 pub fn agent_id(i: usize) -> String {
     format!("{:032x}", (i as u128 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835))
 }
 
 pub fn hostname(i: usize, hostile: bool) -> String {
+    if hostile && i == HIDDEN_AGENT {
+        return hidden_text("host");
+    }
     if hostile && i >= 1 && i <= HOSTILE_HOSTNAMES.len() {
         return HOSTILE_HOSTNAMES[i - 1].to_string();
     }
@@ -147,7 +168,7 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
                 "INSERT INTO agents (agent_id, hostname, agent_version, first_seen, last_seen,
                  last_observed_at, last_tick, relay_hops, via_agent, kernel, uptime_secs, load1, load5,
                  load15, spool_dropped, collect_errors, reachability, reports)
-                 VALUES (?1, ?2, '0.1.0', ?3, ?4, ?4, ?5, ?6, ?7, '6.1.0-28-amd64', ?8, ?9, ?10, ?11, 0, ?12, ?13, ?5)",
+                 VALUES (?1, ?2, ?14, ?3, ?4, ?4, ?5, ?6, ?7, ?15, ?8, ?9, ?10, ?11, 0, ?12, ?13, ?5)",
             )
             .unwrap();
         let mut ins_if = tx
@@ -163,13 +184,13 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
             )
             .unwrap();
         let mut ins_dev = tx
-            .prepare("INSERT INTO wg_devices (agent_id, name, public_key, listen_port) VALUES (?1, 'wg0', ?2, 51820)")
+            .prepare("INSERT INTO wg_devices (agent_id, name, public_key, listen_port) VALUES (?1, ?3, ?2, 51820)")
             .unwrap();
         let mut ins_peer = tx
             .prepare(
                 "INSERT INTO wg_peers (agent_id, device, public_key, peer_agent_id, endpoint, allowed_ips,
                  latest_handshake, rx_bytes, tx_bytes, persistent_keepalive, rx_grew_at, health, first_seen, last_seen)
-                 VALUES (?1, 'wg0', ?2, ?3, ?4, ?5, ?6, ?7, ?8, 25, ?9, ?10, ?11, ?12)",
+                 VALUES (?1, ?13, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 25, ?9, ?10, ?11, ?12)",
             )
             .unwrap();
         let mut ins_hist = tx
@@ -213,6 +234,10 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
         for i in 0..n {
             let site = i / SITE_SIZE;
             let host = hostname(i, spec.hostile);
+            // Every string the hidden agent reports is hostile.
+            let hidden = spec.hostile && i == HIDDEN_AGENT;
+            let text = |plain: &str| if hidden { hidden_text(plain) } else { plain.to_string() };
+            let (eth, wg_dev) = (text("eth0"), text("wg0"));
             let last_seen = if silent(i) { now - 3600 } else { now - (i % 30) as i64 };
             let via = relayed(i).then(|| ids[site * SITE_SIZE].clone()).filter(|v| *v != ids[i]);
             let load = 0.2 + (i % 7) as f64 * 0.3;
@@ -230,18 +255,24 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
                     load * 0.8,
                     load * 0.6,
                     if i % 29 == 3 {
-                        r#"[{"source":"wireguard","message":"no device at 10.20.0.12"}]"#
+                        r#"[{"source":"wireguard","message":"no device at 10.20.0.12"}]"#.to_string()
+                    } else if hidden {
+                        serde_json::json!([{"source": text("netlink"), "message": text("no route")}])
+                            .to_string()
                     } else {
-                        "[]"
+                        "[]".to_string()
                     },
                     if via.is_some() { "relay" } else { "direct" },
+                    text("0.1.0"),
+                    text("6.1.0-28-amd64"),
                 ])
                 .unwrap();
             fx.agent_ids.push(ids[i].clone());
             fx.hostnames.push(host);
             let (v4, v6, wg) = (eth_v4(i), eth_v6(i), wg_v4(i));
             let eth_name =
-                if spec.hostile && i == 2 { "<img src=x onerror=alert(1)>" } else { "eth0" };
+                if spec.hostile && i == 2 { "<img src=x onerror=alert(1)>" } else { eth.as_str() };
+            let (ether, up, down) = (text("ether"), text("up"), text("down"));
             #[allow(clippy::type_complexity)]
             let ifaces: [(&str, &str, &str, i64, Option<String>, Vec<String>); 3] = [
                 (
@@ -254,13 +285,13 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
                 ),
                 (
                     eth_name,
-                    "ether",
-                    if i % 31 == 7 { "down" } else { "up" },
+                    &ether,
+                    if i % 31 == 7 { &down } else { &up },
                     1500,
                     Some(mac(i)),
                     vec![format!("{v4}/24"), format!("{v6}/64")],
                 ),
-                ("wg0", "wireguard", "unknown", 1420, None, vec![format!("{wg}/16")]),
+                (&wg_dev, "wireguard", "unknown", 1420, None, vec![format!("{wg}/16")]),
             ];
             for (name, kind, state, mtu, m, addrs) in ifaces {
                 ins_if
@@ -287,14 +318,14 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
             let lan = format!("10.{}.{}.0", 20 + site / 256, site % 256);
             fx.addresses.extend([gw.clone(), lan.clone()]);
             for (dst, gateway, dev, metric, table) in [
-                ("0.0.0.0/0".to_string(), Some(gw.clone()), "eth0", Some(100), 254),
-                (format!("{lan}/24"), None, "eth0", Some(100), 254),
-                ("10.99.0.0/16".to_string(), None, "wg0", None, 254),
-                (format!("{v4}/32"), None, "eth0", None, 255),
+                ("0.0.0.0/0".to_string(), Some(gw.clone()), &eth, Some(100), 254),
+                (format!("{lan}/24"), None, &eth, Some(100), 254),
+                ("10.99.0.0/16".to_string(), None, &wg_dev, None, 254),
+                (format!("{v4}/32"), None, &eth, None, 255),
             ] {
                 ins_route.execute(params![ids[i], dst, gateway, dev, metric, table]).unwrap();
             }
-            ins_dev.execute(params![ids[i], wg_key(i)]).unwrap();
+            ins_dev.execute(params![ids[i], wg_key(i), wg_dev]).unwrap();
             let mut healthy = 0;
             for &p in &peers[i] {
                 if one_sided(i, p) && i > p {
@@ -319,6 +350,7 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
                         h,
                         now - 86_400,
                         last_seen,
+                        wg_dev,
                     ])
                     .unwrap();
             }
@@ -342,6 +374,7 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
                         "healthy",
                         now - 86_400,
                         last_seen,
+                        wg_dev,
                     ])
                     .unwrap();
                 fx.addresses.push("192.0.2.0".into());
@@ -446,6 +479,22 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
                         now,
                         Option::<i64>::None,
                         Some(now - 600)
+                    ])
+                    .unwrap();
+            }
+            if hidden {
+                ins_alarm
+                    .execute(params![
+                        "interface_down",
+                        "warning",
+                        ids[i],
+                        eth,
+                        format!("{eth} is down ({})", text("carrier lost")),
+                        "active",
+                        now - 700,
+                        now,
+                        Option::<i64>::None,
+                        Option::<i64>::None
                     ])
                     .unwrap();
             }
