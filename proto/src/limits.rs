@@ -5,8 +5,17 @@ use std::net::IpAddr;
 
 use crate::model::{Interface, Register, Report, Route, WgDevice, WgPeer};
 
-/// Largest request body a receiver or relay must accept, in bytes.
+/// Largest request body a receiver or relay must accept, in bytes. It also
+/// bounds what a relay forwards: its own layer included.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Room to leave for one relay layer around a forwarded envelope, in bytes.
+/// A layer as Kattila writes it takes at most 301 (64-character `agent_id`,
+/// the longest timestamp and tick); the rest is slack for other writers.
+pub const MAX_RELAY_LAYER_BYTES: usize = 512;
+/// Largest envelope an origin should send if it may be relayed: it still
+/// fits [`MAX_BODY_BYTES`] after [`crate::MAX_RELAY_LAYERS`] layers.
+pub const MAX_RELAYABLE_BYTES: usize =
+    MAX_BODY_BYTES - crate::MAX_RELAY_LAYERS * MAX_RELAY_LAYER_BYTES;
 pub const MAX_AGENT_ID: usize = 64;
 pub const MAX_HOSTNAME: usize = 253;
 /// Any other string field (interface names, kinds, kernel release, …).

@@ -446,3 +446,21 @@ fn counters_above_2_pow_63_minus_1_are_refused() {
     );
     assert_bad_shape(&signed(&dropped), "spool_dropped", "spool_dropped");
 }
+
+#[test]
+fn the_largest_relay_layer_fits_its_budget() {
+    use kattila_proto::limits::{MAX_RELAY_LAYER_BYTES, MAX_UINT};
+    let inner = report_envelope();
+    let raw = RawValue::from_string(String::from_utf8(inner.clone()).unwrap()).unwrap();
+    let agent_id = "a".repeat(kattila_proto::limits::MAX_AGENT_ID);
+    let relay = Relay {
+        kind: Kind::Relay,
+        agent_id: &agent_id,
+        timestamp: i64::MIN,
+        nonce: &nonce(1),
+        tick: MAX_UINT,
+        inner: &raw,
+    };
+    let layer = kattila_proto::signed_envelope(&psk(), &relay).len() - inner.len();
+    assert!(layer <= MAX_RELAY_LAYER_BYTES, "a relay layer takes {layer} bytes");
+}
