@@ -39,6 +39,21 @@ fn report_envelope() -> Vec<u8> {
 fn documented_macs_match() {
     assert_eq!(sign_data(&psk(), vector("report-data").as_bytes()), vector("report-hmac"));
     assert_eq!(sign_data(&psk(), vector("register-data").as_bytes()), vector("register-hmac"));
+    for name in ["max-tick", "tick-out-of-range"] {
+        let data = vector(&format!("{name}-data"));
+        assert_eq!(sign_data(&psk(), data.as_bytes()), vector(&format!("{name}-hmac")), "{name}");
+    }
+}
+
+#[test]
+fn the_largest_tick_verifies_and_the_next_is_refused_with_a_valid_mac() {
+    let env = envelope_from_data_bytes(&psk(), vector("max-tick-data").as_bytes());
+    assert_eq!(verify(&env, &keys(), at(VECTOR_TIME)).unwrap().origin().tick, i64::MAX as u64);
+    let env = envelope_from_data_bytes(&psk(), vector("tick-out-of-range-data").as_bytes());
+    assert!(matches!(
+        verify(&env, &keys(), at(VECTOR_TIME)),
+        Err(VerifyError::BadShape(m)) if m.contains("tick")
+    ));
 }
 
 #[test]
