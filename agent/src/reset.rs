@@ -56,6 +56,8 @@ pub fn check(
     };
     let env: Envelope<'_> = match serde_json::from_str(text) {
         Ok(e) => e,
+        // Well-formed JSON of the wrong shape (an array, say) is bad_shape.
+        Err(e) if e.is_data() => return bad("bad_shape", e.to_string()),
         Err(e) => return bad("bad_json", e.to_string()),
     };
     if env.version != PROTOCOL_VERSION {
@@ -126,6 +128,13 @@ mod tests {
         let array = format!(r#"["reset","agent1",1000,"{nonce}",5]"#);
         let refused =
             check(&envelope_from_data_bytes(&psk, array.as_bytes()), &ring, "agent1", 1000);
+        assert_eq!(refused.unwrap_err().1, "bad_shape");
+        let data = format!(
+            r#"{{"kind":"reset","agent_id":"agent1","timestamp":1000,"nonce":"{nonce}","tick":5}}"#
+        );
+        let mac = kattila_proto::sign_data(&psk, data.as_bytes());
+        let array_envelope = format!(r#"[1,{data},"{mac}"]"#);
+        let refused = check(array_envelope.as_bytes(), &ring, "agent1", 1000);
         assert_eq!(refused.unwrap_err().1, "bad_shape");
         for tick in [1u64 << 63, u64::MAX] {
             let req = request(&psk, "agent1", 1000, tick);
