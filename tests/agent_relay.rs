@@ -185,6 +185,56 @@ fn relay_refuses_bad_input_and_forwards_nothing() {
     assert_eq!(rows[0].2.as_deref(), Some(a_id.as_str()));
 }
 
+/// `envelope` padded with whitespace inside its outer object to exactly
+/// `size` bytes: the same message, signed bytes untouched, just bigger.
+fn padded(envelope: &[u8], size: usize) -> Vec<u8> {
+    let mut out = b"{".to_vec();
+    out.resize(size - (envelope.len() - 1), b' ');
+    out.extend_from_slice(&envelope[1..]);
+    assert_eq!(out.len(), size);
+    out
+}
+
+/// The receiver's count of messages it refused as too large.
+fn too_large_refusals(receiver: &Receiver) -> u64 {
+    let text = reqwest::blocking::get(format!("{}/metrics", receiver.url()))
+        .and_then(|r| r.text())
+        .expect("receiver serves /metrics");
+    text.lines()
+        .filter(|l| l.starts_with("kattila_reports_rejected_total") && l.contains("too_large"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_relay_refuses_an_envelope_its_own_layer_would_push_over_the_limit() {
+    use kattila_proto::limits::{MAX_BODY_BYTES, MAX_RELAYABLE_BYTES};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kattila.db");
+    let receiver = Receiver::start(&db, PSK);
+    let a = Agent::start("agent-a", &dir.path().join("a"), PSK, &receiver.url(), &[], &[]);
+    a.wait_path("direct", Some(0));
+    let origin = "0123456789abcdef0123456789abcdef";
+
+    // Within the limit on its own, over it once a relay layer is added.
+    let near_limit = padded(&report(origin, 1, now(), PSK), MAX_BODY_BYTES - 100);
+    let (status, answer) = a.post("/status/relay", near_limit.clone());
+    assert_eq!((status, answer["error"].as_str()), (413, Some("too_large")), "{answer}");
+    assert!(answer["detail"].as_str().unwrap().contains("relay"), "{answer}");
+    assert_eq!(too_large_refusals(&receiver), 0, "the relay sent nothing to be refused");
+    assert!(stored_reports(&db, origin).is_empty());
+    // The same envelope is fine sent directly: only the relay layer was too much.
+    let (status, answer) = receiver.post("/status/updates", near_limit);
+    assert_eq!(status, 200, "{answer}");
+
+    // What the protocol tells origins to stay within passes through a relay.
+    let relayable = padded(&report(origin, 2, now(), PSK), MAX_RELAYABLE_BYTES);
+    let (status, answer) = a.post("/status/relay", relayable);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["relay_hops"], 1);
+    assert_eq!(stored_reports(&db, origin).len(), 2);
+}
+
 #[test]
 fn a_relay_without_a_path_says_so_and_the_origin_spools() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use kattila_proto::limits::MAX_UINT as MAX_TICK;
 
 /// Generates a new agent id: 16 random bytes as 32 lowercase hex characters.
 pub fn new_agent_id() -> String {
@@ -43,7 +44,9 @@ pub fn new_nonce() -> String {
 /// counter hands out ticks up to it and, when it runs out, reserves the next
 /// block on disk *before* using it. After a crash the counter resumes above
 /// the last reservation, so it never repeats a tick, at the cost of skipping
-/// some.
+/// some. Ticks stay within the protocol's range (at most
+/// [`MAX_UINT`](kattila_proto::limits::MAX_UINT) = 2^63 − 1): a counter that
+/// reached it refuses to hand out more rather than wrap around.
 #[derive(Debug)]
 pub struct TickCounter {
     path: PathBuf,
@@ -61,6 +64,8 @@ impl TickCounter {
             Ok(text) => text
                 .trim()
                 .parse::<u64>()
+                .ok()
+                .filter(|r| *r <= MAX_TICK)
                 .with_context(|| format!("tick file {} is corrupt", path.display()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
@@ -71,7 +76,12 @@ impl TickCounter {
     /// The next tick, reserving a new block on disk first when needed.
     pub fn next_tick(&mut self) -> anyhow::Result<u64> {
         if self.next > self.reserved {
-            let reserve = self.next + self.block - 1;
+            anyhow::ensure!(
+                self.next <= MAX_TICK,
+                "tick counter {} is exhausted: the protocol's largest tick is {MAX_TICK}",
+                self.path.display()
+            );
+            let reserve = self.next.saturating_add(self.block - 1).min(MAX_TICK);
             write_atomically(&self.path, reserve.to_string().as_bytes())?;
             self.reserved = reserve;
         }
@@ -111,6 +121,25 @@ mod tests {
         // A "crash" after tick 15: the reservation on disk is 20.
         let mut c = TickCounter::open(&path, 10).unwrap();
         assert_eq!(c.next_tick().unwrap(), 21);
+    }
+
+    #[test]
+    fn ticks_stop_at_the_protocol_limit_instead_of_wrapping() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tick");
+        std::fs::write(&path, (MAX_TICK - 2).to_string()).unwrap();
+        let mut c = TickCounter::open(&path, 10).unwrap();
+        assert_eq!(c.next_tick().unwrap(), MAX_TICK - 1);
+        assert_eq!(c.next_tick().unwrap(), MAX_TICK);
+        let err = c.next_tick().unwrap_err();
+        assert!(format!("{err:#}").contains("exhausted"), "{err:#}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), MAX_TICK.to_string());
+        // Reopened at the limit, it still hands out nothing.
+        assert!(TickCounter::open(&path, 10).unwrap().next_tick().is_err());
+        // A reservation beyond the range is no state this agent wrote.
+        std::fs::write(&path, u64::MAX.to_string()).unwrap();
+        let err = TickCounter::open(&path, 10).unwrap_err();
+        assert!(format!("{err:#}").contains("corrupt"), "{err:#}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use kattila_keysource::KeyRing;
-use kattila_proto::limits::{check_agent_id, parse_cidr};
+use kattila_proto::limits::{check_agent_id, parse_cidr, MAX_BODY_BYTES, MAX_RELAYABLE_BYTES};
 use kattila_proto::{
     signed_envelope, verify, Kind, Psk, Register, Relay, Report, VerifyError, VerifyOptions,
     MAX_RELAY_LAYERS,
@@ -615,6 +615,23 @@ impl Node {
             inner: &inner,
         };
         let wrapped = signed_envelope(&psk, &data);
+        if wrapped.len() > MAX_BODY_BYTES {
+            // The receiver (or the next relay) would refuse it as too large:
+            // say so here rather than send a megabyte to be refused.
+            tracing::info!(origin = %verified.origin().agent_id, size = wrapped.len(), "relay refused: too large with this layer");
+            return (
+                413,
+                error_body(
+                    "too_large",
+                    &format!(
+                        "with this relay's layer the envelope would be {} bytes, over the limit of \
+                         {MAX_BODY_BYTES}; envelopes that may be relayed should stay within \
+                         {MAX_RELAYABLE_BYTES} bytes",
+                        wrapped.len()
+                    ),
+                ),
+            );
+        }
         let mut chain: Vec<String> = verified.layers.iter().map(|l| l.agent_id.clone()).collect();
         chain.push(own);
         let kind = verified.message.kind();

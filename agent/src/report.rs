@@ -51,6 +51,9 @@ pub fn sign_report(
     now: i64,
 ) -> anyhow::Result<Vec<u8>> {
     report.timestamp = now;
+    // The protocol refuses observed_at after timestamp; if the clock stepped
+    // back since collection, "now" is the latest moment this agent can vouch for.
+    report.observed_at = report.observed_at.min(now);
     report.nonce = new_nonce();
     report.tick = ticks.next_tick()?;
     Ok(signed_envelope(psk, report))
@@ -77,5 +80,17 @@ mod tests {
         sign_report(&mut report, &psk, &mut ticks, 1600).unwrap();
         assert_eq!(report.tick, 2);
         assert_ne!(report.nonce, nonce);
+    }
+
+    #[test]
+    fn a_clock_stepped_back_since_collection_still_signs_a_valid_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ticks = TickCounter::open(dir.path().join("tick"), 1).unwrap();
+        let psk = Psk::new("k").unwrap();
+        let mut report = build_report("abc", 2000, Telemetry::default());
+        let env = sign_report(&mut report, &psk, &mut ticks, 1990).unwrap();
+        let v = verify(&env, &KeySet::new(psk), VerifyOptions::at(1990)).unwrap();
+        let Message::Report(r) = v.message else { panic!() };
+        assert_eq!((r.observed_at, r.timestamp), (1990, 1990));
     }
 }

@@ -9,19 +9,25 @@
 
 use kattila_keysource::KeyRing;
 use kattila_proto::envelope::{envelope_from_data_bytes, Envelope, PROTOCOL_VERSION};
-use kattila_proto::limits::{check_agent_id, check_hmac_text, check_nonce};
+use kattila_proto::limits::{check_agent_id, check_hmac_text, check_nonce, check_tick};
 use kattila_proto::{Psk, MAX_SKEW_SECS};
 use serde::{Deserialize, Serialize};
 
 use crate::identity::new_nonce;
 
 #[derive(Debug, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 struct ResetData {
     kind: String,
     agent_id: String,
     timestamp: i64,
     nonce: String,
     tick: u64,
+}
+
+// A JSON object only, like every protocol message.
+kattila_proto::object_only! {
+    "a reset request" => ResetData, serialize;
 }
 
 /// A signed reset request for `agent_id`.
@@ -50,6 +56,8 @@ pub fn check(
     };
     let env: Envelope<'_> = match serde_json::from_str(text) {
         Ok(e) => e,
+        // Well-formed JSON of the wrong shape (an array, say) is bad_shape.
+        Err(e) if e.is_data() => return bad("bad_shape", e.to_string()),
         Err(e) => return bad("bad_json", e.to_string()),
     };
     if env.version != PROTOCOL_VERSION {
@@ -65,7 +73,10 @@ pub fn check(
     if data.kind != "reset" {
         return bad("wrong_kind", "a reset request has kind \"reset\"".into());
     }
-    if let Err(e) = check_agent_id(&data.agent_id).and_then(|_| check_nonce(&data.nonce)) {
+    let shape = check_agent_id(&data.agent_id)
+        .and_then(|_| check_nonce(&data.nonce))
+        .and_then(|_| check_tick(data.tick));
+    if let Err(e) = shape {
         return bad("bad_shape", e.0);
     }
     if keys.current().is_none() {
@@ -107,5 +118,30 @@ mod tests {
         let pos = tampered.windows(6).position(|w| w == b"agent1").unwrap();
         tampered[pos + 5] = b'2';
         assert_eq!(check(&tampered, &ring, "agent2", 1000).unwrap_err().1, "bad_mac");
+    }
+
+    #[test]
+    fn a_reset_is_an_object_with_a_tick_in_range() {
+        let psk = Psk::new("reset-key").unwrap();
+        let ring = KeyRing::new(&KeyConfig::Fixed(psk.clone()));
+        let nonce = "0123456789abcdef0123456789abcdef";
+        let array = format!(r#"["reset","agent1",1000,"{nonce}",5]"#);
+        let refused =
+            check(&envelope_from_data_bytes(&psk, array.as_bytes()), &ring, "agent1", 1000);
+        assert_eq!(refused.unwrap_err().1, "bad_shape");
+        let data = format!(
+            r#"{{"kind":"reset","agent_id":"agent1","timestamp":1000,"nonce":"{nonce}","tick":5}}"#
+        );
+        let mac = kattila_proto::sign_data(&psk, data.as_bytes());
+        let array_envelope = format!(r#"[1,{data},"{mac}"]"#);
+        let refused = check(array_envelope.as_bytes(), &ring, "agent1", 1000);
+        assert_eq!(refused.unwrap_err().1, "bad_shape");
+        for tick in [1u64 << 63, u64::MAX] {
+            let req = request(&psk, "agent1", 1000, tick);
+            assert_eq!(check(&req, &ring, "agent1", 1000).unwrap_err().1, "bad_shape", "{tick}");
+        }
+        assert!(
+            check(&request(&psk, "agent1", 1000, i64::MAX as u64), &ring, "agent1", 1000).is_ok()
+        );
     }
 }

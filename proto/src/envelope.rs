@@ -8,6 +8,7 @@
 //! `}`. Verifiers never re-serialise `data`.
 
 use hmac::Mac;
+use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -17,7 +18,9 @@ use crate::keys::Psk;
 pub const PROTOCOL_VERSION: u64 = 1;
 
 /// An envelope as received: `data` stays as the raw bytes that were signed.
+/// A JSON object only (see [`crate::object`]).
 #[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
 pub struct Envelope<'a> {
     pub version: u64,
     #[serde(borrow)]
@@ -25,8 +28,8 @@ pub struct Envelope<'a> {
     pub hmac: &'a str,
 }
 
-/// What a message is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// What a message is. On the wire a string only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Report,
@@ -35,6 +38,8 @@ pub enum Kind {
 }
 
 impl Kind {
+    const NAMES: &'static [&'static str] = &["report", "relay", "register"];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Report => "report",
@@ -44,9 +49,37 @@ impl Kind {
     }
 }
 
+/// By hand because a derived enum also accepts serde_json's map form of a
+/// variant, `{"report":null}`; the protocol's `kind` is a string.
+impl<'de> Deserialize<'de> for Kind {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KindVisitor;
+
+        impl Visitor<'_> for KindVisitor {
+            type Value = Kind;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a kind string")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Kind, E> {
+                match v {
+                    "report" => Ok(Kind::Report),
+                    "relay" => Ok(Kind::Relay),
+                    "register" => Ok(Kind::Register),
+                    other => Err(E::unknown_variant(other, Kind::NAMES)),
+                }
+            }
+        }
+
+        deserializer.deserialize_str(KindVisitor)
+    }
+}
+
 /// The fields every `data` object carries, read before the rest so a relay
-/// chain can be walked without parsing reports twice.
+/// chain can be walked without parsing reports twice. A JSON object only.
 #[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
 pub struct DataHeader<'a> {
     pub kind: Kind,
     #[serde(borrow)]
@@ -56,8 +89,21 @@ pub struct DataHeader<'a> {
     pub nonce: std::borrow::Cow<'a, str>,
     pub tick: u64,
     /// Present on relays only: the forwarded envelope, byte for byte.
-    #[serde(borrow, default)]
+    /// `"inner":null` counts as present (and is no envelope), so a report
+    /// cannot carry the member at all.
+    #[serde(borrow, default, deserialize_with = "present")]
     pub inner: Option<&'a RawValue>,
+}
+
+crate::object_only! {
+    "an envelope" => Envelope<'a>;
+    "a data object" => DataHeader<'a>;
+}
+
+/// A member that is there, whatever its value (`Option`'s own impl would
+/// read `null` as absent).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 /// Lowercase hex HMAC-SHA256 of `data` under `psk`.

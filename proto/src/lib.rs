@@ -11,6 +11,7 @@ pub mod envelope;
 pub mod keys;
 pub mod limits;
 pub mod model;
+pub mod object;
 pub mod replay;
 pub mod verify;
 

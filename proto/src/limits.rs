@@ -5,8 +5,17 @@ use std::net::IpAddr;
 
 use crate::model::{Interface, Register, Report, Route, WgDevice, WgPeer};
 
-/// Largest request body a receiver or relay must accept, in bytes.
+/// Largest request body a receiver or relay must accept, in bytes. It also
+/// bounds what a relay forwards: its own layer included.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Room to leave for one relay layer around a forwarded envelope, in bytes.
+/// A layer as Kattila writes it takes at most 301 (64-character `agent_id`,
+/// the longest timestamp and tick); the rest is slack for other writers.
+pub const MAX_RELAY_LAYER_BYTES: usize = 512;
+/// Largest envelope an origin should send if it may be relayed: it still
+/// fits [`MAX_BODY_BYTES`] after [`crate::MAX_RELAY_LAYERS`] layers.
+pub const MAX_RELAYABLE_BYTES: usize =
+    MAX_BODY_BYTES - crate::MAX_RELAY_LAYERS * MAX_RELAY_LAYER_BYTES;
 pub const MAX_AGENT_ID: usize = 64;
 pub const MAX_HOSTNAME: usize = 253;
 /// Any other string field (interface names, kinds, kernel release, …).
@@ -19,6 +28,11 @@ pub const MAX_WG_DEVICES: usize = 64;
 pub const MAX_PEERS_PER_DEVICE: usize = 4096;
 pub const MAX_ALLOWED_IPS_PER_PEER: usize = 1024;
 pub const MAX_ERRORS: usize = 32;
+/// Largest value of any unsigned integer field (`tick`, counters, uptime):
+/// 2^63 − 1. Receivers keep integers in SQLite, whose integers are signed
+/// 64-bit; a larger value would come back negative, and a tick that did
+/// would rebuild an agent's replay window wrongly after a restart.
+pub const MAX_UINT: u64 = i64::MAX as u64;
 
 /// Why a message's shape is unacceptable; the text names the field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +67,26 @@ pub fn check_nonce(nonce: &str) -> Result {
 pub fn check_hmac_text(mac: &str) -> Result {
     if mac.len() != 64 || !mac.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return fail("hmac must be 64 lowercase hex characters");
+    }
+    Ok(())
+}
+
+/// `tick`, in every layer: 0 ..= [`MAX_UINT`].
+pub fn check_tick(tick: u64) -> Result {
+    check_uint("tick", tick)
+}
+
+fn check_uint(field: &str, value: u64) -> Result {
+    if value > MAX_UINT {
+        return fail(format!("{field} {value} is above the largest allowed value {MAX_UINT}"));
+    }
+    Ok(())
+}
+
+/// Unix seconds: never before 1970.
+fn check_unix_time(field: &str, value: i64) -> Result {
+    if value < 0 {
+        return fail(format!("{field} {value} is negative"));
     }
     Ok(())
 }
@@ -108,6 +142,18 @@ fn truncate(value: &str) -> &str {
 }
 
 pub fn check_report(r: &Report) -> Result {
+    check_tick(r.tick)?;
+    check_unix_time("observed_at", r.observed_at)?;
+    // A spooled report keeps its observed_at and is re-signed when sent, so
+    // collection never comes after signing.
+    if r.observed_at > r.timestamp {
+        return fail(format!(
+            "observed_at {} is later than timestamp {}",
+            r.observed_at, r.timestamp
+        ));
+    }
+    check_uint("system.uptime_secs", r.system.uptime_secs)?;
+    check_uint("spool_dropped", r.spool_dropped)?;
     check_len("hostname", &r.hostname, MAX_HOSTNAME)?;
     check_len("agent_version", &r.agent_version, MAX_SHORT_STRING)?;
     check_len("system.kernel", &r.system.kernel, MAX_SHORT_STRING)?;
@@ -138,6 +184,10 @@ fn check_interface(i: &Interface) -> Result {
     if let Some(mac) = &i.mac {
         check_len("interface mac", mac, MAX_SHORT_STRING)?;
     }
+    check_uint("interface rx_bytes", i.rx_bytes)?;
+    check_uint("interface tx_bytes", i.tx_bytes)?;
+    check_uint("interface rx_errors", i.rx_errors)?;
+    check_uint("interface tx_errors", i.tx_errors)?;
     check_count("addresses on one interface", &i.addresses, MAX_ADDRESSES_PER_INTERFACE)?;
     i.addresses.iter().try_for_each(|a| check_cidr("interface address", a))
 }
@@ -172,11 +222,17 @@ fn check_wg_peer(p: &WgPeer) -> Result {
             return fail(format!("peer endpoint {:?} is not address:port", truncate(ep)));
         }
     }
+    if let Some(at) = p.latest_handshake {
+        check_unix_time("peer latest_handshake", at)?;
+    }
+    check_uint("peer rx_bytes", p.rx_bytes)?;
+    check_uint("peer tx_bytes", p.tx_bytes)?;
     check_count("allowed_ips on one peer", &p.allowed_ips, MAX_ALLOWED_IPS_PER_PEER)?;
     p.allowed_ips.iter().try_for_each(|a| check_cidr("peer allowed_ips", a))
 }
 
 pub fn check_register(r: &Register) -> Result {
+    check_tick(r.tick)?;
     check_len("hostname", &r.hostname, MAX_HOSTNAME)?;
     check_len("agent_version", &r.agent_version, MAX_SHORT_STRING)
 }

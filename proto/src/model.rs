@@ -1,5 +1,8 @@
 //! The signed `data` objects. Field names are part of protocol v1: rename
 //! nothing; add only optional fields.
+//!
+//! Every struct here is read from a JSON object only (never from an array
+//! of its field values): see [`crate::object`].
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -8,6 +11,7 @@ use crate::envelope::Kind;
 
 /// Telemetry from one agent at one moment (`kind = "report"`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct Report {
     pub kind: Kind,
     pub agent_id: String,
@@ -42,14 +46,26 @@ fn is_zero(v: &u64) -> bool {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct SystemInfo {
     pub uptime_secs: u64,
     /// 1, 5 and 15 minute load averages.
+    #[serde(deserialize_with = "three_numbers")]
     pub load: [f64; 3],
     pub kernel: String,
 }
 
+/// Exactly three numbers. Reading `[f64; 3]` directly takes the first three
+/// and reports a fourth as a JSON *syntax* error (trailing characters),
+/// which would answer `bad_json` to well-formed JSON of the wrong shape.
+fn three_numbers<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[f64; 3], D::Error> {
+    let load = Vec::<f64>::deserialize(d)?;
+    <[f64; 3]>::try_from(load.as_slice())
+        .map_err(|_| serde::de::Error::invalid_length(load.len(), &"exactly 3 load averages"))
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct Interface {
     pub name: String,
     /// Link kind as the kernel names it: "ether", "loopback", "wireguard",
@@ -76,6 +92,7 @@ pub struct Interface {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct Route {
     /// Destination network with prefix, e.g. "0.0.0.0/0".
     pub dst: String,
@@ -90,6 +107,7 @@ pub struct Route {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct WgDevice {
     pub name: String,
     /// Base64 Curve25519 public key (44 characters).
@@ -101,6 +119,7 @@ pub struct WgDevice {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct WgPeer {
     pub public_key: String,
     /// "host:port" as WireGuard last saw it; absent when never connected.
@@ -120,6 +139,7 @@ pub struct WgPeer {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct CollectError {
     /// What failed: "netlink", "wireguard", "system", …
     pub source: String,
@@ -128,6 +148,7 @@ pub struct CollectError {
 
 /// First contact of an agent (`kind = "register"`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct Register {
     pub kind: Kind,
     pub agent_id: String,
@@ -136,6 +157,17 @@ pub struct Register {
     pub tick: u64,
     pub hostname: String,
     pub agent_version: String,
+}
+
+crate::object_only! {
+    "a report" => Report, serialize;
+    "system facts" => SystemInfo, serialize;
+    "an interface" => Interface, serialize;
+    "a route" => Route, serialize;
+    "a WireGuard device" => WgDevice, serialize;
+    "a WireGuard peer" => WgPeer, serialize;
+    "a collection error" => CollectError, serialize;
+    "a register" => Register, serialize;
 }
 
 /// A forwarded envelope (`kind = "relay"`), signed by the relaying agent.

@@ -149,6 +149,7 @@ pub fn verify(body: &[u8], keys: &KeySet, opts: VerifyOptions) -> Result<Verifie
         let header: DataHeader<'_> = serde_json::from_str(env.data.get()).map_err(json_error)?;
         limits::check_agent_id(&header.agent_id)?;
         limits::check_nonce(&header.nonce)?;
+        limits::check_tick(header.tick)?;
         if raw_layers.iter().any(|l| l.header.agent_id == header.agent_id) {
             return Err(VerifyError::RelayLoop(header.agent_id.into_owned()));
         }

@@ -39,6 +39,21 @@ fn report_envelope() -> Vec<u8> {
 fn documented_macs_match() {
     assert_eq!(sign_data(&psk(), vector("report-data").as_bytes()), vector("report-hmac"));
     assert_eq!(sign_data(&psk(), vector("register-data").as_bytes()), vector("register-hmac"));
+    for name in ["max-tick", "tick-out-of-range"] {
+        let data = vector(&format!("{name}-data"));
+        assert_eq!(sign_data(&psk(), data.as_bytes()), vector(&format!("{name}-hmac")), "{name}");
+    }
+}
+
+#[test]
+fn the_largest_tick_verifies_and_the_next_is_refused_with_a_valid_mac() {
+    let env = envelope_from_data_bytes(&psk(), vector("max-tick-data").as_bytes());
+    assert_eq!(verify(&env, &keys(), at(VECTOR_TIME)).unwrap().origin().tick, i64::MAX as u64);
+    let env = envelope_from_data_bytes(&psk(), vector("tick-out-of-range-data").as_bytes());
+    assert!(matches!(
+        verify(&env, &keys(), at(VECTOR_TIME)),
+        Err(VerifyError::BadShape(m)) if m.contains("tick")
+    ));
 }
 
 #[test]
@@ -277,4 +292,190 @@ fn signed_envelope_round_trips_through_verify() {
     let again = kattila_proto::signed_envelope(&psk(), &*report);
     let v2 = verify(&again, &keys(), at(VECTOR_TIME)).unwrap();
     assert_eq!(v2.message, Message::Report(report));
+}
+
+/// Signs `data` as is, so only the checks after the MAC can refuse it.
+fn signed(data: &str) -> Vec<u8> {
+    envelope_from_data_bytes(&psk(), data.as_bytes())
+}
+
+/// Vector 1's data with one member's value replaced (`"name":<old>` →
+/// `"name":<new>`, first occurrence).
+fn report_with(name: &str, old: &str, new: &str) -> String {
+    let report = vector("report-data");
+    let from = format!("\"{name}\":{old}");
+    assert!(report.contains(&from), "vector 1 has no {from}");
+    report.replacen(&from, &format!("\"{name}\":{new}"), 1)
+}
+
+fn assert_bad_shape(body: &[u8], mentions: &str, case: &str) {
+    match verify(body, &keys(), at(VECTOR_TIME)) {
+        Err(VerifyError::BadShape(m)) => {
+            assert!(m.contains(mentions), "{case}: detail {m:?} does not mention {mentions:?}")
+        }
+        other => panic!("{case}: expected bad_shape, got {other:?}"),
+    }
+}
+
+#[test]
+fn arrays_where_the_protocol_says_object_are_refused() {
+    let report = vector("report-data");
+    let mac = vector("report-hmac");
+    // The envelope itself as [version, data, hmac]: every byte the MAC
+    // covers is intact.
+    let array_envelope = format!("[1,{report},\"{mac}\"]");
+    assert_bad_shape(array_envelope.as_bytes(), "JSON object", "envelope as array");
+
+    // `data` as an array of the report's field values in declaration order
+    // (the order serde's derived code reads them in), validly signed.
+    let system = r#"{"uptime_secs":86400,"load":[0.15,0.1,0.05],"kernel":"6.1.0-28-amd64"}"#;
+    let system_array = r#"[86400,[0.15,0.1,0.05],"6.1.0-28-amd64"]"#;
+    let array_data = format!(
+        r#"["report","5f1c0e2a9b7d4c3e8a6f0b1d2c3e4f50",1767225600,"00112233445566778899aabbccddeeff",42,1767225590,"edge-1","0.1.0",{system_array}]"#
+    );
+    assert_bad_shape(&signed(&array_data), "JSON object", "data as array");
+
+    // Each nested object of vector 1 in the same array form.
+    let interface = r#"{"name":"eth0","kind":"ether","state":"up","mtu":1500,"mac":"52:54:00:12:34:56","addresses":["192.0.2.10/24","2001:db8::10/64"],"rx_bytes":123456,"tx_bytes":654321,"rx_errors":0,"tx_errors":0}"#;
+    let route =
+        r#"{"dst":"0.0.0.0/0","gateway":"192.0.2.1","dev":"eth0","metric":100,"table":254}"#;
+    let peer = r#"{"public_key":"TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=","endpoint":"198.51.100.7:51820","allowed_ips":["10.99.0.2/32"],"latest_handshake":1767225580,"rx_bytes":2048,"tx_bytes":4096,"persistent_keepalive":25}"#;
+    let device_head = r#"{"name":"wg0","public_key":"xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=","listen_port":51820,"peers":["#;
+    let nested = [
+        ("system", report.replacen(system, system_array, 1)),
+        (
+            "interface",
+            report.replacen(interface, r#"["eth0","ether","up",1500,"52:54:00:12:34:56",["192.0.2.10/24","2001:db8::10/64"],123456,654321,0,0]"#, 1),
+        ),
+        ("route", report.replacen(route, r#"["0.0.0.0/0","192.0.2.1","eth0",100,254]"#, 1)),
+        (
+            "WireGuard device",
+            report.replacen(
+                &format!("{device_head}{peer}]}}"),
+                &format!(r#"["wg0","xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=",51820,[{peer}]]"#),
+                1,
+            ),
+        ),
+        (
+            "WireGuard peer",
+            report.replacen(peer, r#"["TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=","198.51.100.7:51820",["10.99.0.2/32"],1767225580,2048,4096,25]"#, 1),
+        ),
+        (
+            "collection error",
+            report.replacen("\"routes\":", r#""errors":[["netlink","failed"]],"routes":"#, 1),
+        ),
+    ];
+    for (what, data) in nested {
+        assert_ne!(data, report, "{what}: the replacement happened");
+        assert_bad_shape(&signed(&data), "JSON object", what);
+    }
+
+    // A relay whose inner envelope is an array, and a register as an array.
+    let relayed = wrap(&psk(), "relay-a", 1, array_envelope.as_bytes());
+    assert_bad_shape(&relayed, "JSON object", "inner envelope as array");
+    let inner = String::from_utf8(report_envelope()).unwrap();
+    let relay_array =
+        format!(r#"["relay","relay-a",1767225600,"0123456789abcdef0123456789abcdef",7,{inner}]"#);
+    assert_bad_shape(&signed(&relay_array), "JSON object", "relay data as array");
+    let register = r#"["register","5f1c0e2a9b7d4c3e8a6f0b1d2c3e4f50",1767225600,"ffeeddccbbaa99887766554433221100",1,"edge-1","0.1.0"]"#;
+    assert_bad_shape(&signed(register), "JSON object", "register as array");
+}
+
+#[test]
+fn kind_is_a_string_and_inner_belongs_to_relays_only() {
+    let report = vector("report-data");
+    // serde's derived enums also read the map form of a variant.
+    let map_kind = report_with("kind", "\"report\"", r#"{"report":null}"#);
+    assert_bad_shape(&signed(&map_kind), "kind", "kind as a map");
+    // A null inner is still an inner: no member a report may carry.
+    let null_inner = report.replacen("\"tick\":42,", "\"tick\":42,\"inner\":null,", 1);
+    assert_bad_shape(&signed(&null_inner), "inner", "report with a null inner");
+    let relay_null = r#"{"kind":"relay","agent_id":"relay-a","timestamp":1767225600,"nonce":"0123456789abcdef0123456789abcdef","tick":1,"inner":null}"#;
+    assert_bad_shape(&signed(relay_null), "JSON object", "relay with a null inner");
+}
+
+#[test]
+fn load_is_exactly_three_numbers_and_a_fourth_is_a_shape_error() {
+    for (load, case) in [("[0.15,0.1,0.05,0.01]", "four"), ("[0.15,0.1]", "two")] {
+        let data = report_with("load", "[0.15,0.1,0.05]", load);
+        assert_bad_shape(&signed(&data), "3 load averages", case);
+    }
+}
+
+#[test]
+fn observed_at_is_not_negative_nor_after_timestamp() {
+    let at_timestamp = report_with("observed_at", "1767225590", "1767225600");
+    assert!(verify(&signed(&at_timestamp), &keys(), at(VECTOR_TIME)).is_ok());
+    let a_day_late = report_with("observed_at", "1767225590", &(VECTOR_TIME + 86_400).to_string());
+    assert_bad_shape(&signed(&a_day_late), "observed_at", "observed a day after signing");
+    let one_second = report_with("observed_at", "1767225590", "1767225601");
+    assert_bad_shape(&signed(&one_second), "observed_at", "observed a second after signing");
+    let negative = report_with("observed_at", "1767225590", "-5");
+    assert_bad_shape(&signed(&negative), "observed_at", "negative observed_at");
+    let handshake = report_with("latest_handshake", "1767225580", "-1");
+    assert_bad_shape(&signed(&handshake), "latest_handshake", "negative handshake");
+}
+
+const MAX_TICK: u64 = i64::MAX as u64;
+
+#[test]
+fn ticks_above_2_pow_63_minus_1_are_refused_in_every_layer() {
+    let with_tick = |t: u64| report_with("tick", "42", &t.to_string());
+    let v = verify(&signed(&with_tick(MAX_TICK)), &keys(), at(VECTOR_TIME)).unwrap();
+    assert_eq!(v.origin().tick, MAX_TICK);
+    for tick in [MAX_TICK + 1, MAX_TICK + 5, u64::MAX] {
+        assert_bad_shape(&signed(&with_tick(tick)), "tick", &format!("report tick {tick}"));
+        let register =
+            vector("register-data").replacen("\"tick\":1,", &format!("\"tick\":{tick},"), 1);
+        assert_bad_shape(&signed(&register), "tick", &format!("register tick {tick}"));
+        // A valid origin inside a relay layer whose own tick is too large.
+        let relayed = wrap(&psk(), "relay-a", tick, &report_envelope());
+        assert_bad_shape(&relayed, "tick", &format!("relay tick {tick}"));
+    }
+    let relayed = wrap(&psk(), "relay-a", MAX_TICK, &report_envelope());
+    assert_eq!(verify(&relayed, &keys(), at(VECTOR_TIME)).unwrap().layers[0].tick, MAX_TICK);
+}
+
+#[test]
+fn counters_above_2_pow_63_minus_1_are_refused() {
+    let too_big = (MAX_TICK + 1).to_string();
+    for (name, old) in [
+        ("uptime_secs", "86400"),
+        ("rx_bytes", "123456"),
+        ("tx_bytes", "654321"),
+        ("rx_errors", "0"),
+        ("tx_errors", "0"),
+    ] {
+        assert_bad_shape(&signed(&report_with(name, old, &too_big)), name, name);
+        let largest = report_with(name, old, &MAX_TICK.to_string());
+        assert!(verify(&signed(&largest), &keys(), at(VECTOR_TIME)).is_ok(), "{name} at max");
+    }
+    // The peer's counters come after the interface's of the same name.
+    let peer =
+        vector("report-data").replacen("\"rx_bytes\":2048", &format!("\"rx_bytes\":{too_big}"), 1);
+    assert_bad_shape(&signed(&peer), "peer rx_bytes", "peer rx_bytes");
+    let dropped = vector("report-data").replacen(
+        "\"tick\":42,",
+        &format!("\"tick\":42,\"spool_dropped\":{too_big},"),
+        1,
+    );
+    assert_bad_shape(&signed(&dropped), "spool_dropped", "spool_dropped");
+}
+
+#[test]
+fn the_largest_relay_layer_fits_its_budget() {
+    use kattila_proto::limits::{MAX_RELAY_LAYER_BYTES, MAX_UINT};
+    let inner = report_envelope();
+    let raw = RawValue::from_string(String::from_utf8(inner.clone()).unwrap()).unwrap();
+    let agent_id = "a".repeat(kattila_proto::limits::MAX_AGENT_ID);
+    let relay = Relay {
+        kind: Kind::Relay,
+        agent_id: &agent_id,
+        timestamp: i64::MIN,
+        nonce: &nonce(1),
+        tick: MAX_UINT,
+        inner: &raw,
+    };
+    let layer = kattila_proto::signed_envelope(&psk(), &relay).len() - inner.len();
+    assert!(layer <= MAX_RELAY_LAYER_BYTES, "a relay layer takes {layer} bytes");
 }
