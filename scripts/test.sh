@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The README's test command: every test of the workspace, then a closing
+# The README's test command: every test of the workspace (all of them, even
+# after a failure), then a closing
 # summary of the tests that could not run on this machine and why.
 #
 #   scripts/test.sh [cargo test options…]     e.g. scripts/test.sh --locked
@@ -16,7 +17,7 @@ log=$(mktemp "${TMPDIR:-/tmp}/kattila-test.XXXXXX")
 trap 'rm -f "$log"' EXIT
 
 status=0
-cargo test --workspace --all-features "$@" 2>&1 | tee "$log" || status=$?
+cargo test --workspace --all-features --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
 
 skipped=$(grep -a '^SKIPPED: ' "$log" | sort -u || true)
 echo

@@ -161,25 +161,35 @@ impl Dnsmasq {
             kattila_testsupport::skip(test, &reason);
             return None;
         }
-        let port = free_udp_port();
-        let child = Command::new(Self::PATH)
-            .args([
-                "--keep-in-foreground",
-                &format!("--port={port}"),
-                "--listen-address=127.0.0.1",
-                "--bind-interfaces",
-                "--no-resolv",
-                "--no-hosts",
-                "--conf-file=/dev/null",
-                "--pid-file=",
-            ])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start dnsmasq");
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        Some(Self { child, addr })
+        // dnsmasq binds TCP as well as UDP on its port, without
+        // SO_REUSEADDR, so a port that is free for UDP can still be taken
+        // for TCP (a connection in TIME-WAIT holds it): then dnsmasq exits at
+        // once, and we try another port.
+        for _ in 0..20 {
+            let port = free_udp_port();
+            let mut child = Command::new(Self::PATH)
+                .args([
+                    "--keep-in-foreground",
+                    &format!("--port={port}"),
+                    "--listen-address=127.0.0.1",
+                    "--bind-interfaces",
+                    "--no-resolv",
+                    "--no-hosts",
+                    "--conf-file=/dev/null",
+                    "--pid-file=",
+                ])
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start dnsmasq");
+            std::thread::sleep(Duration::from_millis(200));
+            if child.try_wait().expect("dnsmasq status").is_none() {
+                let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+                return Some(Self { child, addr });
+            }
+        }
+        panic!("dnsmasq exited at start on 20 different ports");
     }
 
     /// Fetches through dnsmasq, retrying while it is still starting up.
