@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: every test of the workspace (all of them, even
-# after a failure), then a closing
-# summary of the tests that could not run on this machine and why.
+# after a failure), then a closing summary of the tests that could not run
+# on this machine and why.
 #
 #   scripts/test.sh [cargo test options…]     e.g. scripts/test.sh --locked
 #
