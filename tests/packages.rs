@@ -526,6 +526,35 @@ fn packages_install_upgrade_remove_and_purge_in_a_scratch_root() {
         v = deb_version()
     ));
 
+    // The layout works as installed: the receiver (as its unit runs it:
+    // user kattila, umask 027) creates its database, sitegen (umask 022)
+    // publishes the site, and the web server's user can read the site but
+    // neither the database nor the site key, nor list the directory.
+    let port = util::free_port();
+    scratch.ok(&format!(
+        "set -e
+         umask 027
+         KATTILA_PSK=scratch-key runuser -u kattila -- /usr/bin/kattila-receiver \
+             --listen 127.0.0.1:{port} --db /var/lib/kattila/kattila.db &
+         for i in $(seq 300); do
+             curl -fsS http://127.0.0.1:{port}/status/healthcheck >/dev/null 2>&1 && break
+             sleep 0.1
+         done
+         kill $! && wait $! || true
+         umask 022
+         runuser -u kattila -- /usr/bin/sitegen --once --db /var/lib/kattila/kattila.db \
+             --out /var/lib/kattila/site"
+    ));
+    scratch.ok("runuser -u www-data -- cat /var/lib/kattila/site/current/index.html >/dev/null");
+    for denied in [
+        "cat /var/lib/kattila/kattila.db",
+        "cat /var/lib/kattila/site/.sitegen/site-key",
+        "ls /var/lib/kattila",
+    ] {
+        let out = scratch.sh(&format!("runuser -u www-data -- {denied}"));
+        assert!(!out.status.success(), "the web server may not {denied}");
+    }
+
     // The installed programs are this build's, with version and help.
     for (program, bin) in [
         ("kattila-agent", util::AGENT),
@@ -567,8 +596,7 @@ fn packages_install_upgrade_remove_and_purge_in_a_scratch_root() {
     scratch.ok("sed -i 's|^#MANAGER_URL=.*|MANAGER_URL=http://192.0.2.1:5086|; \
                  s|^#DNS=.*|DNS=kattila.example.com|' /etc/kattila/agent.env
          echo 'KATTILA_PSK=a fleet key for the test' >> /etc/kattila/receiver.env
-         echo agent-id > /var/lib/kattila-agent/id
-         echo database > /var/lib/kattila/kattila.db");
+         echo agent-id > /var/lib/kattila-agent/id");
     let edited = scratch.ok("cat /etc/kattila/agent.env /etc/kattila/receiver.env");
     let said = scratch.ok(&format!("dpkg -i {agent} {server}"));
     assert!(!said.contains(": next, "), "configured packages give no advice: {said}");
