@@ -67,6 +67,10 @@ pids+=($!)
 pids+=($!)
 
 for _ in $(seq 100); do [ -e "$run/site/current/index.html" ] && break; sleep 0.1; done
+if [ ! -e "$run/site/current/index.html" ]; then
+  echo "demo: no dashboard after 10 s; sitegen says:" >&2
+  tail -5 "$run/sitegen.log" >&2
+fi
 
 cat <<MSG
 
