@@ -24,7 +24,7 @@ done
 cd "$(dirname "$0")/.."
 root=$(pwd)
 # The dev profile, shared with `cargo test`: after the tests, nothing to
-# build. Cold, it compiles about 320 crates (about 3 minutes on 2 cores,
+# build. Cold, it compiles about 250 crates (about 2 minutes on 2 cores,
 # docs/benchmarks.md); cargo shows its progress.
 echo "demo: building kattila-receiver, sitegen and kattila-agent (the first build takes a few minutes)…"
 cargo build --locked --bins
