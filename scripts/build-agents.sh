@@ -38,6 +38,13 @@ mkdir -p "$pkg/src" "$dist"
 # would rewrite the same package files; the second waits for the first.
 exec 9>"$root/target/agent-dist/.build.lock"
 flock 9
+# What --version prints, as build.rs makes it for the workspace's binaries:
+# the workspace version, and the git revision when built from a checkout.
+version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' Cargo.toml)
+if [ "$(git rev-parse --show-toplevel 2>/dev/null)" = "$(pwd -P)" ]; then
+  rev=$(git rev-parse --short=12 HEAD 2>/dev/null || true)
+  [ -z "$rev" ] || version="$version (git $rev)"
+fi
 cat > "$pkg/Cargo.toml.tmp" <<TOML
 [package]
 name = "kattila-agent-dist"
@@ -65,16 +72,17 @@ strip = true
 
 [workspace]
 TOML
-cat > "$pkg/src/main.rs.tmp" <<'RS'
+cat > "$pkg/src/main.rs.tmp" <<RS
 fn main() -> std::process::ExitCode {
-    kattila_agent::cli::main()
+    kattila_agent::cli::main("$version")
 }
 RS
 cp "$root/Cargo.lock" "$pkg/Cargo.lock.tmp"
-# Renamed into place, so an interrupted run never leaves a half-written file.
-mv "$pkg/Cargo.toml.tmp" "$pkg/Cargo.toml"
-mv "$pkg/src/main.rs.tmp" "$pkg/src/main.rs"
-mv "$pkg/Cargo.lock.tmp" "$pkg/Cargo.lock"
+# Renamed into place, so an interrupted run never leaves a half-written
+# file; left alone when unchanged, so cargo has nothing to relink.
+for f in Cargo.toml src/main.rs Cargo.lock; do
+  if cmp -s "$pkg/$f.tmp" "$pkg/$f"; then rm "$pkg/$f.tmp"; else mv "$pkg/$f.tmp" "$pkg/$f"; fi
+done
 
 for arch in "${arches[@]}"; do
   case "$arch" in
@@ -94,7 +102,7 @@ for arch in "${arches[@]}"; do
     exit 1
   fi
   echo "build-agents: building $target" >&2
-  cargo build --quiet --profile "$profile" --manifest-path "$pkg/Cargo.toml" \
+  cargo build --profile "$profile" --manifest-path "$pkg/Cargo.toml" \
     --target-dir "$root/target/agent-dist" --target "$target"
   out_dir=$profile
   [ "$profile" = quick ] || out_dir=release

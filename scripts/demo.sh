@@ -23,9 +23,12 @@ done
 
 cd "$(dirname "$0")/.."
 root=$(pwd)
-echo "demo: building (the first build takes a few minutes)…"
-cargo build --locked --quiet --bins
-bin="$root/target/debug"
+# The dev profile, shared with `cargo test`: after the tests, nothing to
+# build. Cold, it compiles about 250 crates (about 2 minutes on 2 cores,
+# docs/benchmarks.md); cargo shows its progress.
+echo "demo: building kattila-receiver, sitegen and kattila-agent (the first build takes a few minutes)…"
+cargo build --locked --bins
+bin="${CARGO_TARGET_DIR:-$root/target}/debug"
 
 run="$root/demo-run"
 rm -rf "$run"
@@ -64,6 +67,10 @@ pids+=($!)
 pids+=($!)
 
 for _ in $(seq 100); do [ -e "$run/site/current/index.html" ] && break; sleep 0.1; done
+if [ ! -e "$run/site/current/index.html" ]; then
+  echo "demo: no dashboard after 10 s; sitegen says:" >&2
+  tail -5 "$run/sitegen.log" >&2
+fi
 
 cat <<MSG
 

@@ -3,79 +3,16 @@
 //! qemu-aarch64-static. The test builds with KATTILA_DIST_PROFILE=quick
 //! (unoptimised, same target and linking) so it fits in CI; a binary already
 //! in target/dist-quick is reused when it is newer than every agent source
-//! file. Release sizes are measured by scripts/bench-agent.sh. Skips with the reason printed when the Rust
+//! file (tests/util/dist.rs). Release sizes are measured by
+//! scripts/bench-agent.sh. Skips with the reason printed when the Rust
 //! target, the cross C toolchain or qemu is missing.
 
-use std::path::{Path, PathBuf};
+mod util;
+
+use std::path::Path;
 use std::process::Command;
-use std::time::SystemTime;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn in_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
-}
-
-fn installed_targets() -> String {
-    Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
-}
-
-/// Newest modification time of the files the agent binary is built from.
-fn newest_source() -> SystemTime {
-    fn walk(dir: &Path, newest: &mut SystemTime) {
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, newest);
-            } else if let Ok(m) = entry.metadata().and_then(|m| m.modified()) {
-                *newest = (*newest).max(m);
-            }
-        }
-    }
-    let mut newest = SystemTime::UNIX_EPOCH;
-    for dir in ["agent", "proto", "keysource"] {
-        walk(&root().join(dir), &mut newest);
-    }
-    for file in ["Cargo.lock", "scripts/build-agents.sh"] {
-        if let Ok(m) = std::fs::metadata(root().join(file)).and_then(|m| m.modified()) {
-            newest = newest.max(m);
-        }
-    }
-    newest
-}
-
-/// Builds (or reuses) target/dist/kattila-agent-ARCH; `Err` is a reason to skip.
-fn fleet_binary(arch: &str, needs: &[&str]) -> Result<PathBuf, String> {
-    let target = format!("{arch}-unknown-linux-musl");
-    if !installed_targets().lines().any(|l| l.trim() == target) {
-        return Err(format!("Rust target {target} is not installed (rustup target add {target})"));
-    }
-    for tool in needs {
-        if !in_path(tool) {
-            return Err(format!("{tool} is not installed"));
-        }
-    }
-    let bin = root().join(format!("target/dist-quick/kattila-agent-{arch}"));
-    let fresh = std::fs::metadata(&bin)
-        .and_then(|m| m.modified())
-        .is_ok_and(|built| built > newest_source());
-    if !fresh {
-        let status = Command::new(root().join("scripts/build-agents.sh"))
-            .arg(arch)
-            .env("KATTILA_DIST_PROFILE", "quick")
-            .status()
-            .expect("build script runs");
-        assert!(status.success(), "scripts/build-agents.sh {arch} failed");
-    }
-    Ok(bin)
-}
+use util::dist::fleet_binary;
 
 fn check_sysinfo(stdout: &str) {
     let v: serde_json::Value = serde_json::from_str(stdout).expect("--sysinfo prints JSON");
@@ -100,7 +37,7 @@ fn is_static(bin: &Path) -> bool {
 
 #[test]
 fn static_x86_64_agent_runs_sysinfo() {
-    let bin = match fleet_binary("x86_64", &["musl-gcc"]) {
+    let bin = match fleet_binary("x86_64", &[]) {
         Ok(b) => b,
         Err(reason) => {
             return kattila_testsupport::skip("static_x86_64_agent_runs_sysinfo", &reason)
@@ -116,7 +53,7 @@ fn static_x86_64_agent_runs_sysinfo() {
 
 #[test]
 fn static_aarch64_agent_runs_sysinfo_under_qemu() {
-    let bin = match fleet_binary("aarch64", &["aarch64-linux-gnu-gcc", "qemu-aarch64-static"]) {
+    let bin = match fleet_binary("aarch64", &["qemu-aarch64-static"]) {
         Ok(b) => b,
         Err(reason) => {
             return kattila_testsupport::skip(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use kattila_keysource::{KeyConfig, KeyRing};
 use kattila_proto::Psk;
 
@@ -86,7 +86,10 @@ pub const EXIT_REFUSED: u8 = 2;
 /// Exit status of `--once` when nothing was reachable (report spooled).
 pub const EXIT_UNDELIVERABLE: u8 = 3;
 
-pub fn main() -> ExitCode {
+/// `version` is what `--version` prints. The binary passes it (the workspace
+/// version and git revision, see build.rs), so a new commit relinks the
+/// binary without recompiling this library.
+pub fn main(version: &'static str) -> ExitCode {
     // The simulator reads only its flags and the environment; the agent
     // also reads .env files, which must be merged in before clap reads env.
     let simulate = std::env::args_os().nth(1).is_some_and(|a| a == "simulate");
@@ -105,7 +108,8 @@ pub fn main() -> ExitCode {
     for w in warnings {
         tracing::warn!("{w}");
     }
-    let args = Args::parse();
+    let args = Args::from_arg_matches(&Args::command().version(version).get_matches())
+        .unwrap_or_else(|e| e.exit());
     let result = match args.command {
         Some(Command::Simulate(sim)) => simulate_main(sim),
         None => agent_main(args.agent, env_files),

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use kattila_keysource::KeyConfig;
 use kattila_proto::limits::MAX_BODY_BYTES;
 
@@ -197,9 +197,13 @@ impl Args {
     }
 }
 
-pub fn main() -> ExitCode {
+/// `version` is what `--version` prints. The binary passes it (the workspace
+/// version and git revision, see build.rs), so a new commit relinks the
+/// binary without recompiling this library.
+pub fn main(version: &'static str) -> ExitCode {
     kattila_keysource::init_logging();
-    let args = Args::parse();
+    let args = Args::from_arg_matches(&Args::command().version(version).get_matches())
+        .unwrap_or_else(|e| e.exit());
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

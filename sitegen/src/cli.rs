@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 use crate::anon::{Anon, SiteKey};
 use crate::git::{GitOptions, GitOutcome, GitSnapshots};
@@ -85,9 +85,13 @@ pub struct Args {
     pub git_branch: String,
 }
 
-pub fn main() -> ExitCode {
+/// `version` is what `--version` prints. The binary passes it (the workspace
+/// version and git revision, see build.rs), so a new commit relinks the
+/// binary without recompiling this library.
+pub fn main(version: &'static str) -> ExitCode {
     init_logging();
-    let args = Args::parse();
+    let args = Args::from_arg_matches(&Args::command().version(version).get_matches())
+        .unwrap_or_else(|e| e.exit());
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -2,5 +2,5 @@
 #![forbid(unsafe_code)]
 
 fn main() -> std::process::ExitCode {
-    kattila_agent::cli::main()
+    kattila_agent::cli::main(env!("KATTILA_VERSION"))
 }

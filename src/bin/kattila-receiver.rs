@@ -2,5 +2,5 @@
 #![forbid(unsafe_code)]
 
 fn main() -> std::process::ExitCode {
-    kattila_receiver::cli::main()
+    kattila_receiver::cli::main(env!("KATTILA_VERSION"))
 }

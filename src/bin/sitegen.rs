@@ -2,5 +2,5 @@
 #![forbid(unsafe_code)]
 
 fn main() -> std::process::ExitCode {
-    kattila_sitegen::cli::main()
+    kattila_sitegen::cli::main(env!("KATTILA_VERSION"))
 }

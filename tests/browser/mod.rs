@@ -76,7 +76,7 @@ pub struct Nginx {
 
 impl Nginx {
     /// Starts nginx with `packaging/nginx/kattila.conf`, its `listen` lines
-    /// pointed at a free loopback port and `/srv/kattila` at `out`.
+    /// pointed at a free loopback port and the site directory at `out`.
     pub fn start(out: &Path) -> Nginx {
         let dir = tempfile::tempdir().unwrap();
         let shipped = std::fs::read_to_string(
@@ -86,6 +86,7 @@ impl Nginx {
         let port = free_port();
         let out = out.canonicalize().unwrap();
         // Exactly the lines the operator adapts, nothing else.
+        const SITE: &str = "/var/lib/kattila/site";
         let mut conf = String::new();
         let (mut listens, mut paths) = (0, 0);
         for line in shipped.lines() {
@@ -96,15 +97,15 @@ impl Nginx {
             } else if trimmed == "listen [::]:80;" {
                 listens += 1;
             } else {
-                if line.contains("/srv/kattila") && !trimmed.starts_with('#') {
+                if line.contains(SITE) && !trimmed.starts_with('#') {
                     paths += 1;
                 }
-                conf.push_str(&line.replace("/srv/kattila", out.to_str().unwrap()));
+                conf.push_str(&line.replace(SITE, out.to_str().unwrap()));
                 conf.push('\n');
             }
         }
         assert_eq!(listens, 2, "the shipped nginx server block listens on port 80 (IPv4 and IPv6)");
-        assert_eq!(paths, 2, "the shipped nginx server block serves /srv/kattila/current twice");
+        assert_eq!(paths, 2, "the shipped nginx server block serves {SITE}/current twice");
         let site_conf = dir.path().join("kattila.conf");
         std::fs::write(&site_conf, conf).unwrap();
         let d = dir.path().display();

@@ -2,6 +2,8 @@
 //! drop, with their output forwarded into the test log.
 #![allow(dead_code)]
 
+pub mod dist;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
