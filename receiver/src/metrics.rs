@@ -59,6 +59,17 @@ pub struct Metrics {
     rejected: Mutex<BTreeMap<&'static str, u64>>,
     batch_size: Histogram,
     commit_ms: Histogram,
+    connections: AtomicU64,
+    header_timeouts: AtomicU64,
+}
+
+/// Counts one open connection until dropped.
+pub struct OpenConnection<'a>(&'a Metrics);
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Default for Metrics {
@@ -68,6 +79,8 @@ impl Default for Metrics {
             rejected: Mutex::new(BTreeMap::new()),
             batch_size: Histogram::new(&BATCH_BUCKETS),
             commit_ms: Histogram::new(&LATENCY_BUCKETS_MS),
+            connections: AtomicU64::new(0),
+            header_timeouts: AtomicU64::new(0),
         }
     }
 }
@@ -81,13 +94,30 @@ impl Metrics {
         *self.rejected.lock().unwrap_or_else(|e| e.into_inner()).entry(code).or_default() += 1;
     }
 
+    pub fn connection_opened(&self) -> OpenConnection<'_> {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(self)
+    }
+
+    /// A connection closed because no complete request head arrived in time.
+    pub fn header_timeout(&self) {
+        self.header_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn record_batch(&self, size: usize, elapsed: Duration) {
         self.batch_size.observe(size as f64);
         self.commit_ms.observe(elapsed.as_secs_f64() * 1000.0);
     }
 
-    /// The exposition text; `alarms` are active alarm counts by kind.
-    pub fn render(&self, keys: &KeyStatus, alarms: &[(String, i64)], agents: i64) -> String {
+    /// The exposition text; `alarms` are active alarm counts by kind,
+    /// `body_bytes` the memory held by request bodies being received.
+    pub fn render(
+        &self,
+        keys: &KeyStatus,
+        alarms: &[(String, i64)],
+        agents: i64,
+        body_bytes: usize,
+    ) -> String {
         let mut out = String::new();
         let _ =
             writeln!(out, "# HELP kattila_reports_accepted_total Messages verified and committed.");
@@ -109,6 +139,16 @@ impl Metrics {
             "kattila_commit_milliseconds",
             "Time to apply and commit one batch.",
         );
+        let _ = writeln!(out, "# HELP kattila_http_connections Open HTTP connections.\n# TYPE kattila_http_connections gauge");
+        let _ =
+            writeln!(out, "kattila_http_connections {}", self.connections.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP kattila_http_header_timeouts_total Connections closed for want of a complete request head in time (idle keep-alive connections included).\n# TYPE kattila_http_header_timeouts_total counter");
+        let _ = writeln!(
+            out,
+            "kattila_http_header_timeouts_total {}",
+            self.header_timeouts.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(out, "# HELP kattila_body_budget_bytes Memory held by request bodies being received or handled.\n# TYPE kattila_body_budget_bytes gauge\nkattila_body_budget_bytes {body_bytes}");
         let _ = writeln!(out, "# HELP kattila_alarms_active Active alarms by kind.\n# TYPE kattila_alarms_active gauge");
         for (kind, n) in alarms {
             let _ = writeln!(out, "kattila_alarms_active{{kind=\"{kind}\"}} {n}");
