@@ -98,7 +98,14 @@ async fn accept(
         Ok(_) => state.metrics.accepted(),
         Err(e) => {
             state.metrics.rejected(e.code());
-            tracing::info!(endpoint, error = e.code(), detail = %e, "message refused");
+            if matches!(e, ApiError::Body(_)) {
+                // A body that stalls, breaks off or finds the budget full:
+                // under a slow-client flood this is every connection, so
+                // it is counted in the metrics and logged only at debug.
+                tracing::debug!(endpoint, error = e.code(), detail = %e, "body refused");
+            } else {
+                tracing::info!(endpoint, error = e.code(), detail = %e, "message refused");
+            }
         }
     }
     result

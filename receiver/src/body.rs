@@ -84,9 +84,6 @@ pub struct Body {
     _charged: Option<OwnedSemaphorePermit>,
 }
 
-/// The smallest buffer allocated for a body; reports are a few KB.
-const FIRST_ALLOCATION: usize = 8 * 1024;
-
 /// Reads `body` completely under `limits`, charging `budget`.
 pub async fn read(
     body: axum::body::Body,
@@ -126,12 +123,12 @@ pub async fn read(
             return Err(BodyError::TooLarge { limit: limits.max_bytes });
         }
         if needed > buf.capacity() {
-            // Grow by doubling (bounded by the limit and the announced
-            // length), charging the budget before allocating.
-            let target = needed
-                .max(buf.capacity() * 2)
-                .max(FIRST_ALLOCATION)
-                .min(limits.max_bytes.min(expected.max(needed)));
+            // Grow by doubling, bounded by the limit and the announced
+            // length (a body in one piece gets one exact allocation), and
+            // charge the budget before allocating. Nothing is allocated
+            // ahead of the bytes: a stalled client holds what it sent.
+            let target =
+                needed.max(buf.capacity() * 2).min(limits.max_bytes.min(expected.max(needed)));
             budget.charge(&mut charged, target - buf.capacity())?;
             buf.reserve_exact(target - buf.len());
         }

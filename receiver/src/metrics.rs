@@ -60,7 +60,17 @@ pub struct Metrics {
     batch_size: Histogram,
     commit_ms: Histogram,
     connections: AtomicU64,
-    header_timeouts: AtomicU64,
+    head_timeouts: AtomicU64,
+    send_timeouts: AtomicU64,
+}
+
+/// Where a connection timed out.
+#[derive(Debug, Clone, Copy)]
+pub enum Phase {
+    /// No complete request head in time (idle keep-alive included).
+    Head,
+    /// The client did not read its answer in time.
+    Send,
 }
 
 /// Counts one open connection until dropped.
@@ -80,7 +90,8 @@ impl Default for Metrics {
             batch_size: Histogram::new(&BATCH_BUCKETS),
             commit_ms: Histogram::new(&LATENCY_BUCKETS_MS),
             connections: AtomicU64::new(0),
-            header_timeouts: AtomicU64::new(0),
+            head_timeouts: AtomicU64::new(0),
+            send_timeouts: AtomicU64::new(0),
         }
     }
 }
@@ -99,9 +110,13 @@ impl Metrics {
         OpenConnection(self)
     }
 
-    /// A connection closed because no complete request head arrived in time.
-    pub fn header_timeout(&self) {
-        self.header_timeouts.fetch_add(1, Ordering::Relaxed);
+    /// A connection closed by a transport timeout.
+    pub fn timeout(&self, phase: Phase) {
+        match phase {
+            Phase::Head => &self.head_timeouts,
+            Phase::Send => &self.send_timeouts,
+        }
+        .fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn record_batch(&self, size: usize, elapsed: Duration) {
@@ -142,11 +157,16 @@ impl Metrics {
         let _ = writeln!(out, "# HELP kattila_http_connections Open HTTP connections.\n# TYPE kattila_http_connections gauge");
         let _ =
             writeln!(out, "kattila_http_connections {}", self.connections.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP kattila_http_header_timeouts_total Connections closed for want of a complete request head in time (idle keep-alive connections included).\n# TYPE kattila_http_header_timeouts_total counter");
+        let _ = writeln!(out, "# HELP kattila_http_timeouts_total Connections closed by a timeout: no complete request head in time (idle keep-alive connections included), or an answer left unread.\n# TYPE kattila_http_timeouts_total counter");
         let _ = writeln!(
             out,
-            "kattila_http_header_timeouts_total {}",
-            self.header_timeouts.load(Ordering::Relaxed)
+            "kattila_http_timeouts_total{{phase=\"head\"}} {}",
+            self.head_timeouts.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "kattila_http_timeouts_total{{phase=\"send\"}} {}",
+            self.send_timeouts.load(Ordering::Relaxed)
         );
         let _ = writeln!(out, "# HELP kattila_body_budget_bytes Memory held by request bodies being received or handled.\n# TYPE kattila_body_budget_bytes gauge\nkattila_body_budget_bytes {body_bytes}");
         let _ = writeln!(out, "# HELP kattila_alarms_active Active alarms by kind.\n# TYPE kattila_alarms_active gauge");

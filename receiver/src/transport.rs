@@ -3,8 +3,11 @@
 //! request: the number of open connections (`--max-connections`; beyond it
 //! the loop stops accepting and the kernel queues new connections), and the
 //! time to send a request head (`--header-timeout-secs`), which also closes
-//! idle keep-alive connections. Bodies are read by the handlers under their
-//! own limits ([`crate::body`]).
+//! idle keep-alive connections, and as long for an answer to make progress
+//! towards a client that does not read it (hyper has no write timeout, and
+//! an unread answer would otherwise hold its connection and memory for
+//! ever). Bodies are read by the handlers under their own limits
+//! ([`crate::body`]).
 //!
 //! An answer sent before the request body was read (a 413, a timeout, a
 //! refusal) announces `Connection: close`, and the connection then closes
@@ -34,7 +37,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tower_service::Service;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Phase};
 
 /// Limits of the transport; see the module documentation.
 #[derive(Debug, Clone, Copy)]
@@ -101,7 +104,7 @@ pub async fn serve(
             },
         };
         connections.spawn(connection(
-            stream,
+            SendTimeout::new(stream, limits.header_timeout),
             builder.clone(),
             app.clone(),
             metrics.clone(),
@@ -133,7 +136,7 @@ fn is_connection_error(e: &std::io::Error) -> bool {
 
 /// Serves one connection until it ends, then closes it lingering.
 async fn connection(
-    stream: TcpStream,
+    stream: SendTimeout,
     builder: http1::Builder,
     app: Router,
     metrics: Arc<Metrics>,
@@ -141,7 +144,7 @@ async fn connection(
     _slot: OwnedSemaphorePermit,
 ) {
     let _open = metrics.connection_opened();
-    let _ = stream.set_nodelay(true);
+    let _ = stream.stream.set_nodelay(true);
     let service = hyper::service::service_fn(move |request| {
         let app = app.clone();
         // Boxed so that the connection can be polled without pinning it,
@@ -166,13 +169,32 @@ async fn connection(
         Err(e) if e.is_timeout() => {
             // No complete request head in time (or an idle keep-alive
             // connection): the client is not sending, close at once.
-            metrics.header_timeout();
+            metrics.timeout(Phase::Head);
+            return;
+        }
+        Err(e) if send_timed_out(&e) => {
+            // The client does not read: no answer left to deliver.
+            metrics.timeout(Phase::Send);
             return;
         }
         Err(e) => tracing::debug!(error = %e, "connection ended with an error"),
         Ok(()) => {}
     }
-    linger(conn.into_parts().io.into_inner()).await;
+    linger(conn.into_parts().io.into_inner().stream).await;
+}
+
+/// Whether `e` is [`SendTimeout`]'s failure.
+fn send_timed_out(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Passes one request to the router. When the answer leaves part of the
@@ -219,6 +241,86 @@ impl hyper::body::Body for TrackEnd {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// A socket whose writes fail when they make no progress for `timeout`:
+/// the client is not reading its answer.
+struct SendTimeout {
+    stream: TcpStream,
+    timeout: Duration,
+    /// Armed while a write is pending; reset by any progress.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl SendTimeout {
+    fn new(stream: TcpStream, timeout: Duration) -> SendTimeout {
+        SendTimeout { stream, timeout, stalled: None }
+    }
+
+    /// Passes a write's result through, failing one that stayed pending
+    /// past the timeout.
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
+        let timeout = self.timeout;
+        let stalled = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client did not read its answer in time",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for SendTimeout {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for SendTimeout {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.watch(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.watch(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.stream).poll_flush(cx);
+        self.watch(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 

@@ -29,7 +29,7 @@ async fn open_stalled(addr: &str, n: usize) -> Vec<TcpStream> {
     let mut stalled = Vec::with_capacity(n);
     for i in 0..n {
         let mut s = TcpStream::connect(addr).await.expect("connect");
-        let bytes = if i % 4 == 0 { PARTIAL_HEAD } else { HEAD_AND_A_FEW_BYTES };
+        let bytes = if i.is_multiple_of(4) { PARTIAL_HEAD } else { HEAD_AND_A_FEW_BYTES };
         s.write_all(bytes).await.expect("write the stalled start");
         stalled.push(s);
     }
@@ -155,7 +155,7 @@ async fn read_deadlines_close_stalled_trickling_and_idle_connections() {
             .await
             .expect("a stalled connection was closed by the deadlines");
         let answer = String::from_utf8_lossy(&answer);
-        if i % 4 == 0 {
+        if i.is_multiple_of(4) {
             assert!(answer.is_empty(), "an incomplete head gets no answer: {answer}");
         } else {
             assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
@@ -313,4 +313,32 @@ async fn an_oversized_body_announced_with_expect_100_continue_is_refused_unread(
     SimAgent::new(&fleet, 0).send(&h.url).await.expect("the next request is served");
     let r = client.get(format!("{}/status/agents", h.url)).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200, "the same client's next request is served");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_answers_is_disconnected() {
+    let h = Harness::start(|c| c.header_timeout = Duration::from_secs(1)).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(addr(&h).parse().unwrap()).await.unwrap();
+    // Pipelined requests whose answers (a few KB each) are far more than
+    // the socket buffers hold; none of them is ever read.
+    let requests = b"GET /metrics HTTP/1.1\r\nHost: kattila\r\n\r\n".repeat(3000);
+    let writer = tokio::spawn(async move {
+        let _ = s.write_all(&requests).await;
+        s
+    });
+    let mut closed = false;
+    for _ in 0..1200 {
+        let metrics = h.get_text("/metrics").await;
+        if metrics.contains("kattila_http_timeouts_total{phase=\"send\"} 1") {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(closed, "the receiver closed the connection whose answers were never read");
+    let mut s = writer.await.unwrap();
+    let rest = tokio::time::timeout(Duration::from_secs(60), read_until_closed(&mut s)).await;
+    assert!(rest.is_ok(), "the connection is closed: reading its backlog ends");
 }
