@@ -115,7 +115,8 @@ pub struct Args {
     pub max_connections: usize,
 
     /// Seconds a client has to send a complete request head; an idle
-    /// keep-alive connection is closed after as long.
+    /// keep-alive connection is closed after as long, and so is one whose
+    /// client leaves an answer unread for as long.
     #[arg(long, env = "KATTILA_HEADER_TIMEOUT_SECS", default_value_t = DEFAULT_HEADER_TIMEOUT_SECS)]
     pub header_timeout_secs: f64,
 
