@@ -25,7 +25,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::http::{header, HeaderValue, Request};
+use axum::http::{header, HeaderMap, HeaderValue, Request, Uri};
 use axum::response::Response;
 use axum::Router;
 use hyper::body::{Frame, Incoming, SizeHint};
@@ -104,7 +104,7 @@ pub async fn serve(
             },
         };
         connections.spawn(connection(
-            SendTimeout::new(stream, limits.header_timeout),
+            ClientStream::new(stream, limits.header_timeout),
             builder.clone(),
             app.clone(),
             metrics.clone(),
@@ -136,7 +136,7 @@ fn is_connection_error(e: &std::io::Error) -> bool {
 
 /// Serves one connection until it ends, then closes it lingering.
 async fn connection(
-    stream: SendTimeout,
+    mut stream: ClientStream,
     builder: http1::Builder,
     app: Router,
     metrics: Arc<Metrics>,
@@ -145,6 +145,21 @@ async fn connection(
 ) {
     let _open = metrics.connection_opened();
     let _ = stream.stream.set_nodelay(true);
+    // hyper gets the connection once the first request head is complete:
+    // until then it costs two buffers (8 and 16 KiB), this wait only the
+    // bytes received.
+    let head = tokio::select! {
+        head = tokio::time::timeout(stream.timeout, stream.read_head()) => head,
+        _ = stopping.wait_for(|stop| *stop) => return,
+    };
+    match head {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(_) => {
+            metrics.timeout(Phase::Head);
+            return;
+        }
+    }
     let service = hyper::service::service_fn(move |request| {
         let app = app.clone();
         // Boxed so that the connection can be polled without pinning it,
@@ -183,7 +198,7 @@ async fn connection(
     linger(conn.into_parts().io.into_inner().stream).await;
 }
 
-/// Whether `e` is [`SendTimeout`]'s failure.
+/// Whether `e` is the failure of [`ClientStream`]'s send timeout.
 fn send_timed_out(e: &hyper::Error) -> bool {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
@@ -201,7 +216,8 @@ fn send_timed_out(e: &hyper::Error) -> bool {
 /// request body unread, it says `Connection: close`: the rest of the body
 /// would otherwise be taken for the next request.
 async fn respond(mut app: Router, request: Request<Incoming>) -> Result<Response, Infallible> {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    detach_head(&mut parts);
     let ended = Arc::new(AtomicBool::new(false));
     let had_body = !hyper::body::Body::is_end_stream(&body);
     let body = axum::body::Body::new(TrackEnd { inner: body, ended: ended.clone() });
@@ -210,6 +226,23 @@ async fn respond(mut app: Router, request: Request<Incoming>) -> Result<Response
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     Ok(response)
+}
+
+/// Copies the request head out of hyper's read buffer. hyper's URI and
+/// header values are slices of that buffer, and while any of them lives
+/// hyper cannot reuse the buffer to read the body: it allocates another
+/// one, 8 KiB more for every client that stalls in its body.
+fn detach_head(parts: &mut axum::http::request::Parts) {
+    if let Ok(uri) = Uri::try_from(parts.uri.to_string()) {
+        parts.uri = uri;
+    }
+    let mut headers = HeaderMap::with_capacity(parts.headers.len());
+    for (name, value) in &parts.headers {
+        let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        copy.set_sensitive(value.is_sensitive());
+        headers.append(name.clone(), copy);
+    }
+    parts.headers = headers;
 }
 
 /// A request body that records whether it was read to its end.
@@ -244,18 +277,52 @@ impl hyper::body::Body for TrackEnd {
     }
 }
 
-/// A socket whose writes fail when they make no progress for `timeout`:
-/// the client is not reading its answer.
-struct SendTimeout {
+/// A client's socket as hyper sees it: the bytes read while waiting for the
+/// first request head come first, and a write that makes no progress for
+/// `timeout` fails (the client is not reading its answer).
+struct ClientStream {
     stream: TcpStream,
+    /// Read before hyper took over; `consumed` of them already passed on.
+    head: Vec<u8>,
+    consumed: usize,
     timeout: Duration,
     /// Armed while a write is pending; reset by any progress.
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl SendTimeout {
-    fn new(stream: TcpStream, timeout: Duration) -> SendTimeout {
-        SendTimeout { stream, timeout, stalled: None }
+impl ClientStream {
+    fn new(stream: TcpStream, timeout: Duration) -> ClientStream {
+        ClientStream { stream, head: Vec::new(), consumed: 0, timeout, stalled: None }
+    }
+
+    /// Reads until the first request head is complete (true), or the client
+    /// closes or fails (false). A head longer than hyper's buffer is handed
+    /// on as complete: hyper answers it with 431.
+    async fn read_head(&mut self) -> bool {
+        loop {
+            if self.stream.readable().await.is_err() {
+                return false;
+            }
+            // The buffer lives only while there is data to copy: a client
+            // that stalls holds just the bytes it sent.
+            let mut buf = [0u8; 4096];
+            match self.stream.try_read(&mut buf) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    let from = self.head.len().saturating_sub(3);
+                    self.head.reserve_exact(n);
+                    self.head.extend_from_slice(&buf[..n]);
+                    let tail = &self.head[from..];
+                    let complete = tail.windows(4).any(|w| w == b"\r\n\r\n")
+                        || tail.windows(2).any(|w| w == b"\n\n");
+                    if complete || self.head.len() >= MAX_BUFFER {
+                        return true;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return false,
+            }
+        }
     }
 
     /// Passes a write's result through, failing one that stayed pending
@@ -281,17 +348,28 @@ impl SendTimeout {
     }
 }
 
-impl tokio::io::AsyncRead for SendTimeout {
+impl tokio::io::AsyncRead for ClientStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if self.consumed < self.head.len() {
+            let n = buf.remaining().min(self.head.len() - self.consumed);
+            let from = self.consumed;
+            buf.put_slice(&self.head[from..from + n]);
+            self.consumed += n;
+            if self.consumed == self.head.len() {
+                self.head = Vec::new();
+                self.consumed = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
-impl tokio::io::AsyncWrite for SendTimeout {
+impl tokio::io::AsyncWrite for ClientStream {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
