@@ -30,6 +30,8 @@
 //!                      warm-up starts.
 //!   --stalled-body B   with --stalled: each stalled connection sends B
 //!                      bytes of a body announced one byte longer, then stalls
+//!   --no-reopen        with --stalled: a stalled connection the receiver
+//!                      closes stays closed
 //!
 //! Every report is generated and signed before the clock starts (the
 //! simulator's realistic reports, ~3 KB on average), so the measured phase
@@ -59,6 +61,7 @@ struct Options {
     reports: Option<usize>,
     stalled: usize,
     stalled_body: Option<usize>,
+    reopen: bool,
 }
 
 fn options() -> Options {
@@ -73,6 +76,7 @@ fn options() -> Options {
         reports: None,
         stalled: 0,
         stalled_body: None,
+        reopen: true,
     };
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let mut it = args.iter();
@@ -89,6 +93,7 @@ fn options() -> Options {
             "--reports" => o.reports = Some(value().parse().expect("--reports N")),
             "--stalled" => o.stalled = value().parse().expect("--stalled N"),
             "--stalled-body" => o.stalled_body = Some(value().parse().expect("--stalled-body B")),
+            "--no-reopen" => o.reopen = false,
             other => panic!("unknown option {other}"),
         }
     }
@@ -235,6 +240,7 @@ async fn stall(
     addr: String,
     start: Arc<Vec<u8>>,
     stats: Arc<Stalled>,
+    reopen: bool,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -264,6 +270,9 @@ async fn stall(
             stats.open.fetch_sub(1, Ordering::Relaxed);
         }
         stats.closed.fetch_add(1, Ordering::Relaxed);
+        if !reopen {
+            return;
+        }
     }
 }
 
@@ -330,18 +339,23 @@ async fn run(o: Options) {
                 .entry(key)
                 .or_insert_with(|| Arc::new(stalled_start(&addr, i, o.stalled_body)))
                 .clone();
-            tokio::spawn(stall(addr.clone(), start, stalled.clone(), stalling.clone()));
+            tokio::spawn(stall(addr.clone(), start, stalled.clone(), o.reopen, stalling.clone()));
         }
         let since = Instant::now();
-        while stalled.open.load(Ordering::Relaxed) < o.stalled
-            && since.elapsed() < Duration::from_secs(120)
-        {
+        // Without reopening, those the receiver refused at once count too.
+        let settled = || {
+            let open = stalled.open.load(Ordering::Relaxed);
+            let closed = if o.reopen { 0 } else { stalled.closed.load(Ordering::Relaxed) };
+            open + closed >= o.stalled
+        };
+        while !settled() && since.elapsed() < Duration::from_secs(120) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         eprintln!(
-            "stalled connections: {} of {} open after {:.1?}",
+            "stalled connections: {} of {} open ({} closed by the receiver) after {:.1?}",
             stalled.open.load(Ordering::Relaxed),
             o.stalled,
+            stalled.closed.load(Ordering::Relaxed),
             since.elapsed()
         );
     }

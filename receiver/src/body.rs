@@ -129,8 +129,16 @@ pub async fn read(
             // ahead of the bytes: a stalled client holds what it sent.
             let target =
                 needed.max(buf.capacity() * 2).min(limits.max_bytes.min(expected.max(needed)));
-            budget.charge(&mut charged, target - buf.capacity())?;
-            buf.reserve_exact(target - buf.len());
+            // While growing, the old and the new buffer both exist: charge
+            // the new one whole, and release the old one once it is freed.
+            let old = buf.capacity();
+            budget.charge(&mut charged, target)?;
+            let mut grown = Vec::with_capacity(target);
+            grown.extend_from_slice(&buf);
+            buf = grown;
+            if let Some(freed) = charged.as_mut().and_then(|c| c.split(old)) {
+                drop(freed);
+            }
         }
         buf.extend_from_slice(&data);
     }
