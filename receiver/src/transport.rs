@@ -9,6 +9,11 @@
 //! ever). Bodies are read by the handlers under their own limits
 //! ([`crate::body`]).
 //!
+//! A stalled client must cost little memory: a connection is handed to
+//! hyper (and gets hyper's buffers) only once its first request head is
+//! complete, and the request head is copied out of hyper's read buffer so
+//! that hyper can reuse that buffer for the body.
+//!
 //! An answer sent before the request body was read (a 413, a timeout, a
 //! refusal) announces `Connection: close`, and the connection then closes
 //! "lingering": it sends its end of the stream and reads and discards what
