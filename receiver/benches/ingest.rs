@@ -22,6 +22,16 @@
 //!                      every agent reports once before the clock starts:
 //!                      a first report writes the agent's whole state, ~25
 //!                      statements, while the steady state is measured)
+//!   --stalled N        slow clients: keep N more connections open that
+//!                      stall mid-request (every fourth in its request head,
+//!                      the others after the head of a 3,000-byte report and
+//!                      a few of its bytes); each one the receiver closes is
+//!                      opened again at once. They are all open before the
+//!                      warm-up starts.
+//!   --stalled-body B   with --stalled: each stalled connection sends B
+//!                      bytes of a body announced one byte longer, then stalls
+//!   --no-reopen        with --stalled: a stalled connection the receiver
+//!                      closes stays closed
 //!
 //! Every report is generated and signed before the clock starts (the
 //! simulator's realistic reports, ~3 KB on average), so the measured phase
@@ -49,6 +59,9 @@ struct Options {
     psk: String,
     warmup: bool,
     reports: Option<usize>,
+    stalled: usize,
+    stalled_body: Option<usize>,
+    reopen: bool,
 }
 
 fn options() -> Options {
@@ -61,6 +74,9 @@ fn options() -> Options {
         psk: "bench-key".into(),
         warmup: true,
         reports: None,
+        stalled: 0,
+        stalled_body: None,
+        reopen: true,
     };
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let mut it = args.iter();
@@ -75,6 +91,9 @@ fn options() -> Options {
             "--psk" => o.psk = value(),
             "--no-warmup" => o.warmup = false,
             "--reports" => o.reports = Some(value().parse().expect("--reports N")),
+            "--stalled" => o.stalled = value().parse().expect("--stalled N"),
+            "--stalled-body" => o.stalled_body = Some(value().parse().expect("--stalled-body B")),
+            "--no-reopen" => o.reopen = false,
             other => panic!("unknown option {other}"),
         }
     }
@@ -186,6 +205,77 @@ impl Connection {
     }
 }
 
+/// Slow clients: connections that stall mid-request, reopened when closed.
+#[derive(Default)]
+struct Stalled {
+    open: AtomicUsize,
+    closed: AtomicUsize,
+}
+
+/// What stalled connection `i` sends before it stalls.
+fn stalled_start(host: &str, i: usize, body: Option<usize>) -> Vec<u8> {
+    match body {
+        Some(n) => {
+            let mut start = format!(
+                "POST /status/updates HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                n + 1
+            )
+            .into_bytes();
+            start.resize(start.len() + n, b' ');
+            start
+        }
+        None if i.is_multiple_of(4) => {
+            format!("POST /status/updates HTTP/1.1\r\nHost: {host}\r\nContent-Le").into_bytes()
+        }
+        None => format!(
+            "POST /status/updates HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 3000\r\n\r\n{{\"version\":1,"
+        )
+        .into_bytes(),
+    }
+}
+
+/// One slow client: connects, sends `start`, waits until the receiver
+/// answers or closes, and starts over, until `stop`.
+async fn stall(
+    addr: String,
+    start: Arc<Vec<u8>>,
+    stats: Arc<Stalled>,
+    reopen: bool,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok(mut stream) = tokio::net::TcpStream::connect(&addr).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let sent = tokio::select! {
+            sent = stream.write_all(&start) => sent.is_ok(),
+            _ = stop.changed() => return,
+        };
+        if sent {
+            stats.open.fetch_add(1, Ordering::Relaxed);
+            let mut buf = [0u8; 1024];
+            let closed = async {
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            };
+            tokio::select! {
+                () = closed => {}
+                _ = stop.changed() => return,
+            }
+            stats.open.fetch_sub(1, Ordering::Relaxed);
+        }
+        stats.closed.fetch_add(1, Ordering::Relaxed);
+        if !reopen {
+            return;
+        }
+    }
+}
+
 /// CPU time (user + system) this process used so far, in seconds: with
 /// `--url`, the generator's share of the two cores; in process, generator
 /// and receiver together.
@@ -239,6 +329,36 @@ async fn run(o: Options) {
     let requests: Arc<Vec<Vec<u8>>> =
         Arc::new(envelopes.into_iter().map(|body| http_request(&addr, body)).collect());
     let generated = generation.elapsed();
+    let stalled = Arc::new(Stalled::default());
+    let (stop_stalling, stalling) = tokio::sync::watch::channel(false);
+    if o.stalled > 0 {
+        let mut starts = std::collections::HashMap::new();
+        for i in 0..o.stalled {
+            let key = if o.stalled_body.is_none() && i.is_multiple_of(4) { 0 } else { 1 };
+            let start = starts
+                .entry(key)
+                .or_insert_with(|| Arc::new(stalled_start(&addr, i, o.stalled_body)))
+                .clone();
+            tokio::spawn(stall(addr.clone(), start, stalled.clone(), o.reopen, stalling.clone()));
+        }
+        let since = Instant::now();
+        // Without reopening, those the receiver refused at once count too.
+        let settled = || {
+            let open = stalled.open.load(Ordering::Relaxed);
+            let closed = if o.reopen { 0 } else { stalled.closed.load(Ordering::Relaxed) };
+            open + closed >= o.stalled
+        };
+        while !settled() && since.elapsed() < Duration::from_secs(120) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        eprintln!(
+            "stalled connections: {} of {} open ({} closed by the receiver) after {:.1?}",
+            stalled.open.load(Ordering::Relaxed),
+            o.stalled,
+            stalled.closed.load(Ordering::Relaxed),
+            since.elapsed()
+        );
+    }
     let warmup = Instant::now();
     let mut first_reports = tokio::task::JoinSet::new();
     for c in 0..o.connections.max(1) {
@@ -326,6 +446,8 @@ async fn run(o: Options) {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let process_cpu = own_cpu_seconds() - cpu_before;
+    let stalled_open = stalled.open.load(Ordering::Relaxed);
+    let _ = stop_stalling.send(true);
     latencies.sort();
     println!(
         "mode={} agents={} committed={} failed={} elapsed={:.2}s rate={:.0}/s p50={:.2}ms p99={:.2}ms max={:.2}ms mean_size={}B process_cpu={:.1}s",
@@ -341,4 +463,13 @@ async fn run(o: Options) {
         mean_size,
         process_cpu,
     );
+    if o.stalled > 0 {
+        println!(
+            "stalled={} stalled_body={} stalled_open_at_end={} stalled_closed_by_receiver={}",
+            o.stalled,
+            o.stalled_body.map_or("none".to_string(), |b| b.to_string()),
+            stalled_open,
+            stalled.closed.load(Ordering::Relaxed),
+        );
+    }
 }

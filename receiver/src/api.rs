@@ -1,14 +1,14 @@
-//! HTTP routes and handlers. Ingest handlers verify, hand the message to the
-//! writer and answer only after it committed; errors map to HTTP in
-//! [`crate::error`].
+//! HTTP routes and handlers. Ingest handlers read the body under its
+//! limits, verify, hand the message to the writer and answer only after it
+//! committed; errors map to HTTP in [`crate::error`]. Every answer, errors
+//! included, is JSON (`/metrics` excepted).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, HeaderMap};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, Method, Uri};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
+use crate::body::{BodyBudget, BodyLimits};
 use crate::config::AdminToken;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -27,7 +28,10 @@ use crate::writer::{AdminCommand, Outcome, WriterHandle};
 pub struct AppState {
     pub keys: KeyRing,
     pub writer: WriterHandle,
-    pub max_body: usize,
+    /// Size and time limits of a request body.
+    pub body_limits: BodyLimits,
+    /// Memory shared by the bodies being received.
+    pub body_budget: BodyBudget,
     pub db_path: PathBuf,
     pub admin_token: Option<AdminToken>,
     pub metrics: Arc<Metrics>,
@@ -35,70 +39,73 @@ pub struct AppState {
     pub silent_after: i64,
     /// Ingest requests being handled; beyond its capacity they are shed.
     pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// Set when shutdown begins; readiness then answers 503.
+    pub shutting_down: Arc<AtomicBool>,
 }
 
 pub fn router(state: AppState) -> Router {
-    let limit = state.max_body;
-    let ingest = Router::new()
+    Router::new()
         .route("/status/updates", post(updates))
         .route("/status/register", post(register))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), shed_load));
-    Router::new()
-        .merge(ingest)
+        .route("/status/live", get(live))
+        .route("/status/ready", get(ready))
         .route("/status/healthcheck", get(healthcheck))
         .route("/status/agents", get(agents))
         .route("/status/alarms", get(alarms))
         .route("/status/admin/reset", post(admin_reset))
         .route("/status/admin/alarms/{id}/ack", post(admin_ack))
         .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(limit))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
-/// Refuses ingest requests beyond the in-flight limit with 503 before
-/// their bodies are read, so an overload costs neither memory nor latency
-/// for the requests already admitted. Agents retry later or spool.
-async fn shed_load(
-    State(state): State<AppState>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    match state.in_flight.clone().try_acquire_owned() {
-        Ok(_permit) => next.run(request).await,
-        Err(_) => {
-            state.metrics.rejected(ApiError::Overloaded.code());
-            ApiError::Overloaded.into_response()
-        }
-    }
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no endpoint {}", uri.path()))
+}
+
+/// axum adds the `Allow` header listing the methods the path has.
+async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::MethodNotAllowed { method: method.to_string() }
 }
 
 async fn updates(
     State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
+    headers: HeaderMap,
+    body: axum::body::Body,
 ) -> Result<Json<Value>, ApiError> {
-    accept(&state, body, Kind::Report, "/status/updates").await
+    accept(&state, &headers, body, Kind::Report, "/status/updates").await
 }
 
 async fn register(
     State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
+    headers: HeaderMap,
+    body: axum::body::Body,
 ) -> Result<Json<Value>, ApiError> {
-    accept(&state, body, Kind::Register, "/status/register").await
+    accept(&state, &headers, body, Kind::Register, "/status/register").await
 }
 
 /// The whole acceptance path of docs/protocol.md for one endpoint.
 async fn accept(
     state: &AppState,
-    body: Result<Bytes, BytesRejection>,
+    headers: &HeaderMap,
+    body: axum::body::Body,
     expected: Kind,
     endpoint: &'static str,
 ) -> Result<Json<Value>, ApiError> {
-    let result = accept_inner(state, body, expected, endpoint).await;
+    let result = accept_inner(state, headers, body, expected, endpoint).await;
     match &result {
         Ok(_) => state.metrics.accepted(),
         Err(e) => {
             state.metrics.rejected(e.code());
-            tracing::info!(endpoint, error = e.code(), detail = %e, "message refused");
+            if matches!(e, ApiError::Body(_)) {
+                // A body that stalls, breaks off or finds the budget full:
+                // under a slow-client flood this is every connection, so
+                // it is counted in the metrics and logged only at debug.
+                tracing::debug!(endpoint, error = e.code(), detail = %e, "body refused");
+            } else {
+                tracing::info!(endpoint, error = e.code(), detail = %e, "message refused");
+            }
         }
     }
     result
@@ -106,27 +113,26 @@ async fn accept(
 
 async fn accept_inner(
     state: &AppState,
-    body: Result<Bytes, BytesRejection>,
+    headers: &HeaderMap,
+    body: axum::body::Body,
     expected: Kind,
     endpoint: &'static str,
 ) -> Result<Json<Value>, ApiError> {
+    // The body is read first, so that a refusal below leaves the
+    // connection reusable; reading it holds no in-flight slot.
+    let body = crate::body::read(body, headers, &state.body_limits, &state.body_budget).await?;
     // No key yet (DNS has not answered since start): nothing can verify, so
     // refuse everything rather than accept anything unsigned.
     if state.keys.with(|k| k.is_empty()) {
         return Err(VerifyError::NoKey.into());
     }
-    let body = body.map_err(|rejection| match rejection {
-        BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
-            ApiError::from(VerifyError::TooLarge {
-                size: state.max_body + 1,
-                limit: state.max_body,
-            })
-        }
-        other => ApiError::from(VerifyError::BadJson(other.body_text())),
-    })?;
+    // Only a request whose whole body is in hand takes an in-flight slot:
+    // slow clients cannot hold slots, and the slots bound the verification
+    // and commit work queued at once.
+    let _slot = state.in_flight.try_acquire().map_err(|_| ApiError::Overloaded)?;
     let now = crate::unix_now();
-    let opts = VerifyOptions { now, max_body: state.max_body };
-    let verified = state.keys.with(|keys| verify(&body, keys, opts)).inspect_err(|e| {
+    let opts = VerifyOptions { now, max_body: state.body_limits.max_bytes };
+    let verified = state.keys.with(|keys| verify(&body.bytes, keys, opts)).inspect_err(|e| {
         // The agent may already sign with a key rotated in DNS that this
         // receiver has not fetched yet: look again soon (rate-limited).
         if *e == VerifyError::BadMac {
@@ -141,7 +147,7 @@ async fn accept_inner(
     let agent_id = verified.origin().agent_id.clone();
     let tick = verified.origin().tick;
     let relay_hops = verified.relay_hops();
-    match state.writer.submit(verified, body, now).await {
+    match state.writer.submit(verified, body.bytes.clone(), now).await {
         Some(Outcome::Committed) => {
             tracing::debug!(endpoint, %agent_id, tick, relay_hops, "committed");
             Ok(Json(
@@ -154,16 +160,55 @@ async fn accept_inner(
     }
 }
 
-async fn healthcheck(State(state): State<AppState>) -> impl IntoResponse {
-    let keys = state.keys.status();
+/// Liveness: the process serves requests. Nothing else is checked, so a
+/// supervisor restarts the receiver only when it is really stuck.
+async fn live() -> Json<Value> {
+    Json(json!({ "status": "live", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+/// Readiness: whether a report sent now can be accepted. 503 `not_ready`
+/// while there is no fleet key, the database cannot be read, the writer
+/// has stopped or the receiver is shutting down.
+async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let mut reasons = Vec::new();
+    if state.shutting_down.load(Ordering::Acquire) {
+        reasons.push("shutting down".to_string());
+    }
+    if state.keys.status().keys == 0 {
+        reasons.push("no fleet key yet: every report is refused with 503 no_key".to_string());
+    }
+    if !state.writer.is_running() {
+        reasons.push("the database writer has stopped".to_string());
+    }
+    if let Err(e) = database_readable(&state).await {
+        reasons.push(format!("database not readable: {e}"));
+    }
+    tracing::debug!(ready = reasons.is_empty(), "readiness check");
+    if reasons.is_empty() {
+        Ok(Json(json!({ "status": "ready" })))
+    } else {
+        Err(ApiError::NotReady(reasons.join("; ")))
+    }
+}
+
+/// Opens the database read-only and runs a query, as every reader does.
+async fn database_readable(state: &AppState) -> Result<(), String> {
     let db_path = state.db_path.clone();
-    let db_ok = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         crate::read::open(&db_path)
-            .and_then(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)))
+            .and_then(|c| {
+                c.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0))
+            })
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     })
     .await
-    .map(|r| r.is_ok())
-    .unwrap_or(false);
+    .map_err(|e| e.to_string())?
+}
+
+async fn healthcheck(State(state): State<AppState>) -> impl IntoResponse {
+    let keys = state.keys.status();
+    let db_ok = database_readable(&state).await.is_ok();
     let mut reasons = Vec::new();
     if keys.keys == 0 {
         reasons.push("no fleet key yet: every report is refused with 503".to_string());
@@ -235,13 +280,20 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .unwrap_or("");
     if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
         Ok(())
     } else {
         Err(ApiError::AdminUnauthorized)
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value. The scheme is
+/// case-insensitive (RFC 9110, section 11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim_start_matches(' '))
 }
 
 #[derive(Debug, Deserialize)]
@@ -253,9 +305,12 @@ struct ResetRequest {
 async fn admin_reset(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<Json<Value>, ApiError> {
+    // Authorised first: a stranger's body is never read.
     authorize(&state, &headers)?;
+    let body = crate::body::read(body, &headers, &state.body_limits, &state.body_budget).await?;
+    let body = body.bytes;
     let request: ResetRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ResetRequest { agent_id: None }
     } else {
@@ -285,9 +340,10 @@ async fn admin_reset(
 async fn admin_ack(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
+    let Path(id) = id.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let alarm_id: i64 =
         id.parse().map_err(|_| ApiError::BadRequest(format!("alarm id {id:?} is not a number")))?;
     let n = state
@@ -303,6 +359,7 @@ async fn admin_ack(
 
 async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let (alarms, agents) = read(&state, crate::read::gauges).await?;
-    let text = state.metrics.render(&state.keys.status(), &alarms, agents);
+    let text =
+        state.metrics.render(&state.keys.status(), &alarms, agents, state.body_budget.in_use());
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }

@@ -10,7 +10,10 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 use kattila_keysource::KeyConfig;
 use kattila_proto::limits::MAX_BODY_BYTES;
 
-use crate::config::{AdminToken, Config};
+use crate::config::{
+    AdminToken, Config, DEFAULT_BODY_BUDGET, DEFAULT_BODY_MIN_RATE, DEFAULT_BODY_TIMEOUT_SECS,
+    DEFAULT_HEADER_TIMEOUT_SECS, DEFAULT_MAX_CONNECTIONS,
+};
 use crate::process::Settings;
 
 /// Kattila receiver: accepts signed reports from kattila agents, verifies
@@ -111,10 +114,40 @@ pub struct Args {
     #[arg(long, env = "KATTILA_MAX_BODY", default_value_t = MAX_BODY_BYTES)]
     pub max_body: usize,
 
-    /// Ingest requests handled at once; more are refused with 503
-    /// `overloaded` (agents retry or spool) instead of queueing without bound.
+    /// Ingest requests handled at once, counted from when a request's
+    /// whole body has arrived; more are refused with 503 `overloaded`
+    /// (agents retry or spool) instead of queueing without bound.
     #[arg(long, env = "KATTILA_MAX_IN_FLIGHT", default_value_t = 2048)]
     pub max_in_flight: usize,
+
+    /// Open connections at most. At the limit the receiver stops accepting
+    /// until one closes (new connections wait in the kernel's listen
+    /// queue). The soft open-file limit is raised to fit, within the hard
+    /// limit.
+    #[arg(long, env = "KATTILA_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
+    /// Seconds a client has to send a complete request head; an idle
+    /// keep-alive connection is closed after as long, and so is one whose
+    /// client leaves an answer unread for as long.
+    #[arg(long, env = "KATTILA_HEADER_TIMEOUT_SECS", default_value_t = DEFAULT_HEADER_TIMEOUT_SECS)]
+    pub header_timeout_secs: f64,
+
+    /// Seconds a request body may pause: a body that sends nothing for
+    /// this long is refused with 408 `timeout`.
+    #[arg(long, env = "KATTILA_BODY_TIMEOUT_SECS", default_value_t = DEFAULT_BODY_TIMEOUT_SECS)]
+    pub body_timeout_secs: f64,
+
+    /// Slowest accepted body rate, bytes per second: a body of N bytes must
+    /// be complete within --body-timeout-secs + N / this (408 `timeout`).
+    #[arg(long, env = "KATTILA_BODY_MIN_RATE", default_value_t = DEFAULT_BODY_MIN_RATE)]
+    pub body_min_rate: u64,
+
+    /// Memory, in bytes, for all request bodies being received and handled
+    /// together. A body that would exceed it is refused with 503
+    /// `overloaded` and its connection closed. At least --max-body.
+    #[arg(long, env = "KATTILA_BODY_BUDGET", default_value_t = DEFAULT_BODY_BUDGET)]
+    pub body_budget: usize,
 
     /// Most messages committed in one database transaction.
     #[arg(long, env = "KATTILA_MAX_BATCH", default_value_t = 256)]
@@ -170,6 +203,22 @@ impl Args {
         anyhow::ensure!(self.interval_secs >= 1, "--interval-secs must be at least 1");
         anyhow::ensure!(self.alarm_threshold >= 1, "--alarm-threshold must be at least 1");
         anyhow::ensure!(self.sweep_secs >= 0.05, "--sweep-secs must be at least 0.05");
+        anyhow::ensure!(self.max_connections >= 1, "--max-connections must be at least 1");
+        anyhow::ensure!(
+            self.header_timeout_secs >= 0.1 && self.header_timeout_secs <= 3600.0,
+            "--header-timeout-secs must be between 0.1 and 3600"
+        );
+        anyhow::ensure!(
+            self.body_timeout_secs >= 0.1 && self.body_timeout_secs <= 3600.0,
+            "--body-timeout-secs must be between 0.1 and 3600"
+        );
+        anyhow::ensure!(self.body_min_rate >= 1, "--body-min-rate must be at least 1 byte/s");
+        anyhow::ensure!(
+            self.body_budget >= self.max_body,
+            "--body-budget ({}) must be at least --max-body ({}), or a largest message could never be received",
+            self.body_budget,
+            self.max_body
+        );
         let key_state =
             Some(self.key_state.unwrap_or_else(|| crate::config::key_state_beside(&self.db)));
         Ok(Config {
@@ -193,6 +242,11 @@ impl Args {
             },
             sweep_secs: self.sweep_secs,
             max_in_flight: self.max_in_flight.max(1),
+            max_connections: self.max_connections,
+            header_timeout: Duration::from_secs_f64(self.header_timeout_secs),
+            body_timeout: Duration::from_secs_f64(self.body_timeout_secs),
+            body_min_rate: self.body_min_rate,
+            body_budget: self.body_budget,
         })
     }
 }
@@ -217,6 +271,16 @@ fn run(args: Args) -> anyhow::Result<()> {
     let config = args.into_config()?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
+        let wanted = config.max_connections as u64 + 256;
+        match crate::transport::raise_open_file_limit(config.max_connections) {
+            Some(limit) if limit < wanted => tracing::warn!(
+                limit,
+                max_connections = config.max_connections,
+                "the open-file limit is below --max-connections plus 256: connections beyond it \
+                 fail to be accepted; raise LimitNOFILE or lower --max-connections"
+            ),
+            _ => {}
+        }
         let listener = crate::server::bind(&config).await?;
         tracing::info!(
             listen = %listener.local_addr()?,

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use kattila_keysource::KeyConfig;
 use kattila_proto::limits::MAX_BODY_BYTES;
@@ -35,9 +36,28 @@ pub struct Config {
     pub settings: Settings,
     /// Seconds between timer sweeps (silent agents, retention).
     pub sweep_secs: f64,
-    /// Ingest requests handled at once; more are refused with 503.
+    /// Ingest requests handled at once (counted from when their whole body
+    /// is in hand); more are refused with 503.
     pub max_in_flight: usize,
+    /// Open connections at most; beyond, new ones wait in the listen queue.
+    pub max_connections: usize,
+    /// Time to send a complete request head; also how long an idle
+    /// keep-alive connection stays open.
+    pub header_timeout: Duration,
+    /// Longest wait for the next bytes of a request body.
+    pub body_timeout: Duration,
+    /// Slowest accepted average body rate, bytes per second.
+    pub body_min_rate: u64,
+    /// Memory for request bodies being received, in bytes.
+    pub body_budget: usize,
 }
+
+/// Defaults shared by the command line and [`Config::for_test`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
+pub const DEFAULT_HEADER_TIMEOUT_SECS: f64 = 10.0;
+pub const DEFAULT_BODY_TIMEOUT_SECS: f64 = 10.0;
+pub const DEFAULT_BODY_MIN_RATE: u64 = 4096;
+pub const DEFAULT_BODY_BUDGET: usize = 64 << 20;
 
 impl Config {
     /// A configuration for tests: port 0 on loopback, the given database and key.
@@ -54,6 +74,11 @@ impl Config {
             settings: Settings::default(),
             sweep_secs: 5.0,
             max_in_flight: 2048,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_timeout: Duration::from_secs_f64(DEFAULT_HEADER_TIMEOUT_SECS),
+            body_timeout: Duration::from_secs_f64(DEFAULT_BODY_TIMEOUT_SECS),
+            body_min_rate: DEFAULT_BODY_MIN_RATE,
+            body_budget: DEFAULT_BODY_BUDGET,
         }
     }
 }

@@ -5,10 +5,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kattila_proto::{ReplayError, VerifyError};
 
+use crate::body::BodyError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error(transparent)]
     Verify(#[from] VerifyError),
+    #[error(transparent)]
+    Body(#[from] BodyError),
     #[error("{kind} messages belong on {endpoint}")]
     WrongKind { kind: &'static str, endpoint: &'static str },
     #[error("replayed message from {agent_id}: {reason}")]
@@ -29,6 +33,10 @@ pub enum ApiError {
     Read,
     #[error("too many requests in flight; retry later")]
     Overloaded,
+    #[error("{method} is not allowed here")]
+    MethodNotAllowed { method: String },
+    #[error("not ready: {0}")]
+    NotReady(String),
 }
 
 impl ApiError {
@@ -36,6 +44,10 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Verify(e) => e.code(),
+            ApiError::Body(BodyError::TooLarge { .. }) => "too_large",
+            ApiError::Body(BodyError::Timeout { .. }) => "timeout",
+            ApiError::Body(BodyError::OverBudget) => "overloaded",
+            ApiError::Body(BodyError::Read(_)) => "bad_request",
             ApiError::WrongKind { .. } => "wrong_kind",
             ApiError::Replay { .. } => "replay",
             ApiError::Storage => "storage",
@@ -46,6 +58,8 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Read => "storage",
             ApiError::Overloaded => "overloaded",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::NotReady(_) => "not_ready",
         }
     }
 }
@@ -56,11 +70,18 @@ impl From<&ApiError> for StatusCode {
             ApiError::Verify(v) => {
                 StatusCode::from_u16(v.status()).unwrap_or(StatusCode::BAD_REQUEST)
             }
+            ApiError::Body(BodyError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Body(BodyError::Timeout { .. }) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Body(BodyError::OverBudget) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Body(BodyError::Read(_)) => StatusCode::BAD_REQUEST,
             ApiError::WrongKind { .. } => StatusCode::BAD_REQUEST,
             ApiError::Replay { .. } => StatusCode::CONFLICT,
-            ApiError::Storage | ApiError::ShuttingDown | ApiError::Read | ApiError::Overloaded => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Storage
+            | ApiError::ShuttingDown
+            | ApiError::Read
+            | ApiError::Overloaded
+            | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::AdminDisabled => StatusCode::FORBIDDEN,
             ApiError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -74,7 +95,10 @@ impl IntoResponse for ApiError {
         let status = StatusCode::from(&self);
         let body = serde_json::json!({ "error": self.code(), "detail": self.to_string() });
         let mut response = (status, Json(body)).into_response();
-        if matches!(self, ApiError::Overloaded) {
+        // Load that passes: agents come back a second later. (An answer that
+        // leaves the body unread also says `Connection: close`; the
+        // transport adds that, whatever the route.)
+        if matches!(self, ApiError::Overloaded | ApiError::Body(BodyError::OverBudget)) {
             response
                 .headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));

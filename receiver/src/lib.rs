@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod body;
 pub mod cli;
 pub mod config;
 pub mod db;
@@ -12,6 +13,7 @@ pub mod metrics;
 pub mod process;
 pub mod read;
 pub mod server;
+pub mod transport;
 pub mod writer;
 
 /// Seconds since the Unix epoch, the clock every check uses.

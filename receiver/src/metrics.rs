@@ -59,6 +59,27 @@ pub struct Metrics {
     rejected: Mutex<BTreeMap<&'static str, u64>>,
     batch_size: Histogram,
     commit_ms: Histogram,
+    connections: AtomicU64,
+    head_timeouts: AtomicU64,
+    send_timeouts: AtomicU64,
+}
+
+/// Where a connection timed out.
+#[derive(Debug, Clone, Copy)]
+pub enum Phase {
+    /// No complete request head in time (idle keep-alive included).
+    Head,
+    /// The client did not read its answer in time.
+    Send,
+}
+
+/// Counts one open connection until dropped.
+pub struct OpenConnection<'a>(&'a Metrics);
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Default for Metrics {
@@ -68,6 +89,9 @@ impl Default for Metrics {
             rejected: Mutex::new(BTreeMap::new()),
             batch_size: Histogram::new(&BATCH_BUCKETS),
             commit_ms: Histogram::new(&LATENCY_BUCKETS_MS),
+            connections: AtomicU64::new(0),
+            head_timeouts: AtomicU64::new(0),
+            send_timeouts: AtomicU64::new(0),
         }
     }
 }
@@ -81,13 +105,34 @@ impl Metrics {
         *self.rejected.lock().unwrap_or_else(|e| e.into_inner()).entry(code).or_default() += 1;
     }
 
+    pub fn connection_opened(&self) -> OpenConnection<'_> {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(self)
+    }
+
+    /// A connection closed by a transport timeout.
+    pub fn timeout(&self, phase: Phase) {
+        match phase {
+            Phase::Head => &self.head_timeouts,
+            Phase::Send => &self.send_timeouts,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn record_batch(&self, size: usize, elapsed: Duration) {
         self.batch_size.observe(size as f64);
         self.commit_ms.observe(elapsed.as_secs_f64() * 1000.0);
     }
 
-    /// The exposition text; `alarms` are active alarm counts by kind.
-    pub fn render(&self, keys: &KeyStatus, alarms: &[(String, i64)], agents: i64) -> String {
+    /// The exposition text; `alarms` are active alarm counts by kind,
+    /// `body_bytes` the memory held by request bodies being received.
+    pub fn render(
+        &self,
+        keys: &KeyStatus,
+        alarms: &[(String, i64)],
+        agents: i64,
+        body_bytes: usize,
+    ) -> String {
         let mut out = String::new();
         let _ =
             writeln!(out, "# HELP kattila_reports_accepted_total Messages verified and committed.");
@@ -109,6 +154,21 @@ impl Metrics {
             "kattila_commit_milliseconds",
             "Time to apply and commit one batch.",
         );
+        let _ = writeln!(out, "# HELP kattila_http_connections Open HTTP connections.\n# TYPE kattila_http_connections gauge");
+        let _ =
+            writeln!(out, "kattila_http_connections {}", self.connections.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP kattila_http_timeouts_total Connections closed by a timeout: no complete request head in time (idle keep-alive connections included), or an answer left unread.\n# TYPE kattila_http_timeouts_total counter");
+        let _ = writeln!(
+            out,
+            "kattila_http_timeouts_total{{phase=\"head\"}} {}",
+            self.head_timeouts.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "kattila_http_timeouts_total{{phase=\"send\"}} {}",
+            self.send_timeouts.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(out, "# HELP kattila_body_budget_bytes Memory held by request bodies being received or handled.\n# TYPE kattila_body_budget_bytes gauge\nkattila_body_budget_bytes {body_bytes}");
         let _ = writeln!(out, "# HELP kattila_alarms_active Active alarms by kind.\n# TYPE kattila_alarms_active gauge");
         for (kind, n) in alarms {
             let _ = writeln!(out, "kattila_alarms_active{{kind=\"{kind}\"}} {n}");

@@ -3,6 +3,7 @@
 //! already accepted.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,8 +12,10 @@ use kattila_keysource::{refresh_forever, KeyRing};
 use tokio::net::TcpListener;
 
 use crate::api::{router, AppState};
+use crate::body::{BodyBudget, BodyLimits};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::transport::TransportLimits;
 use crate::writer::Writer;
 
 /// Serves on `listener` until `shutdown` resolves, then stops accepting,
@@ -41,28 +44,40 @@ pub async fn serve(
             }
         })
     };
+    let shutting_down = Arc::new(AtomicBool::new(false));
     let state = AppState {
         keys,
         writer: handle,
-        max_body: config.max_body,
+        body_limits: BodyLimits {
+            max_bytes: config.max_body,
+            timeout: config.body_timeout,
+            min_rate: config.body_min_rate,
+        },
+        body_budget: BodyBudget::new(config.body_budget),
         db_path: config.db_path.clone(),
         admin_token: config.admin_token.clone(),
-        metrics,
+        metrics: metrics.clone(),
         silent_after: 3 * config.settings.interval_secs,
         in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
+        shutting_down: shutting_down.clone(),
     };
     let app = router(state);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("HTTP server failed");
+    let limits = TransportLimits {
+        max_connections: config.max_connections,
+        header_timeout: config.header_timeout,
+    };
+    crate::transport::serve(listener, app, limits, metrics, async move {
+        shutdown.await;
+        shutting_down.store(true, Ordering::Release);
+    })
+    .await;
     // The router (and its writer handles) is gone; stop the timers so the
     // last handle drops, then the writer drains its queue, commits and exits.
     sweeper.abort();
     refresher.abort();
     let _ = sweeper.await;
     tokio::task::spawn_blocking(move || writer.join()).await.ok();
-    result
+    Ok(())
 }
 
 /// Binds the configured address.

@@ -77,6 +77,11 @@ impl WriterHandle {
         answer.await.ok().map(|(outcome, _message)| outcome)
     }
 
+    /// False once the writer thread has stopped (it then accepts nothing).
+    pub fn is_running(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
     /// Queues timer work (silent agents, retention).
     pub async fn sweep(&self, now: i64) -> bool {
         self.tx.send(Job::Sweep { now }).await.is_ok()

@@ -1,0 +1,205 @@
+//! Reading request bodies under limits. A body is refused when it is larger
+//! than the size limit, when it stops arriving (no bytes for the body
+//! timeout), when it arrives slower than the minimum average rate, or when
+//! the bodies being received together would use more memory than the
+//! receiver's body budget. The budget is charged for the memory actually
+//! allocated as bytes arrive, never for a length a client merely announces,
+//! so a client that stalls holds only what it sent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{header, HeaderMap};
+use http_body_util::BodyExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+/// Why a body was not read. Every one of them leaves the rest of the body
+/// unread, so the answer closes the connection (see [`crate::transport`]).
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the body exceeds the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("the body did not arrive in time ({received} bytes received)")]
+    Timeout { received: usize },
+    #[error("request bodies being received use the whole memory budget; retry later")]
+    OverBudget,
+    #[error("the body could not be read: {0}")]
+    Read(String),
+}
+
+/// Size and time limits for one body.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// Largest body in bytes.
+    pub max_bytes: usize,
+    /// Longest wait for the next bytes of a body (and for its first ones).
+    pub timeout: Duration,
+    /// Slowest accepted average rate in bytes per second: a body of N bytes
+    /// must be complete within `timeout + N / min_rate`.
+    pub min_rate: u64,
+}
+
+/// Memory shared by all bodies being received; clones share it.
+#[derive(Debug, Clone)]
+pub struct BodyBudget {
+    bytes: Arc<Semaphore>,
+    capacity: usize,
+}
+
+impl BodyBudget {
+    pub fn new(capacity: usize) -> BodyBudget {
+        let capacity = capacity.min(Semaphore::MAX_PERMITS);
+        BodyBudget { bytes: Arc::new(Semaphore::new(capacity)), capacity }
+    }
+
+    /// Bytes currently held by bodies.
+    pub fn in_use(&self) -> usize {
+        self.capacity - self.bytes.available_permits()
+    }
+
+    /// Takes `n` more bytes for `held`, or fails at once when they are not
+    /// free: waiting would let slow clients queue up memory and time.
+    fn charge(&self, held: &mut Option<OwnedSemaphorePermit>, n: usize) -> Result<(), BodyError> {
+        if n == 0 {
+            return Ok(());
+        }
+        let n = u32::try_from(n).map_err(|_| BodyError::OverBudget)?;
+        let permit =
+            self.bytes.clone().try_acquire_many_owned(n).map_err(|_| BodyError::OverBudget)?;
+        match held {
+            Some(p) => p.merge(permit),
+            None => *held = Some(permit),
+        }
+        Ok(())
+    }
+}
+
+/// A complete body. Its bytes stay charged to the budget until this is
+/// dropped, that is, until the request that read it has been answered.
+#[derive(Debug)]
+pub struct Body {
+    pub bytes: Bytes,
+    _charged: Option<OwnedSemaphorePermit>,
+}
+
+/// Reads `body` completely under `limits`, charging `budget`.
+pub async fn read(
+    body: axum::body::Body,
+    headers: &HeaderMap,
+    limits: &BodyLimits,
+    budget: &BodyBudget,
+) -> Result<Body, BodyError> {
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    // Refuse an announced oversize before reading a byte; with
+    // `Expect: 100-continue` the client then never sends the body.
+    if announced.is_some_and(|n| n > limits.max_bytes as u64) {
+        return Err(BodyError::TooLarge { limit: limits.max_bytes });
+    }
+    let expected = announced.map_or(limits.max_bytes, |n| n as usize);
+    let start = Instant::now();
+    let min_rate = limits.min_rate.max(1) as f64;
+    let complete_by = start + limits.timeout + Duration::from_secs_f64(expected as f64 / min_rate);
+
+    let mut body = body;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut charged = None;
+    loop {
+        let deadline = complete_by.min(Instant::now() + limits.timeout);
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(BodyError::Timeout { received: buf.len() }),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(BodyError::Read(error_chain(&e))),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        // Trailers carry nothing the receiver uses.
+        let Ok(data) = frame.into_data() else { continue };
+        let needed = buf.len() + data.len();
+        if needed > limits.max_bytes {
+            return Err(BodyError::TooLarge { limit: limits.max_bytes });
+        }
+        if needed > buf.capacity() {
+            // Grow by doubling, bounded by the limit and the announced
+            // length (a body in one piece gets one exact allocation), and
+            // charge the budget before allocating. Nothing is allocated
+            // ahead of the bytes: a stalled client holds what it sent.
+            let target =
+                needed.max(buf.capacity() * 2).min(limits.max_bytes.min(expected.max(needed)));
+            // While growing, the old and the new buffer both exist: charge
+            // the new one whole, and release the old one once it is freed.
+            let old = buf.capacity();
+            budget.charge(&mut charged, target)?;
+            let mut grown = Vec::with_capacity(target);
+            grown.extend_from_slice(&buf);
+            buf = grown;
+            if let Some(freed) = charged.as_mut().and_then(|c| c.split(old)) {
+                drop(freed);
+            }
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(Body { bytes: Bytes::from(buf), _charged: charged })
+}
+
+/// An error with its causes, for the `detail` of a 400 answer.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> BodyLimits {
+        BodyLimits { max_bytes: 64 * 1024, timeout: Duration::from_secs(5), min_rate: 1024 }
+    }
+
+    #[tokio::test]
+    async fn reads_a_body_and_releases_its_budget_when_dropped() {
+        let budget = BodyBudget::new(1 << 20);
+        let body = read(axum::body::Body::from("hello"), &HeaderMap::new(), &limits(), &budget)
+            .await
+            .unwrap();
+        assert_eq!(&body.bytes[..], b"hello");
+        assert!(budget.in_use() >= 5);
+        drop(body);
+        assert_eq!(budget.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn refuses_an_oversized_body_and_an_exhausted_budget() {
+        let budget = BodyBudget::new(1 << 20);
+        let big = axum::body::Body::from(vec![b' '; 64 * 1024 + 1]);
+        let e = read(big, &HeaderMap::new(), &limits(), &budget).await.unwrap_err();
+        assert!(matches!(e, BodyError::TooLarge { limit: 65536 }), "{e}");
+        assert_eq!(budget.in_use(), 0, "a refused body releases what it held");
+
+        let small = BodyBudget::new(4096);
+        let e =
+            read(axum::body::Body::from(vec![b' '; 5000]), &HeaderMap::new(), &limits(), &small)
+                .await
+                .unwrap_err();
+        assert!(matches!(e, BodyError::OverBudget), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_announced_oversize_is_refused_before_reading() {
+        let budget = BodyBudget::new(1 << 20);
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_LENGTH, "999999999".parse().unwrap());
+        let e = read(axum::body::Body::from("x"), &headers, &limits(), &budget).await.unwrap_err();
+        assert!(matches!(e, BodyError::TooLarge { .. }), "{e}");
+        assert_eq!(budget.in_use(), 0);
+    }
+}
