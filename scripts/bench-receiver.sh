@@ -15,13 +15,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --quiet --release --bin kattila-receiver
-cargo bench --quiet -p kattila-receiver --bench ingest --no-run
-generator=$(ls -t target/release/deps/ingest-* | grep -v '\.d$' | head -1)
+# KATTILA_BENCH_RECEIVER / KATTILA_BENCH_GENERATOR: measure given binaries
+# instead (e.g. an older build beside this one, with the same generator, to
+# compare before and after in one sitting).
+receiver_bin=${KATTILA_BENCH_RECEIVER:-}
+if [ -z "$receiver_bin" ]; then
+  cargo build --quiet --release --bin kattila-receiver
+  receiver_bin=target/release/kattila-receiver
+fi
+generator=${KATTILA_BENCH_GENERATOR:-}
+if [ -z "$generator" ]; then
+  cargo bench --quiet -p kattila-receiver --bench ingest --no-run
+  generator=$(ls -t target/release/deps/ingest-* | grep -v '\.d$' | head -1)
+fi
 
 dir=$(mktemp -d)
 port=$((20000 + RANDOM % 20000))
-KATTILA_PSK=bench-key target/release/kattila-receiver --listen "127.0.0.1:$port" \
+KATTILA_PSK=bench-key "$receiver_bin" --listen "127.0.0.1:$port" \
   --db "$dir/bench.db" 2>"$dir/receiver.log" &
 receiver=$!
 trap 'kill $receiver 2>/dev/null || true; rm -rf "$dir"' EXIT
