@@ -23,12 +23,13 @@ const K2: &str = "e2e-second-key-2b6d8e0f4a1c3e5b7d9f";
 struct DnsReceiver {
     child: Child,
     port: u16,
+    log: PathBuf,
 }
 
 impl DnsReceiver {
-    fn start(db: &Path, dns: SocketAddr, log: &Path) -> DnsReceiver {
+    fn start(db: &Path, dns: SocketAddr, log_path: &Path) -> DnsReceiver {
         let port = free_port();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path).unwrap();
         let child = Command::new(RECEIVER)
             .args(["--listen", &format!("127.0.0.1:{port}"), "--db"])
             .arg(db)
@@ -41,7 +42,7 @@ impl DnsReceiver {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("kattila-receiver starts");
-        DnsReceiver { child, port }
+        DnsReceiver { child, port, log: log_path.to_path_buf() }
     }
 
     fn url(&self) -> String {
@@ -55,7 +56,13 @@ impl DnsReceiver {
             if let Ok(r) = reqwest::blocking::get(format!("{}/status/healthcheck", self.url())) {
                 return serde_json::from_slice(&r.bytes().unwrap()).unwrap();
             }
-            assert!(Instant::now() < deadline, "the receiver never answered");
+            if Instant::now() >= deadline {
+                let running = Path::new(&format!("/proc/{}", self.child.id())).exists();
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                panic!(
+                    "the receiver never answered (process still there: {running}); its log:\n{log}"
+                );
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }

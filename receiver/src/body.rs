@@ -36,8 +36,9 @@ pub struct BodyLimits {
     pub max_bytes: usize,
     /// Longest wait for the next bytes of a body (and for its first ones).
     pub timeout: Duration,
-    /// Slowest accepted average rate in bytes per second: a body of N bytes
-    /// must be complete within `timeout + N / min_rate`.
+    /// Slowest accepted average rate in bytes per second, held all along:
+    /// `timeout + N / min_rate` after its start, a body must have sent more
+    /// than N bytes (so a body of N bytes is complete within that time).
     pub min_rate: u64,
 }
 
@@ -103,47 +104,65 @@ pub async fn read(
     let expected = announced.map_or(limits.max_bytes, |n| n as usize);
     let start = Instant::now();
     let min_rate = limits.min_rate.max(1) as f64;
-    let complete_by = start + limits.timeout + Duration::from_secs_f64(expected as f64 / min_rate);
+    let rate_time = |bytes: usize| Duration::from_secs_f64((bytes as f64 / min_rate).min(1e6));
+    let complete_by = start + limits.timeout + rate_time(expected);
 
     let mut body = body;
-    let mut buf: Vec<u8> = Vec::new();
+    // Bytes are copied out of hyper's frames at once (a kept frame would
+    // pin hyper's whole read buffer) into chunks of at most CHUNK bytes,
+    // each charged when it is allocated: what a body holds in the budget is
+    // what it sent plus less than one chunk, never a doubled buffer.
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    let mut received = 0usize;
     let mut charged = None;
     loop {
-        let deadline = complete_by.min(Instant::now() + limits.timeout);
+        // The next bytes are due within the body timeout, and the body as a
+        // whole must keep up the minimum average rate all along (not only
+        // by its final deadline): holding a connection costs a client
+        // `min_rate` bytes a second.
+        let keep_up_by = start + limits.timeout + rate_time(received);
+        let deadline = complete_by.min(keep_up_by).min(Instant::now() + limits.timeout);
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Err(_) => return Err(BodyError::Timeout { received: buf.len() }),
+            Err(_) => return Err(BodyError::Timeout { received }),
             Ok(None) => break,
             Ok(Some(Err(e))) => return Err(BodyError::Read(error_chain(&e))),
             Ok(Some(Ok(frame))) => frame,
         };
         // Trailers carry nothing the receiver uses.
         let Ok(data) = frame.into_data() else { continue };
-        let needed = buf.len() + data.len();
-        if needed > limits.max_bytes {
+        if received + data.len() > limits.max_bytes {
             return Err(BodyError::TooLarge { limit: limits.max_bytes });
         }
-        if needed > buf.capacity() {
-            // Grow by doubling, bounded by the limit and the announced
-            // length (a body in one piece gets one exact allocation), and
-            // charge the budget before allocating. Nothing is allocated
-            // ahead of the bytes: a stalled client holds what it sent.
-            let target =
-                needed.max(buf.capacity() * 2).min(limits.max_bytes.min(expected.max(needed)));
-            // While growing, the old and the new buffer both exist: charge
-            // the new one whole, and release the old one once it is freed.
-            let old = buf.capacity();
-            budget.charge(&mut charged, target)?;
-            let mut grown = Vec::with_capacity(target);
-            grown.extend_from_slice(&buf);
-            buf = grown;
-            if let Some(freed) = charged.as_mut().and_then(|c| c.split(old)) {
-                drop(freed);
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            let full = chunks.last().is_none_or(|c: &Vec<u8>| c.len() == c.capacity());
+            if full {
+                // An announced length sizes the chunk exactly (a report in
+                // one piece is one allocation); it cannot make us allocate
+                // ahead of the bytes, since a chunk is filled at once.
+                let size = expected.saturating_sub(received).clamp(rest.len().min(CHUNK), CHUNK);
+                budget.charge(&mut charged, size)?;
+                chunks.push(Vec::with_capacity(size));
             }
+            let chunk = chunks.last_mut().expect("a chunk with room was just ensured");
+            let n = rest.len().min(chunk.capacity() - chunk.len());
+            chunk.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            received += n;
         }
-        buf.extend_from_slice(&data);
     }
-    Ok(Body { bytes: Bytes::from(buf), _charged: charged })
+    let bytes = match chunks.len() {
+        0 => Bytes::new(),
+        1 => Bytes::from(chunks.pop().expect("one chunk")),
+        // Joined once the body is complete; the join lives as long as the
+        // chunks would have, under the same charge.
+        _ => Bytes::from(chunks.concat()),
+    };
+    Ok(Body { bytes, _charged: charged })
 }
+
+/// Largest piece of a body held in one allocation.
+const CHUNK: usize = 16 * 1024;
 
 /// An error with its causes, for the `detail` of a 400 answer.
 fn error_chain(e: &dyn std::error::Error) -> String {

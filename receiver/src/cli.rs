@@ -203,7 +203,14 @@ impl Args {
         anyhow::ensure!(self.interval_secs >= 1, "--interval-secs must be at least 1");
         anyhow::ensure!(self.alarm_threshold >= 1, "--alarm-threshold must be at least 1");
         anyhow::ensure!(self.sweep_secs >= 0.05, "--sweep-secs must be at least 0.05");
-        anyhow::ensure!(self.max_connections >= 1, "--max-connections must be at least 1");
+        anyhow::ensure!(
+            (1..=1_000_000).contains(&self.max_connections),
+            "--max-connections must be between 1 and 1000000"
+        );
+        anyhow::ensure!(
+            self.max_body <= 1 << 30 && self.body_budget <= 1 << 40,
+            "--max-body must be at most 1 GiB and --body-budget at most 1 TiB"
+        );
         anyhow::ensure!(
             self.header_timeout_secs >= 0.1 && self.header_timeout_secs <= 3600.0,
             "--header-timeout-secs must be between 0.1 and 3600"

@@ -314,9 +314,19 @@ impl ClientStream {
             match self.stream.try_read(&mut buf) {
                 Ok(0) => return false,
                 Ok(n) => {
+                    // Blank lines before a request are skipped (as hyper
+                    // does), so that "\r\n\r\n" alone is no complete head.
+                    let mut data = &buf[..n];
+                    if self.head.is_empty() {
+                        let blank = data.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
+                        data = &data[blank..];
+                        if data.is_empty() {
+                            continue;
+                        }
+                    }
                     let from = self.head.len().saturating_sub(3);
-                    self.head.reserve_exact(n);
-                    self.head.extend_from_slice(&buf[..n]);
+                    self.head.reserve_exact(data.len());
+                    self.head.extend_from_slice(data);
                     let tail = &self.head[from..];
                     let complete = tail.windows(4).any(|w| w == b"\r\n\r\n")
                         || tail.windows(2).any(|w| w == b"\n\n");

@@ -342,3 +342,81 @@ async fn a_client_that_never_reads_its_answers_is_disconnected() {
     let rest = tokio::time::timeout(Duration::from_secs(60), read_until_closed(&mut s)).await;
     assert!(rest.is_ok(), "the connection is closed: reading its backlog ends");
 }
+
+/// A trickle that announces a large body must keep up the minimum rate all
+/// along: it is cut off once it falls behind, not only at the deadline its
+/// announced length would allow (1,000 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickle_announcing_a_large_body_is_cut_off_once_it_falls_behind() {
+    let h = Harness::start(|c| {
+        c.body_timeout = Duration::from_secs(1);
+        c.body_min_rate = 1000;
+    })
+    .await;
+    let mut trickle = TcpStream::connect(addr(&h)).await.unwrap();
+    trickle
+        .write_all(
+            b"POST /status/updates HTTP/1.1\r\nHost: kattila\r\nContent-Length: 1000000\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let trickler = tokio::spawn(async move {
+        // 5 bytes a second, never idle for the 1 s body timeout.
+        for _ in 0..10_000 {
+            if trickle.write_all(b" ").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        trickle
+    });
+    // A safety net far below the 1,000 s the announced length would allow.
+    let mut trickle =
+        tokio::time::timeout(Duration::from_secs(60), trickler).await.expect("cut off").unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(60), read_until_closed(&mut trickle))
+        .await
+        .expect("the connection closes");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+}
+
+/// The body budget holds what a stalled body sent, plus less than one
+/// 16 KiB piece: never a buffer grown ahead of the bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_holds_about_what_it_sent_in_the_budget() {
+    let h = Harness::start(|_| {}).await;
+    let mut s = TcpStream::connect(addr(&h)).await.unwrap();
+    s.write_all(
+        b"POST /status/updates HTTP/1.1\r\nHost: kattila\r\nTransfer-Encoding: chunked\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let sent = 600 * 1024;
+    let piece = vec![b' '; 4096];
+    for _ in 0..sent / piece.len() {
+        s.write_all(format!("{:x}\r\n", piece.len()).as_bytes()).await.unwrap();
+        s.write_all(&piece).await.unwrap();
+        s.write_all(b"\r\n").await.unwrap();
+    }
+    let held = |metrics: &str| -> usize {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("kattila_body_budget_bytes "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("the budget gauge")
+    };
+    let mut in_budget = 0;
+    for _ in 0..200 {
+        in_budget = held(&h.get_text("/metrics").await);
+        if in_budget >= sent {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(in_budget >= sent, "all {sent} bytes arrived and are charged: {in_budget}");
+    assert!(
+        in_budget < sent + 16 * 1024,
+        "the budget holds what was sent plus less than one piece, not a doubled buffer: {in_budget}"
+    );
+    assert!(still_open(&s), "the body is still being received");
+}
