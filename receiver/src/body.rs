@@ -60,11 +60,24 @@ impl BodyBudget {
         self.capacity - self.bytes.available_permits()
     }
 
-    /// Takes `n` more bytes for `held`, or fails at once when they are not
-    /// free: waiting would let slow clients queue up memory and time.
-    fn charge(&self, held: &mut Option<OwnedSemaphorePermit>, n: usize) -> Result<(), BodyError> {
+    /// Takes `n` more bytes for `held`, a body that will then hold `total`
+    /// bytes, or fails at once when they are not free: waiting would let
+    /// slow clients queue up memory and time. A body larger than
+    /// [`SMALL_BODY`] may not take the last [`RESERVE_SHARE`] of the budget:
+    /// that stays for bodies of an agent's size, so large bodies (which
+    /// agents do not send) cannot crowd every report out.
+    fn charge(
+        &self,
+        held: &mut Option<OwnedSemaphorePermit>,
+        n: usize,
+        total: usize,
+    ) -> Result<(), BodyError> {
         if n == 0 {
             return Ok(());
+        }
+        let reserve = self.capacity / RESERVE_SHARE;
+        if total > SMALL_BODY && self.bytes.available_permits() < n + reserve {
+            return Err(BodyError::OverBudget);
         }
         let n = u32::try_from(n).map_err(|_| BodyError::OverBudget)?;
         let permit =
@@ -111,7 +124,8 @@ pub async fn read(
     // Bytes are copied out of hyper's frames at once (a kept frame would
     // pin hyper's whole read buffer) into chunks of at most CHUNK bytes,
     // each charged when it is allocated: what a body holds in the budget is
-    // what it sent plus less than one chunk, never a doubled buffer.
+    // what it sent plus less than one chunk (and at most twice what it
+    // sent), never a buffer sized by a length only announced.
     let mut chunks: Vec<Vec<u8>> = Vec::new();
     let mut received = 0usize;
     let mut charged = None;
@@ -137,11 +151,15 @@ pub async fn read(
         while !rest.is_empty() {
             let full = chunks.last().is_none_or(|c: &Vec<u8>| c.len() == c.capacity());
             if full {
-                // An announced length sizes the chunk exactly (a report in
-                // one piece is one allocation); it cannot make us allocate
-                // ahead of the bytes, since a chunk is filled at once.
-                let size = expected.saturating_sub(received).clamp(rest.len().min(CHUNK), CHUNK);
-                budget.charge(&mut charged, size)?;
+                // A chunk holds at least the bytes in hand (a report in one
+                // piece is one allocation) and grows with what arrived, so
+                // a trickle needs few chunks; it never exceeds what arrived
+                // so far, the announced rest, or CHUNK, so nothing is
+                // allocated far ahead of the bytes.
+                let in_hand = rest.len().min(CHUNK);
+                let announced_rest = expected.saturating_sub(received);
+                let size = received.min(announced_rest).min(CHUNK).max(in_hand);
+                budget.charge(&mut charged, size, received + size)?;
                 chunks.push(Vec::with_capacity(size));
             }
             let chunk = chunks.last_mut().expect("a chunk with room was just ensured");
@@ -163,6 +181,13 @@ pub async fn read(
 
 /// Largest piece of a body held in one allocation.
 const CHUNK: usize = 16 * 1024;
+
+/// Bodies up to this size (agents' reports are a few KB; a hub's tens of
+/// KB) may use the whole budget; larger ones leave it a reserve.
+const SMALL_BODY: usize = 64 * 1024;
+
+/// The share of the budget (one in this many bytes) kept for small bodies.
+const RESERVE_SHARE: usize = 8;
 
 /// An error with its causes, for the `detail` of a 400 answer.
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -210,6 +235,23 @@ mod tests {
                 .await
                 .unwrap_err();
         assert!(matches!(e, BodyError::OverBudget), "{e}");
+    }
+
+    #[tokio::test]
+    async fn large_bodies_leave_a_reserve_that_small_ones_may_use() {
+        let budget = BodyBudget::new(1 << 20);
+        let limits = BodyLimits { max_bytes: 1 << 20, ..limits() };
+        let body = |n: usize| axum::body::Body::from(vec![b' '; n]);
+        let held = read(body(800 * 1024), &HeaderMap::new(), &limits, &budget).await.unwrap();
+        assert!(budget.in_use() < 800 * 1024 + CHUNK, "charged what arrived: {}", budget.in_use());
+        // 224 KiB are left, but a large body may not eat into the last 128 KiB.
+        let e = read(body(200 * 1024), &HeaderMap::new(), &limits, &budget).await.unwrap_err();
+        assert!(matches!(e, BodyError::OverBudget), "{e}");
+        // An agent-sized body may.
+        let small = read(body(60 * 1024), &HeaderMap::new(), &limits, &budget).await.unwrap();
+        assert_eq!(small.bytes.len(), 60 * 1024);
+        drop((held, small));
+        assert_eq!(budget.in_use(), 0);
     }
 
     #[tokio::test]
