@@ -47,25 +47,19 @@ async fn the_largest_tick_stays_a_replay_after_a_restart_and_larger_ones_are_ref
     assert_eq!(answer["tick"], MAX_UINT);
 
     for tick in [MAX_UINT + 5, u64::MAX] {
+        // From a new agent, then from one the receiver already knows.
         let other = format!("{agent}-{tick}");
-        let body = report(&other, tick);
-        let (status, answer) =
-            h.post("/status/updates", None, std::str::from_utf8(&body).unwrap()).await;
-        assert_eq!(
-            (status, answer["error"].as_str()),
-            (400, Some("bad_shape")),
-            "{tick}: {answer}"
-        );
+        for from in [other.as_str(), agent] {
+            let body = report(from, tick);
+            let (status, answer) =
+                h.post("/status/updates", None, std::str::from_utf8(&body).unwrap()).await;
+            assert_eq!(
+                (status, answer["error"].as_str()),
+                (400, Some("bad_shape")),
+                "{tick} from {from}: {answer}"
+            );
+        }
         assert_eq!(reports_of(&h, &other), 0, "tick {tick}: nothing stored");
-        // The same tick from an agent the receiver already knows.
-        let body = report(agent, tick);
-        let (status, answer) =
-            h.post("/status/updates", None, std::str::from_utf8(&body).unwrap()).await;
-        assert_eq!(
-            (status, answer["error"].as_str()),
-            (400, Some("bad_shape")),
-            "{tick}: {answer}"
-        );
     }
     assert_eq!(reports_of(&h, agent), 1);
 

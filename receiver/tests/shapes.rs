@@ -9,38 +9,9 @@ use kattila_agent::report::build_report;
 use kattila_agent::simulate::SimFleet;
 use kattila_proto::envelope::envelope_from_data_bytes;
 use kattila_proto::{sign_data, signed_envelope, Psk, Report};
-use rusqlite::types::Value;
 
 fn psk() -> Psk {
     Psk::new(PSK).unwrap()
-}
-
-/// Every row of every table, as text: equal dumps mean nothing changed.
-fn dump(h: &Harness) -> Vec<String> {
-    let conn = h.conn();
-    let tables: Vec<String> = conn
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let mut out = Vec::new();
-    for table in tables {
-        let mut stmt = conn.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
-        let columns = stmt.column_count();
-        let rows = stmt
-            .query_map([], |r| {
-                (0..columns).map(|i| r.get::<_, Value>(i)).collect::<Result<Vec<_>, _>>()
-            })
-            .unwrap();
-        for row in rows {
-            out.push(format!("{table}: {:?}", row.unwrap()));
-        }
-    }
-    // Some tables are WITHOUT ROWID: order by content instead.
-    out.sort();
-    out
 }
 
 /// A report of a simulated agent, ready to be changed and signed.
@@ -63,7 +34,7 @@ async fn validly_signed_messages_of_the_wrong_shape_change_nothing() {
     // One accepted report, so the agent and its state exist.
     let (status, answer) = post(&h, &signed_envelope(&psk(), &report(&fleet, 1))).await;
     assert_eq!(status, 200, "{answer}");
-    let before = dump(&h);
+    let before = kattila_testsupport::dump_db(&h.db);
 
     let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
 
@@ -111,7 +82,7 @@ async fn validly_signed_messages_of_the_wrong_shape_change_nothing() {
             (400, Some("bad_shape")),
             "{what}: {answer}"
         );
-        assert_eq!(dump(&h), before, "{what}: the database changed");
+        assert_eq!(kattila_testsupport::dump_db(&h.db), before, "{what}: the database changed");
     }
 
     // The same agent's next valid report is still accepted.

@@ -202,20 +202,9 @@ async fn send_oversized(addr: String, head: String, body_len: usize) -> String {
         }
         let _ = tx.shutdown().await;
     });
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match rx.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => answer.extend_from_slice(&buf[..n]),
-            Err(e) => {
-                answer.extend_from_slice(format!("<read error: {e}>").as_bytes());
-                break;
-            }
-        }
-    }
+    let answer = read_answer(&mut rx).await;
     writer.abort();
-    String::from_utf8_lossy(&answer).into_owned()
+    answer
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,6 +240,24 @@ async fn a_body_far_over_the_limit_gets_its_413_every_time() {
     assert_eq!(rows, 0);
 }
 
+/// What the receiver sends until it closes, with a read error (a reset)
+/// noted at the end instead of dropped.
+async fn read_answer(rx: &mut tokio::net::tcp::OwnedReadHalf) -> String {
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match rx.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) => {
+                answer.extend_from_slice(format!("<read error: {e}>").as_bytes());
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// Like [`send_oversized`], in 64 KiB chunks of chunked encoding.
 async fn send_oversized_chunked(addr: String, head: String, body_len: usize) -> String {
     let stream = TcpStream::connect(&addr).await.unwrap();
@@ -269,20 +276,9 @@ async fn send_oversized_chunked(addr: String, head: String, body_len: usize) -> 
         }
         let _ = tx.write_all(b"0\r\n\r\n").await;
     });
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match rx.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => answer.extend_from_slice(&buf[..n]),
-            Err(e) => {
-                answer.extend_from_slice(format!("<read error: {e}>").as_bytes());
-                break;
-            }
-        }
-    }
+    let answer = read_answer(&mut rx).await;
     writer.abort();
-    String::from_utf8_lossy(&answer).into_owned()
+    answer
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -122,34 +122,9 @@ pub fn run(bin: &str, args: &[&str], envs: &[(&str, &str)]) -> (i32, String, Str
     (out.status.code().unwrap_or(-1), stdout, stderr)
 }
 
-/// Every row of every table, as text: equal dumps mean nothing changed.
-pub fn dump_db(path: &Path) -> String {
-    let conn = rusqlite::Connection::open(path).unwrap();
-    let tables: Vec<String> = conn
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let mut out = String::new();
-    for table in tables {
-        let mut stmt = conn.prepare(&format!("SELECT * FROM \"{table}\" ORDER BY 1, 2")).unwrap();
-        let cols = stmt.column_count();
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((0..cols)
-                    .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
-                    .collect::<Vec<_>>()
-                    .join("|"))
-            })
-            .unwrap();
-        for row in rows {
-            out.push_str(&format!("{table}: {}\n", row.unwrap()));
-        }
-    }
-    out
-}
+// Not every test binary that includes this module uses it.
+#[allow(unused_imports)]
+pub use kattila_testsupport::dump_db;
 
 /// Counts rows of `table`.
 pub fn count(path: &Path, table: &str) -> i64 {

@@ -1,6 +1,7 @@
-//! What every Kattila test that needs something from the machine (root,
-//! network namespaces, Debian packages, a cross target) uses to say that it
-//! cannot run here.
+//! What Kattila's tests share across crates: [`skip`], what every test
+//! that needs something from the machine (root, network namespaces, Debian
+//! packages, a cross target) uses to say that it cannot run here; and
+//! [`dump_db`], to show that a refused message changed nothing.
 //!
 //! A skipped test still counts as "passed" for the test runner, so a skip
 //! must be impossible to miss:
@@ -33,6 +34,35 @@ pub fn skip(test: &str, reason: &str) {
     // `eprintln!` would be captured by libtest and only shown on failure;
     // writing to the stderr handle directly is not captured.
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// Every row of every table of the SQLite database at `path`, as text, rows
+/// sorted within each table (some tables are WITHOUT ROWID, so there is no
+/// natural order): equal dumps mean nothing changed.
+pub fn dump_db(path: &std::path::Path) -> String {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut out = String::new();
+    for table in tables {
+        let mut stmt = conn.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
+        let cols = stmt.column_count();
+        let mut rows: Vec<String> = stmt
+            .query_map([], |r| {
+                Ok((0..cols).map(|i| format!("{:?}", r.get_ref(i).unwrap())).collect::<Vec<_>>())
+            })
+            .unwrap()
+            .map(|row| format!("{table}: {}\n", row.unwrap().join("|")))
+            .collect();
+        rows.sort();
+        out.extend(rows);
+    }
+    out
 }
 
 /// Whether skipping is forbidden (`KATTILA_REQUIRE_ALL_TESTS=1`).
