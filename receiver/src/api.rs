@@ -35,8 +35,6 @@ pub struct AppState {
     pub db_path: PathBuf,
     pub admin_token: Option<AdminToken>,
     pub metrics: Arc<Metrics>,
-    /// An agent is silent after this many seconds without a report.
-    pub silent_after: i64,
     /// Ingest requests being handled; beyond its capacity they are shed.
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Set when shutdown begins; readiness then answers 503.
@@ -195,12 +193,7 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
 async fn database_readable(state: &AppState) -> Result<(), String> {
     let db_path = state.db_path.clone();
     tokio::task::spawn_blocking(move || {
-        crate::read::open(&db_path)
-            .and_then(|c| {
-                c.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0))
-            })
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        kattila_store::readable(&db_path).map_err(|e| format!("{e:#}"))
     })
     .await
     .map_err(|e| e.to_string())?
@@ -236,19 +229,21 @@ async fn read<T: Send + 'static>(
     f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
     let path = state.db_path.clone();
-    tokio::task::spawn_blocking(move || crate::read::open(&path).and_then(|c| f(&c)))
-        .await
-        .map_err(|_| ApiError::Read)?
-        .map_err(|e| {
-            tracing::error!(error = %e, "read query failed");
-            ApiError::Read
-        })
+    tokio::task::spawn_blocking(move || {
+        kattila_store::open_read_only(&path).and_then(|c| f(&c).map_err(anyhow::Error::from))
+    })
+    .await
+    .map_err(|_| ApiError::Read)?
+    .map_err(|e| {
+        tracing::error!(error = format!("{e:#}"), "read query failed");
+        ApiError::Read
+    })
 }
 
 async fn agents(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let silent_after = state.silent_after;
     let now = crate::unix_now();
-    Ok(Json(read(&state, move |c| crate::read::agents(c, now, silent_after)).await?))
+    let agents = read(&state, kattila_store::status::agents).await?;
+    Ok(Json(json!({ "generated_at": now, "agents": agents })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -269,7 +264,8 @@ async fn alarms(
         )));
     }
     let limit = q.limit.unwrap_or(1000).clamp(1, 100_000);
-    Ok(Json(read(&state, move |c| crate::read::alarms(c, &which, limit)).await?))
+    let alarms = read(&state, move |c| kattila_store::status::alarms(c, &which, limit)).await?;
+    Ok(Json(json!({ "alarms": alarms })))
 }
 
 /// Checks the bearer token in constant time. No token configured: 403.
@@ -319,7 +315,7 @@ async fn admin_reset(
         })?
     };
     if let Some(id) = request.agent_id.clone() {
-        let exists = read(&state, move |c| crate::read::agent_exists(c, &id)).await?;
+        let exists = read(&state, move |c| kattila_store::status::agent_exists(c, &id)).await?;
         if !exists {
             return Err(ApiError::NotFound(format!(
                 "no agent {:?}",
@@ -358,7 +354,7 @@ async fn admin_ack(
 }
 
 async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let (alarms, agents) = read(&state, crate::read::gauges).await?;
+    let (alarms, agents) = read(&state, kattila_store::status::gauges).await?;
     let text =
         state.metrics.render(&state.keys.status(), &alarms, agents, state.body_budget.in_use());
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))

@@ -7,19 +7,12 @@ pub mod api;
 pub mod body;
 pub mod cli;
 pub mod config;
-pub mod db;
 pub mod error;
 pub mod metrics;
 pub mod process;
-pub mod read;
 pub mod server;
 pub mod transport;
 pub mod writer;
 
 /// Seconds since the Unix epoch, the clock every check uses.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub use kattila_fleet::unix_now;

@@ -57,7 +57,6 @@ pub async fn serve(
         db_path: config.db_path.clone(),
         admin_token: config.admin_token.clone(),
         metrics: metrics.clone(),
-        silent_after: 3 * config.settings.interval_secs,
         in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
         shutting_down: shutting_down.clone(),
     };

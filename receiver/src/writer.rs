@@ -16,10 +16,10 @@ use kattila_proto::{ReplayError, ReplayWindow, Verified};
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::db::checkpoint::{self, Checkpointer};
-use crate::db::{self, store};
 use crate::metrics::Metrics;
 use crate::process::{Processor, Settings};
+use kattila_store::audit as store;
+use kattila_store::checkpoint::{self, Checkpointer};
 
 /// What the writer reports back for one message.
 #[derive(Debug)]
@@ -110,7 +110,7 @@ impl Writer {
         settings: Settings,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<(Writer, WriterHandle)> {
-        let conn = db::open(db_path)?;
+        let conn = kattila_store::open(db_path)?;
         checkpoint::disable_automatic(&conn)?;
         let checkpointer = Checkpointer::start(db_path)?;
         // Bounded: when the disk falls behind, handlers wait instead of

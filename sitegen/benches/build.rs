@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use kattila_sitegen::anon::{Anon, SiteKey};
 use kattila_sitegen::layout::{self, Graph};
-use kattila_sitegen::snapshot::open_read_only;
 use kattila_sitegen::Builder;
+use kattila_store::open_read_only;
 
 fn builder(out: &Path) -> Builder {
     Builder::new(
@@ -140,7 +140,7 @@ fn bench_watch(n: usize) {
     while link(&out).is_none() {
         std::thread::sleep(Duration::from_millis(10));
     }
-    let writer = kattila_receiver::db::open(&db).unwrap();
+    let writer = kattila_store::open(&db).unwrap();
     let mut samples = Vec::new();
     let mut quiet = Duration::from_millis(300);
     for k in 0..15 {

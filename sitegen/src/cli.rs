@@ -142,7 +142,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         None
     };
     if args.once {
-        let conn = crate::snapshot::open_read_only(&args.db)?;
+        let conn = kattila_store::open_read_only(&args.db)?;
         conn.busy_timeout(Duration::from_millis(args.busy_timeout_ms))?;
         let report = builder.build(&conn, crate::unix_now()).with_context(|| {
             format!("building from {} (locked by another program?)", args.db.display())

@@ -16,7 +16,6 @@ pub mod maps;
 pub mod publish;
 pub mod render;
 pub mod shown;
-pub mod snapshot;
 pub mod view;
 pub mod watch;
 
@@ -108,9 +107,13 @@ impl Builder {
     }
 
     /// Reads one snapshot through `conn`, renders and publishes it.
-    pub fn build(&mut self, conn: &rusqlite::Connection, now: i64) -> anyhow::Result<BuildReport> {
+    pub fn build(
+        &mut self,
+        conn: &kattila_store::Connection,
+        now: i64,
+    ) -> anyhow::Result<BuildReport> {
         let started = Instant::now();
-        let snap = snapshot::FleetSnapshot::read(conn, now)?;
+        let snap = kattila_store::snapshot::FleetSnapshot::read(conn, now)?;
         let read_time = started.elapsed();
         if !self.publisher.has_previous() {
             self.pages.forget();
@@ -150,7 +153,7 @@ impl Builder {
     /// [`render::Contents::Previous`].
     fn render_files(
         &mut self,
-        snap: &snapshot::FleetSnapshot,
+        snap: &kattila_store::snapshot::FleetSnapshot,
         now: i64,
     ) -> anyhow::Result<(Vec<render::SiteFile>, Arc<StateDigest>, Changes)> {
         let site = view::Site::build(snap, &mut self.anon, now, &self.view);
@@ -181,7 +184,7 @@ impl Builder {
 /// `out`, with the site key from `OUT/.sitegen/site-key` (created if
 /// absent).
 pub fn build_once(db: &Path, out: &Path, now: i64) -> anyhow::Result<BuildReport> {
-    let conn = snapshot::open_read_only(db)?;
+    let conn = kattila_store::open_read_only(db)?;
     let key = anon::SiteKey::load_or_create(&state_dir(out).join("site-key"))?;
     let mut builder = Builder::new(out, Anon::new(&key), Default::default(), Default::default());
     builder.build(&conn, now)

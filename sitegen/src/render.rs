@@ -185,7 +185,7 @@ fn sparkline(label: &str, series: &[(i64, f64)], fmt: impl Fn(f64) -> String) ->
 }
 
 fn sparklines(a: &AgentView) -> Vec<Spark> {
-    let series = |f: &dyn Fn(&crate::snapshot::Sample) -> Option<f64>| -> Vec<(i64, f64)> {
+    let series = |f: &dyn Fn(&kattila_store::snapshot::Sample) -> Option<f64>| -> Vec<(i64, f64)> {
         a.history.iter().filter_map(|s| f(s).filter(|v| v.is_finite()).map(|v| (s.ts, v))).collect()
     };
     [

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::anon::Anon;
-use crate::snapshot::{Agent, FleetSnapshot, Sample};
+use kattila_store::snapshot::{Agent, FleetSnapshot, Sample};
 
 /// Version of the JSON files' layout (`schema_version` in each).
 pub const SCHEMA_VERSION: u32 = 1;

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use notify::{RecursiveMode, Watcher};
 
 use crate::git::{GitOutcome, GitSnapshots};
-use crate::snapshot::{data_version, open_read_only};
 use crate::Builder;
+use kattila_store::{data_version, open_read_only};
 
 /// After a file event, the database is checked again this often …
 const RECHECK: Duration = Duration::from_millis(5);

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use common::fixture::{self, FleetSpec};
 use kattila_sitegen::anon::{Anon, SiteKey};
-use kattila_sitegen::snapshot::open_read_only;
 use kattila_sitegen::{BuildReport, Builder};
+use kattila_store::open_read_only;
 
 const NOW: i64 = 1_767_225_600;
 
@@ -475,7 +475,7 @@ fn pages_with_keys_do_not_show_the_clock() {
     let spec = FleetSpec { hostile: true, resolved_alarms: 230, ..FleetSpec::new(60) };
     let (db, _) = fixture(dir.path(), &spec);
     let conn = open_read_only(&db).unwrap();
-    let snap = kattila_sitegen::snapshot::FleetSnapshot::read(&conn, NOW).unwrap();
+    let snap = kattila_store::snapshot::FleetSnapshot::read(&conn, NOW).unwrap();
     let site =
         kattila_sitegen::view::Site::build(&snap, &mut Anon::new(&key()), NOW, &Default::default());
     // The same fleet a minute later.

@@ -314,12 +314,10 @@ impl Processor {
     pub fn sweep(&mut self, conn: &Connection, now: i64) -> rusqlite::Result<()> {
         self.ensure_loaded(conn)?;
         let s = self.settings.clone();
-        let silent_after = 3 * s.interval_secs;
-        let mut stmt =
-            conn.prepare_cached("SELECT agent_id, last_seen FROM agents WHERE last_seen < ?1")?;
-        let silent: Vec<(String, i64)> = stmt
-            .query_map([now - silent_after], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
+        let silent = kattila_store::audit::mark_silent(
+            conn,
+            now - kattila_fleet::silent_after(s.interval_secs),
+        )?;
         for (agent, last_seen) in silent {
             let msg = format!("no report for {} s", now - last_seen);
             // Silence is unambiguous: raise at once, no streak needed.

@@ -1,5 +1,5 @@
 //! Fixture databases for sitegen's tests and benchmarks: the receiver's real
-//! schema (created by `kattila_receiver::db::open`) filled with a realistic
+//! schema (created by `kattila_store::open`) filled with a realistic
 //! fleet by SQL, following the column comments of the receiver's migrations.
 //!
 //! The fleet: sites of five agents (a gateway and four nodes, names like the
@@ -155,7 +155,7 @@ fn pair_seed(a: usize, b: usize) -> usize {
 
 /// Creates the database at `path` and fills it.
 pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
-    let mut conn = kattila_receiver::db::open(path).expect("receiver schema");
+    let mut conn = kattila_store::open(path).expect("receiver schema");
     conn.execute_batch("PRAGMA synchronous=NORMAL").unwrap();
     let n = spec.agents;
     let now = spec.now;
@@ -167,8 +167,8 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
             .prepare(
                 "INSERT INTO agents (agent_id, hostname, agent_version, first_seen, last_seen,
                  last_observed_at, last_tick, relay_hops, via_agent, kernel, uptime_secs, load1, load5,
-                 load15, spool_dropped, collect_errors, reachability, reports)
-                 VALUES (?1, ?2, ?14, ?3, ?4, ?4, ?5, ?6, ?7, ?15, ?8, ?9, ?10, ?11, 0, ?12, ?13, ?5)",
+                 load15, spool_dropped, collect_errors, reachability, reports, status)
+                 VALUES (?1, ?2, ?14, ?3, ?4, ?4, ?5, ?6, ?7, ?15, ?8, ?9, ?10, ?11, 0, ?12, ?13, ?5, ?16)",
             )
             .unwrap();
         let mut ins_if = tx
@@ -265,6 +265,14 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
                     if via.is_some() { "relay" } else { "direct" },
                     text("0.1.0"),
                     text("6.1.0-28-amd64"),
+                    // As the receiver decides it.
+                    if silent(i) {
+                        "silent"
+                    } else if via.is_some() {
+                        "relay"
+                    } else {
+                        "up"
+                    },
                 ])
                 .unwrap();
             fx.agent_ids.push(ids[i].clone());

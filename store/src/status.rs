@@ -1,21 +1,13 @@
-//! Read-only queries behind the JSON API. Each request opens its own
-//! read-only connection: WAL lets it read while the writer commits.
+//! Reads behind the receiver's JSON API (`/status/agents`,
+//! `/status/alarms`, `/metrics`): typed rows, serialised by the API as
+//! they are. Each request opens its own read-only connection.
 
-use std::path::Path;
+use std::collections::HashMap;
 
-use rusqlite::{params, Connection, OpenFlags};
+use rusqlite::{params, Connection};
 use serde::Serialize;
-use serde_json::{json, Value};
 
-pub fn open(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    Ok(conn)
-}
-
+/// One link as seen from one of its agents.
 #[derive(Debug, Serialize)]
 pub struct Link {
     pub kind: String,
@@ -28,9 +20,45 @@ pub struct Link {
     pub handshake_age: Option<i64>,
 }
 
-/// The fleet: every agent with its state and links.
-pub fn agents(conn: &Connection, now: i64, silent_after: i64) -> rusqlite::Result<Value> {
-    let mut links: std::collections::HashMap<String, Vec<Link>> = std::collections::HashMap::new();
+/// One agent with its state and links.
+#[derive(Debug, Serialize)]
+pub struct AgentState {
+    pub agent_id: String,
+    pub hostname: String,
+    pub agent_version: String,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub last_observed_at: Option<i64>,
+    /// 'up' | 'relay' | 'silent', as the receiver decided
+    /// (kattila_fleet::AgentStatus); the API's historic name is `state`.
+    pub state: String,
+    pub reachability: String,
+    pub relay_hops: i64,
+    pub via_agent: Option<String>,
+    pub reports: i64,
+    pub active_alarms: i64,
+    pub links: Vec<Link>,
+}
+
+/// One alarm.
+#[derive(Debug, Serialize)]
+pub struct Alarm {
+    pub id: i64,
+    pub kind: String,
+    pub severity: String,
+    pub agent_id: String,
+    pub subject: String,
+    pub message: String,
+    pub state: String,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub resolved_at: Option<i64>,
+    pub acked_at: Option<i64>,
+}
+
+/// The fleet: every agent with its state and links, by hostname.
+pub fn agents(conn: &Connection) -> rusqlite::Result<Vec<AgentState>> {
+    let mut links: HashMap<String, Vec<Link>> = HashMap::new();
     let mut stmt = conn.prepare(
         "SELECT kind, a_agent, b_agent, b_external, both_ends, health, handshake_age FROM topology_edges ORDER BY id",
     )?;
@@ -64,41 +92,39 @@ pub fn agents(conn: &Connection, now: i64, silent_after: i64) -> rusqlite::Resul
     }
     let mut stmt = conn.prepare(
         "SELECT a.agent_id, a.hostname, a.agent_version, a.first_seen, a.last_seen, a.last_observed_at,
-                a.reachability, a.relay_hops, a.via_agent, a.reports,
+                a.status, a.reachability, a.relay_hops, a.via_agent, a.reports,
                 (SELECT count(*) FROM alarms al WHERE al.agent_id = a.agent_id AND al.state = 'active')
          FROM agents a ORDER BY a.hostname, a.agent_id",
     )?;
     let rows = stmt.query_map([], |r| {
-        let agent_id: String = r.get(0)?;
-        let last_seen: i64 = r.get(4)?;
-        Ok(json!({
-            "agent_id": agent_id,
-            "hostname": r.get::<_, String>(1)?,
-            "agent_version": r.get::<_, String>(2)?,
-            "first_seen": r.get::<_, i64>(3)?,
-            "last_seen": last_seen,
-            "last_observed_at": r.get::<_, Option<i64>>(5)?,
-            "state": if now - last_seen > silent_after { "silent" } else { "up" },
-            "reachability": r.get::<_, String>(6)?,
-            "relay_hops": r.get::<_, i64>(7)?,
-            "via_agent": r.get::<_, Option<String>>(8)?,
-            "reports": r.get::<_, i64>(9)?,
-            "active_alarms": r.get::<_, i64>(10)?,
-        }))
+        Ok(AgentState {
+            agent_id: r.get(0)?,
+            hostname: r.get(1)?,
+            agent_version: r.get(2)?,
+            first_seen: r.get(3)?,
+            last_seen: r.get(4)?,
+            last_observed_at: r.get(5)?,
+            state: r.get(6)?,
+            reachability: r.get(7)?,
+            relay_hops: r.get(8)?,
+            via_agent: r.get(9)?,
+            reports: r.get(10)?,
+            active_alarms: r.get(11)?,
+            links: Vec::new(),
+        })
     })?;
     let mut agents = Vec::new();
     for row in rows {
         let mut agent = row?;
-        let id = agent["agent_id"].as_str().unwrap_or_default().to_string();
-        agent["links"] =
-            serde_json::to_value(links.remove(&id).unwrap_or_default()).unwrap_or_default();
+        agent.links = links.remove(&agent.agent_id).unwrap_or_default();
         agents.push(agent);
     }
-    Ok(json!({ "generated_at": now, "agents": agents }))
+    Ok(agents)
 }
 
-/// Alarms by state: "active", "resolved" or "all"; active first, newest first.
-pub fn alarms(conn: &Connection, state: &str, limit: i64) -> rusqlite::Result<Value> {
+/// Alarms by state: "active", "resolved" or "all"; active first, then by
+/// severity, newest first.
+pub fn alarms(conn: &Connection, state: &str, limit: i64) -> rusqlite::Result<Vec<Alarm>> {
     let filter = match state {
         "active" | "resolved" => "WHERE state = ?1",
         _ => "WHERE ?1 = ?1",
@@ -111,21 +137,21 @@ pub fn alarms(conn: &Connection, state: &str, limit: i64) -> rusqlite::Result<Va
          LIMIT ?2"
     ))?;
     let rows = stmt.query_map(params![state, limit], |r| {
-        Ok(json!({
-            "id": r.get::<_, i64>(0)?,
-            "kind": r.get::<_, String>(1)?,
-            "severity": r.get::<_, String>(2)?,
-            "agent_id": r.get::<_, String>(3)?,
-            "subject": r.get::<_, String>(4)?,
-            "message": r.get::<_, String>(5)?,
-            "state": r.get::<_, String>(6)?,
-            "first_seen": r.get::<_, i64>(7)?,
-            "last_seen": r.get::<_, i64>(8)?,
-            "resolved_at": r.get::<_, Option<i64>>(9)?,
-            "acked_at": r.get::<_, Option<i64>>(10)?,
-        }))
+        Ok(Alarm {
+            id: r.get(0)?,
+            kind: r.get(1)?,
+            severity: r.get(2)?,
+            agent_id: r.get(3)?,
+            subject: r.get(4)?,
+            message: r.get(5)?,
+            state: r.get(6)?,
+            first_seen: r.get(7)?,
+            last_seen: r.get(8)?,
+            resolved_at: r.get(9)?,
+            acked_at: r.get(10)?,
+        })
     })?;
-    Ok(json!({ "alarms": rows.collect::<Result<Vec<_>, _>>()? }))
+    rows.collect()
 }
 
 /// Active alarms by kind, and the number of agents, for metrics.

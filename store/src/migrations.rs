@@ -1,5 +1,6 @@
 //! Numbered schema steps keyed on `PRAGMA user_version`. Append new steps;
-//! never edit a released one.
+//! never edit a released one. Readers of older databases check the
+//! version constants below before reading what a step added.
 
 use rusqlite::{Connection, TransactionBehavior};
 
@@ -198,7 +199,22 @@ const STEPS: &[&str] = &[
     DROP INDEX reports_by_agent;
     CREATE INDEX reports_by_agent ON reports(agent_id, tick);
     "#,
+    // 8: the receiver decides each agent's status ('up' | 'relay' |
+    // 'silent', kattila_fleet::AgentStatus) and stores it, so that every
+    // reader shows the same answer instead of judging last_seen itself.
+    r#"
+    ALTER TABLE agents ADD COLUMN status TEXT NOT NULL DEFAULT 'up';
+    UPDATE agents SET status = 'relay' WHERE reachability = 'relay';
+    UPDATE agents SET status = 'silent' WHERE agent_id IN
+        (SELECT agent_id FROM alarms WHERE kind = 'agent_silent' AND state = 'active');
+    "#,
 ];
+
+/// The first schema version with the state, topology, alarm and history
+/// tables (readers of older databases see agents only).
+pub const STATE_TABLES: i64 = 2;
+/// The first schema version with `agents.status`.
+pub const AGENT_STATUS: i64 = 8;
 
 pub const LATEST: usize = STEPS.len();
 

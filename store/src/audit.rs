@@ -1,6 +1,7 @@
 //! Writing verified messages. Called only by the writer thread, inside its
 //! batch transaction.
 
+use kattila_fleet::AgentStatus;
 use kattila_proto::{Layer, Message, ReplayWindow, Verified, REPLAY_WINDOW};
 use rusqlite::{params, Connection};
 
@@ -70,7 +71,7 @@ pub fn record_relay_layer(
 }
 
 /// Records the agent behind a message: its `agents` row, including the
-/// system facts of a report, in one statement.
+/// system facts of a report and its status, in one statement.
 pub fn upsert_agent(
     conn: &Connection,
     verified: &Verified,
@@ -84,12 +85,15 @@ pub fn upsert_agent(
     };
     let via = (verified.relay_hops() > 0).then(|| verified.layers[0].agent_id.as_str());
     let errors = report.map(|r| serde_json::to_string(&r.errors).unwrap_or_else(|_| "[]".into()));
+    // A message proves the agent is heard from; how it arrived says how.
+    let status = if verified.relay_hops() > 0 { AgentStatus::Relay } else { AgentStatus::Up };
     conn.prepare_cached(
         "INSERT INTO agents (agent_id, hostname, agent_version, first_seen, last_seen,
                              last_observed_at, last_tick, relay_hops, via_agent, reachability,
-                             kernel, uptime_secs, load1, load5, load15, spool_dropped, collect_errors, reports)
+                             kernel, uptime_secs, load1, load5, load15, spool_dropped, collect_errors, reports,
+                             status)
          VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?9,
-                 ?10, ?11, ?12, ?13, ?14, ?15, coalesce(?16, '[]'), ?17)
+                 ?10, ?11, ?12, ?13, ?14, ?15, coalesce(?16, '[]'), ?17, ?18)
          ON CONFLICT(agent_id) DO UPDATE SET
              hostname = excluded.hostname,
              agent_version = excluded.agent_version,
@@ -107,7 +111,8 @@ pub fn upsert_agent(
              load15 = coalesce(excluded.load15, agents.load15),
              spool_dropped = agents.spool_dropped + excluded.spool_dropped,
              collect_errors = CASE WHEN ?16 IS NULL THEN agents.collect_errors ELSE excluded.collect_errors END,
-             reports = agents.reports + excluded.reports",
+             reports = agents.reports + excluded.reports,
+             status = excluded.status",
     )?
     .execute(params![
         origin.agent_id,
@@ -127,6 +132,7 @@ pub fn upsert_agent(
         report.map_or(0, |r| r.spool_dropped as i64),
         errors,
         i64::from(report.is_some()),
+        status.as_str(),
     ])?;
     Ok(())
 }
@@ -164,4 +170,15 @@ pub fn insert_report(
         &origin.nonce[..],
     ])?;
     Ok(())
+}
+
+/// Marks agents without a report since `heard_before` silent; returns
+/// every silent agent with its `last_seen`.
+pub fn mark_silent(conn: &Connection, heard_before: i64) -> rusqlite::Result<Vec<(String, i64)>> {
+    conn.prepare_cached("UPDATE agents SET status = ?2 WHERE last_seen < ?1 AND status != ?2")?
+        .execute(params![heard_before, AgentStatus::Silent.as_str()])?;
+    let mut stmt =
+        conn.prepare_cached("SELECT agent_id, last_seen FROM agents WHERE last_seen < ?1")?;
+    let silent = stmt.query_map([heard_before], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    silent.collect()
 }

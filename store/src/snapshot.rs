@@ -7,40 +7,13 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::path::Path;
 
 use anyhow::Context;
+use kattila_fleet::AgentStatus;
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OpenFlags, Row};
+use rusqlite::{Connection, Row};
 
-/// Opens the database read-only. A missing file is an error (sitegen never
-/// creates the receiver's database).
-pub fn open_read_only(path: &Path) -> anyhow::Result<Connection> {
-    if !path.exists() {
-        anyhow::bail!(
-            "database {} does not exist (is the receiver running with --db pointing there?)",
-            path.display()
-        );
-    }
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .with_context(|| format!("opening database {} read-only", path.display()))?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .with_context(|| format!("{} is not a readable SQLite database", path.display()))?;
-    if version < 1 {
-        anyhow::bail!("{} is not a Kattila database (schema version {version})", path.display());
-    }
-    Ok(conn)
-}
-
-/// `PRAGMA data_version`: changes exactly when another connection commits.
-pub fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row("PRAGMA data_version", [], |r| r.get(0))
-}
+use crate::migrations;
 
 #[derive(Debug, Clone, Default)]
 pub struct Agent {
@@ -61,6 +34,8 @@ pub struct Agent {
     pub collect_errors: String,
     /// 'direct' | 'relay'.
     pub reachability: String,
+    /// As the receiver decided it.
+    pub status: AgentStatus,
     pub reports: i64,
     pub interfaces: Vec<Interface>,
     pub routes: Vec<Route>,
@@ -258,13 +233,16 @@ impl FleetSnapshot {
     }
 
     fn read_inner(conn: &Connection, now: i64) -> anyhow::Result<FleetSnapshot> {
-        let schema_version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        let full = schema_version >= 2;
+        let schema_version = crate::schema_version(conn)?;
+        let full = schema_version >= migrations::STATE_TABLES;
+        let status = if schema_version >= migrations::AGENT_STATUS { "status" } else { "'up'" };
         let sql = if full {
-            "SELECT agent_id, hostname, agent_version, first_seen, last_seen, last_observed_at,
-                    last_tick, relay_hops, via_agent, kernel, uptime_secs, load1, load5, load15,
-                    spool_dropped, collect_errors, reachability, reports
-             FROM agents ORDER BY hostname, agent_id"
+            &format!(
+                "SELECT agent_id, hostname, agent_version, first_seen, last_seen, last_observed_at,
+                        last_tick, relay_hops, via_agent, kernel, uptime_secs, load1, load5, load15,
+                        spool_dropped, collect_errors, reachability, reports, {status}
+                 FROM agents ORDER BY hostname, agent_id"
+            )
         } else {
             "SELECT agent_id, hostname, agent_version, first_seen, last_seen, last_observed_at,
                     last_tick, relay_hops, via_agent
@@ -285,6 +263,7 @@ impl FleetSnapshot {
                     via_agent: opt_text(r, 8)?,
                     collect_errors: "[]".into(),
                     reachability: "direct".into(),
+                    status: AgentStatus::Up,
                     ..Agent::default()
                 };
                 if full {
@@ -297,6 +276,7 @@ impl FleetSnapshot {
                     a.collect_errors = text(r, 15)?;
                     a.reachability = text(r, 16)?;
                     a.reports = r.get(17)?;
+                    a.status = AgentStatus::parse(&text(r, 18)?);
                 }
                 Ok(a)
             })?
