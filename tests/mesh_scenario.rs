@@ -89,10 +89,6 @@ fn skip_reason() -> Option<String> {
     None
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
-}
-
 /// One agent host of the mesh.
 struct Host {
     name: &'static str,
@@ -689,7 +685,7 @@ fn mesh_of_namespaces_through_relay_link_failure_rotation_and_silence() {
     for addr in ["198.51.100.1/32", "192.0.2.1/32"] {
         sh(&["ip", "-n", &c_ns, "route", "add", "unreachable", addr]);
     }
-    let cut_at = unix_now();
+    let cut_at = kattila_fleet::unix_now();
     let site = wait_site(
         &lab,
         "step 2: c reports through a relay, relay link and relay-only alarm",
@@ -763,7 +759,7 @@ fn mesh_of_namespaces_through_relay_link_failure_rotation_and_silence() {
     // keeps sending keepalives.)
     let (a_wg, a_pub) = (lab.hosts[0].wg.clone(), lab.hosts[0].public.clone());
     lab.stop(&format!("wireguard-go {a_wg}"));
-    let down_at = unix_now();
+    let down_at = kattila_fleet::unix_now();
     let site = wait_site(&lab, "step 3: stale-peer alarms for a on b and c", |s| {
         for x in [&b, &c] {
             let stale = s.alarms("peer_stale", x, "active");
@@ -846,7 +842,7 @@ fn mesh_of_namespaces_through_relay_link_failure_rotation_and_silence() {
             h["key"]["keys"] == 2 && h["key"]["degraded"] == false
         });
     }
-    let rotated_at = unix_now();
+    let rotated_at = kattila_fleet::unix_now();
     wait_site(&lab, "step 4: every agent reports with the new key", |s| {
         for id in &ids {
             let ag = s.agent(id).unwrap();
@@ -870,7 +866,7 @@ fn mesh_of_namespaces_through_relay_link_failure_rotation_and_silence() {
 
     // ── 5. An agent stops: the receiver's timer declares it silent ───────
     lab.stop("agent-a");
-    let stopped_at = unix_now();
+    let stopped_at = kattila_fleet::unix_now();
     let site = wait_site(&lab, "step 5: agent a silent", |s| {
         if s.alarms("agent_silent", &a, "active").is_empty() {
             return Err("no active agent_silent for a".into());

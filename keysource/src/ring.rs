@@ -232,13 +232,6 @@ impl KeyRing {
     }
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// Least time between two lookups asked for by [`KeyRing::request_refresh`].
 pub const MIN_EARLY_REFRESH: Duration = Duration::from_secs(5);
 
@@ -256,14 +249,14 @@ pub async fn refresh_forever(ring: KeyRing, config: KeyConfig) {
             Psk::new(&value).ok_or(FetchError::Empty { name: name.clone(), server: String::new() })
         }) {
             Ok(key) => {
-                if ring.accept(key, unix_now()) {
+                if ring.accept(key, kattila_fleet::unix_now()) {
                     tracing::info!(record = %name, keys = ring.status().keys, "fleet key changed");
                 }
                 backoff = Duration::from_secs(1).min(refresh);
                 refresh
             }
             Err(e) => {
-                ring.fail(&e, unix_now());
+                ring.fail(&e, kattila_fleet::unix_now());
                 let status = ring.status();
                 if status.keys == 0 {
                     tracing::warn!(
