@@ -219,7 +219,7 @@ fn once_fails_clearly_on_missing_corrupt_and_locked_databases() {
     // A database in rollback-journal mode with a writer holding an
     // exclusive lock: sitegen gives up after its busy timeout.
     let locked = dir.path().join("locked.db");
-    drop(kattila_receiver::db::open(&locked).unwrap());
+    drop(kattila_store::open(&locked).unwrap());
     let holder = rusqlite::Connection::open(&locked).unwrap();
     let mode: String = holder.query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "delete");
