@@ -9,7 +9,7 @@ mod health;
 mod net;
 
 pub use health::{AgentStatus, Health, PeerHealth, Severity};
-pub use net::{masked_network, network_of, shared_scope};
+pub use net::{masked_network, network_of, shared_scope, AddressClass};
 
 /// Reports an agent may miss before it counts as silent: three intervals
 /// ride out one lost report and one slow relay without crying wolf.

@@ -1,8 +1,10 @@
 //! Anonymisation of everything that could identify a network: every IP
-//! address in any string that reaches the site is replaced by its Crypto-PAn
-//! pseudonym (prefix-preserving, stable for a given site key), and MAC
-//! addresses by a keyed pseudonym. `Anon::reveal()` passes everything
-//! through, for private sites.
+//! address in any string that reaches the site is replaced by its
+//! pseudonym (`pseudonym.rs`: Crypto-PAn, prefix-preserving and stable for
+//! a given site key, keeping what kind of address it was), a network
+//! written "addr/len" by its network's pseudonym, and MAC addresses by a
+//! keyed pseudonym. `Anon::reveal()` passes everything through, for
+//! private sites.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -13,6 +15,7 @@ use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
 
 use crate::cryptopan::CryptoPan;
+use crate::pseudonym::Pseudonyms;
 
 /// The 32-byte secret behind all pseudonyms of one site. Never printed.
 #[derive(Clone)]
@@ -109,7 +112,7 @@ fn warn_if_loose(_: &Path) {}
 /// Turns raw strings into publishable ones.
 #[derive(Debug)]
 pub struct Anon {
-    inner: Option<(CryptoPan, SiteKey)>,
+    inner: Option<(Pseudonyms, SiteKey)>,
     /// Memo of text → scrubbed text; addresses repeat a lot across a fleet
     /// and across builds in watch mode.
     memo: HashMap<String, String>,
@@ -117,7 +120,10 @@ pub struct Anon {
 
 impl Anon {
     pub fn new(key: &SiteKey) -> Anon {
-        Anon { inner: Some((CryptoPan::new(&key.0), key.clone())), memo: HashMap::new() }
+        Anon {
+            inner: Some((Pseudonyms::new(CryptoPan::new(&key.0)), key.clone())),
+            memo: HashMap::new(),
+        }
     }
 
     /// Shows real addresses (private sites only).
@@ -144,7 +150,7 @@ impl Anon {
 
     /// `s` anonymised when that needs no work (nothing to scrub, or
     /// memoised), else what does the work.
-    fn known(&self, s: &str) -> Result<String, &CryptoPan> {
+    fn known(&self, s: &str) -> Result<String, &Pseudonyms> {
         let Some((cp, _)) = &self.inner else { return Ok(s.to_string()) };
         if !s.bytes().any(|b| b.is_ascii_digit() || b == b':') {
             return Ok(s.to_string());
@@ -168,7 +174,7 @@ impl Anon {
     pub fn network(&mut self, cidr: &str) -> String {
         match &self.inner {
             None => cidr.to_string(),
-            Some((cp, _)) => match cp.anonymize_cidr(cidr) {
+            Some((p, _)) => match p.network(cidr) {
                 Some(n) => n,
                 None => self.text(cidr),
             },
@@ -226,7 +232,7 @@ impl AnonScope<'_> {
     pub fn network(&mut self, cidr: &str) -> String {
         match &self.anon.inner {
             None => cidr.to_string(),
-            Some((cp, _)) => match cp.anonymize_cidr(cidr) {
+            Some((p, _)) => match p.network(cidr) {
                 Some(n) => n,
                 None => self.text(cidr),
             },
@@ -243,9 +249,10 @@ fn is_run_byte(b: u8) -> bool {
 }
 
 /// Replaces every address in `s`. Candidates are maximal runs of hex digits,
-/// dots and colons; a run is tried as an address, as `v4:port`, and finally
-/// searched for dotted quads.
-fn scrub(cp: &CryptoPan, s: &str) -> String {
+/// dots and colons; a run followed by "/len" whose host bits are all zero
+/// is a network and replaced as one, else a run is tried as an address,
+/// as `v4:port`, and finally searched for dotted quads.
+fn scrub(cp: &Pseudonyms, s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = String::with_capacity(s.len());
     let mut i = 0;
@@ -261,6 +268,13 @@ fn scrub(cp: &CryptoPan, s: &str) -> String {
         }
         // Runs are ASCII, so these are char boundaries.
         let run = &s[start..i];
+        if let Some((network, end)) = network_at(cp, s, start, i) {
+            out.push_str(&s[copied..start]);
+            out.push_str(&network);
+            copied = end;
+            i = end;
+            continue;
+        }
         let Some(replaced) = scrub_run(cp, run) else { continue };
         out.push_str(&s[copied..start]);
         out.push_str(&replaced);
@@ -270,24 +284,41 @@ fn scrub(cp: &CryptoPan, s: &str) -> String {
     out
 }
 
-fn scrub_run(cp: &CryptoPan, run: &str) -> Option<String> {
+/// The run `s[start..end]` followed by "/len", when it is a network address
+/// (no host bits set) — then its network pseudonym and where it ends. An
+/// interface address such as "10.0.0.7/24" is not: it stays the host's
+/// pseudonym with its prefix length.
+fn network_at(cp: &Pseudonyms, s: &str, start: usize, end: usize) -> Option<(String, usize)> {
+    let rest = s[end..].strip_prefix('/')?;
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 || digits > 3 {
+        return None;
+    }
+    let cidr_end = end + 1 + digits;
+    let cidr = &s[start..cidr_end];
+    let (net, len) = kattila_fleet::network_of(cidr)?;
+    let ip: IpAddr = s[start..end].parse().ok()?;
+    (net == ip).then(|| cp.network(&format!("{net}/{len}"))).flatten().map(|n| (n, cidr_end))
+}
+
+fn scrub_run(cp: &Pseudonyms, run: &str) -> Option<String> {
     if !run.bytes().any(|b| b == b'.' || b == b':') {
         return None;
     }
     // The whole run first: IPv6 networks end in "::" ("2001:db8:a::/64"),
     // which trimming trailing punctuation would cut into a non-address.
     if let Ok(ip) = run.parse::<IpAddr>() {
-        return Some(cp.anonymize(ip).to_string());
+        return Some(cp.address(ip).to_string());
     }
     let core = run.trim_end_matches(['.', ':']);
     let tail = &run[core.len()..];
     if let Ok(ip) = core.parse::<IpAddr>() {
-        return Some(format!("{}{tail}", cp.anonymize(ip)));
+        return Some(format!("{}{tail}", cp.address(ip)));
     }
     // 192.0.2.1:51820
     if let Some((host, port)) = core.rsplit_once(':') {
         if let Ok(IpAddr::V4(v4)) = host.parse::<IpAddr>() {
-            return Some(format!("{}:{port}{tail}", cp.anonymize_v4(v4)));
+            return Some(format!("{}:{port}{tail}", cp.address(IpAddr::V4(v4))));
         }
     }
     // Dotted quads anywhere inside the run (e.g. "1.2.3.4.5", "::1.2.3.4:x").
@@ -301,7 +332,7 @@ fn scrub_run(cp: &CryptoPan, run: &str) -> Option<String> {
             if let Some(end) = dotted_quad_end(b, i) {
                 if let Ok(v4) = run[i..end].parse::<std::net::Ipv4Addr>() {
                     out.push_str(&run[copied..i]);
-                    out.push_str(&cp.anonymize_v4(v4).to_string());
+                    out.push_str(&cp.address(IpAddr::V4(v4)).to_string());
                     copied = end;
                     i = end;
                     changed = true;
@@ -373,13 +404,29 @@ mod tests {
         }
         assert_eq!(a.text("peer 10.20.0.10 moved"), a.text("peer 10.20.0.10 moved"));
         // IPv6 networks end in "::": the whole run is an address.
-        for net in ["2001:db8:a::/64", "fe80::/64", "2001:db8:a::", "fd00::"] {
+        for net in ["2001:db8:a::/64", "2001:db8:a::", "fd00::"] {
             let out = a.text(net);
             let addr = net.split('/').next().unwrap();
             assert!(!out.contains(addr), "{net} -> {out}");
         }
+        // The link-local prefix every interface has names no network.
+        assert_eq!(a.text("fe80::/64"), "fe80::/64");
         assert!(a.text("10.20.0.10/24").ends_with("/24"));
         assert!(a.text("10.20.0.10:51820").ends_with(":51820"));
+    }
+
+    #[test]
+    fn networks_in_text_are_networks_and_interface_addresses_hosts() {
+        let mut a = anon();
+        let subnet = a.text("shared subnet 10.20.18.0/24");
+        let expected = format!("shared subnet {}", a.network("10.20.18.0/24"));
+        assert_eq!(subnet, expected);
+        assert!(subnet.ends_with(".0/24") && !subnet.contains("10.20.18"), "{subnet}");
+        // An interface address keeps its host's pseudonym.
+        let iface = a.text("10.20.18.7/24");
+        assert_eq!(iface, format!("{}/24", a.text("10.20.18.7")));
+        assert!(iface.starts_with("10."), "private stays private: {iface}");
+        assert_eq!(a.text("lo 127.0.0.1/8 ::1/128"), "lo 127.0.0.1/8 ::1/128");
     }
 
     #[test]

@@ -104,6 +104,14 @@ impl CryptoPan {
         }
     }
 
+    /// The first `len` bits of `bits` (an address left-aligned in a
+    /// `u128`: IPv4 in the top 32 bits) anonymised; the other bits are 0.
+    /// Bit `i` of the result depends only on bits `0..=i` of the input, so
+    /// this is the pseudonym of the `len`-bit prefix.
+    pub fn anonymize_prefix(&self, bits: u128, len: u32) -> u128 {
+        (bits ^ self.one_time_pad(bits, len)) & prefix_mask(len)
+    }
+
     /// "10.1.2.0/24" style network: anonymise the address and keep the prefix
     /// length; the result's host bits beyond the prefix are zeroed so it is a
     /// clean network address again. Returns None when the input is not a

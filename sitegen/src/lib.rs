@@ -13,6 +13,7 @@ pub mod cryptopan;
 pub mod git;
 pub mod layout;
 pub mod maps;
+pub mod pseudonym;
 pub mod publish;
 pub mod render;
 pub mod shown;

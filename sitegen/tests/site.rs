@@ -96,6 +96,11 @@ fn no_raw_address_reaches_any_published_file() {
     assert!(files.len() > 60);
     let found = hits(&files, &fx);
     assert!(found.is_empty(), "raw addresses published:\n{}", found.join("\n"));
+    // Addresses that name no host are shown as what they are.
+    assert!(
+        files.iter().any(|(_, text)| text.contains("<code>127.0.0.1/8</code>")),
+        "loopback is shown as loopback"
+    );
 
     // The scan does find them when addresses are revealed.
     let open = dir.path().join("open");
