@@ -16,6 +16,7 @@ pub mod maps;
 pub mod pseudonym;
 pub mod publish;
 pub mod render;
+pub mod routing;
 pub mod shown;
 pub mod view;
 pub mod watch;
