@@ -85,8 +85,13 @@ fn separate(pos: &mut [(f64, f64)]) {
                 }
                 moved = true;
                 // Coincident centres: a fixed direction keeps it deterministic.
-                let sign =
-                    |d: f64, k: usize| if d > 0.0 || (d == 0.0 && k % 2 == 0) { 1.0 } else { -1.0 };
+                let sign = |d: f64, k: usize| {
+                    if d > 0.0 || (d == 0.0 && k.is_multiple_of(2)) {
+                        1.0
+                    } else {
+                        -1.0
+                    }
+                };
                 if ox / need_x <= oy / need_y {
                     let s = sign(dx, i + j) * (ox / 2.0 + 0.5);
                     pos[i].0 -= s;
