@@ -6,8 +6,7 @@
 mod util;
 
 use kattila_agent::simulate::SimFleet;
-use kattila_proto::{signed_envelope, Kind, Psk, Relay};
-use serde_json::value::RawValue;
+use kattila_proto::{relay_envelope, signed_envelope, Psk};
 use util::*;
 
 const PSK: &str = "relay-test-fleet-key";
@@ -32,17 +31,8 @@ fn report(agent_id: &str, tick: u64, ts: i64, psk: &str) -> Vec<u8> {
 
 /// `inner` wrapped in a relay layer signed by `relayer`.
 fn wrap(relayer: &str, tick: u64, inner: &[u8]) -> Vec<u8> {
-    let inner = RawValue::from_string(String::from_utf8(inner.to_vec()).unwrap()).unwrap();
     let nonce = format!("{:032x}", tick + 1_000_000);
-    let data = Relay {
-        kind: Kind::Relay,
-        agent_id: relayer,
-        timestamp: now(),
-        nonce: &nonce,
-        tick,
-        inner: &inner,
-    };
-    signed_envelope(&Psk::new(PSK).unwrap(), &data)
+    relay_envelope(&Psk::new(PSK).unwrap(), relayer, now(), &nonce, tick, inner).unwrap()
 }
 
 /// Stored messages that came through a relay.

@@ -5,8 +5,7 @@ mod util;
 
 use kattila_agent::simulate::SimFleet;
 use kattila_proto::envelope::envelope_from_data_bytes;
-use kattila_proto::{signed_envelope, Kind, Psk, Relay};
-use serde_json::value::RawValue;
+use kattila_proto::{relay_envelope, signed_envelope, Psk};
 use util::*;
 
 const PSK: &str = "e2e-fleet-key";
@@ -26,17 +25,8 @@ fn report_envelope(agent_id: &str, tick: u64, ts: i64) -> Vec<u8> {
 }
 
 fn relay(relayer: &str, tick: u64, inner: &[u8]) -> Vec<u8> {
-    let inner = RawValue::from_string(String::from_utf8(inner.to_vec()).unwrap()).unwrap();
     let nonce = format!("{:032x}", tick + 1_000_000);
-    let data = Relay {
-        kind: Kind::Relay,
-        agent_id: relayer,
-        timestamp: now(),
-        nonce: &nonce,
-        tick,
-        inner: &inner,
-    };
-    signed_envelope(&Psk::new(PSK).unwrap(), &data)
+    relay_envelope(&Psk::new(PSK).unwrap(), relayer, now(), &nonce, tick, inner).unwrap()
 }
 
 #[test]

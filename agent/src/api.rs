@@ -1,5 +1,7 @@
 //! The agent's HTTP API (default port 5087): health, peer info for
-//! discovery, relaying for other agents, and signed resets.
+//! discovery, relaying for other agents, and signed resets. The handlers'
+//! work is in [`crate::node::serve`]; refusals map to HTTP in
+//! [`crate::error`].
 
 use std::sync::Arc;
 
@@ -9,7 +11,10 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use kattila_proto::reply::{AgentHealth, ResetDone};
+use kattila_proto::PeerInfo;
 
+use crate::error::ApiError;
 use crate::node::Node;
 
 /// Bodies above this are cut off before verification (a relay adds a layer
@@ -32,23 +37,22 @@ pub async fn serve(listener: tokio::net::TcpListener, node: Arc<Node>) -> anyhow
     Ok(())
 }
 
-async fn health(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
+async fn health(State(node): State<Arc<Node>>) -> Json<AgentHealth> {
     tracing::debug!("healthcheck");
     Json(node.health())
 }
 
-async fn peer(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
+async fn peer(State(node): State<Arc<Node>>) -> Json<PeerInfo> {
     Json(node.peer_info())
 }
 
-async fn relay(State(node): State<Arc<Node>>, body: Bytes) -> Response {
-    let (status, body) = node.handle_relay(&body).await;
+/// The answer that came back through this relay is passed on unchanged.
+async fn relay(State(node): State<Arc<Node>>, body: Bytes) -> Result<Response, ApiError> {
+    let (status, body) = node.handle_relay(&body).await?;
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    Ok((status, [(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-async fn reset(State(node): State<Arc<Node>>, body: Bytes) -> Response {
-    let (status, json) = node.handle_reset(&body);
-    (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), Json(json))
-        .into_response()
+async fn reset(State(node): State<Arc<Node>>, body: Bytes) -> Result<Json<ResetDone>, ApiError> {
+    Ok(Json(node.handle_reset(&body)?))
 }

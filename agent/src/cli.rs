@@ -292,7 +292,7 @@ async fn once(config: Config, key_config: KeyConfig) -> anyhow::Result<ExitCode>
         }
         Outcome::Refused { status, code, detail } => {
             let kept =
-                if crate::node::keep_for_later(status) { " (kept in the spool)" } else { "" };
+                if crate::retry::keep_for_later(status) { " (kept in the spool)" } else { "" };
             eprintln!(
                 "kattila-agent: refused by the receiver{kept}: HTTP {status} {code}: {detail}"
             );

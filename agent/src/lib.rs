@@ -7,11 +7,13 @@ pub mod api;
 pub mod cli;
 pub mod collect;
 pub mod config;
+pub mod error;
 pub mod identity;
 pub mod node;
 pub mod push;
 pub mod report;
 pub mod reset;
+pub mod retry;
 pub mod simulate;
 pub mod spool;
 

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use kattila_proto::Refusal;
+use serde::de::DeserializeOwned;
+
+use crate::retry::Verdict;
 
 /// How a push ended when the receiver answered.
 #[derive(Debug, thiserror::Error)]
@@ -16,20 +19,12 @@ pub enum PushError {
 }
 
 impl PushError {
-    /// Whether trying again later (or through another path) can help.
+    /// Whether the receiver could not take the message for now (no answer,
+    /// 5xx): trying again later or through another path can help. See
+    /// [`Verdict`] for the whole policy.
     pub fn is_retryable(&self) -> bool {
-        match self {
-            PushError::Unreachable { .. } => true,
-            PushError::Refused { status, .. } => *status == 503 || *status >= 500,
-        }
+        Verdict::of(self) == Verdict::Unavailable
     }
-}
-
-#[derive(Debug, Deserialize)]
-struct ErrorBody {
-    error: String,
-    #[serde(default)]
-    detail: String,
 }
 
 /// A reusable HTTP client for pushes.
@@ -81,7 +76,7 @@ impl Pusher {
     }
 
     /// GETs `url` and parses the JSON answer of a 2xx response.
-    pub async fn get_json(&self, url: &str) -> Result<serde_json::Value, PushError> {
+    pub async fn get_json<T: DeserializeOwned>(&self, url: &str) -> Result<T, PushError> {
         let response = self
             .client
             .get(url)
@@ -107,9 +102,9 @@ impl Pusher {
 
 /// The refusal described by a non-2xx answer.
 pub fn refusal(url: &str, status: u16, body: &[u8]) -> PushError {
-    let (code, detail) = match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(e) => (e.error, e.detail),
-        Err(_) => ("unknown".into(), String::from_utf8_lossy(body).chars().take(200).collect()),
+    let (code, detail) = match Refusal::read(body) {
+        Some(e) => (e.error, e.detail),
+        None => ("unknown".into(), String::from_utf8_lossy(body).chars().take(200).collect()),
     };
     PushError::Refused { url: url.to_string(), status, code, detail }
 }

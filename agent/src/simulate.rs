@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::identity::TickCounter;
 use crate::push::{updates_url, Pusher};
 use crate::report::{build_report, sign_report, Telemetry};
+use crate::retry::Verdict;
 
 /// Agents per site; the first agent of a site is its hub.
 pub const SITE_SIZE: usize = 5;
@@ -327,7 +328,10 @@ async fn agent_loop(
             Ok(_) => {
                 stats.accepted.fetch_add(1, Ordering::Relaxed);
             }
-            Err(e) if e.is_retryable() => {
+            // The agent's retry policy: what it would keep for a later
+            // attempt because the receiver was not there counts as
+            // unreachable; any refusal, as refused.
+            Err(e) if Verdict::of(&e) == Verdict::Unavailable => {
                 stats.unreachable.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(agent = %agent_id, error = %e, "push failed");
             }

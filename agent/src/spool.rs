@@ -29,13 +29,9 @@ pub struct Spool {
     dropped: u64,
 }
 
-/// Sizes for health checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct SpoolStats {
-    pub reports: usize,
-    pub bytes: u64,
-    pub dropped: u64,
-}
+/// Sizes for health checks (part of the agent's health answer, hence
+/// defined with the protocol's answers).
+pub use kattila_proto::reply::SpoolStats;
 
 fn parse_name(name: &str) -> Option<(u64, i64)> {
     let stem = name.strip_suffix(".json")?;

@@ -35,9 +35,14 @@ pub enum Kind {
     Report,
     Relay,
     Register,
+    /// Addressed to an agent (`POST /status/reset`), never to the
+    /// receiver: [`crate::verify`] refuses it, [`crate::verify_reset`]
+    /// accepts nothing else.
+    Reset,
 }
 
 impl Kind {
+    /// The kinds the receiver takes, named when a kind is unknown.
     const NAMES: &'static [&'static str] = &["report", "relay", "register"];
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +50,7 @@ impl Kind {
             Kind::Report => "report",
             Kind::Relay => "relay",
             Kind::Register => "register",
+            Kind::Reset => "reset",
         }
     }
 }
@@ -67,6 +73,7 @@ impl<'de> Deserialize<'de> for Kind {
                     "report" => Ok(Kind::Report),
                     "relay" => Ok(Kind::Relay),
                     "register" => Ok(Kind::Register),
+                    "reset" => Ok(Kind::Reset),
                     other => Err(E::unknown_variant(other, Kind::NAMES)),
                 }
             }

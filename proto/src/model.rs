@@ -7,7 +7,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::envelope::Kind;
+use crate::envelope::{signed_envelope, Kind};
+use crate::keys::Psk;
+use crate::verify::VerifyError;
 
 /// Telemetry from one agent at one moment (`kind = "report"`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -171,15 +173,62 @@ crate::object_only! {
 }
 
 /// A forwarded envelope (`kind = "relay"`), signed by the relaying agent.
+/// Built only by [`relay_envelope`], so every relay layer has one form.
 #[derive(Debug, Serialize)]
 pub struct Relay<'a> {
-    pub kind: Kind,
-    pub agent_id: &'a str,
-    pub timestamp: i64,
-    pub nonce: &'a str,
-    pub tick: u64,
+    kind: Kind,
+    agent_id: &'a str,
+    timestamp: i64,
+    nonce: &'a str,
+    tick: u64,
     /// The envelope as received, byte for byte.
-    pub inner: &'a RawValue,
+    inner: &'a RawValue,
+}
+
+/// The one way a relay layer is made: `inner` (an envelope as received,
+/// surrounding whitespace aside) wrapped in a `relay` signed by `relayer`
+/// with `psk`. Returns the bytes to send. `inner` is kept byte for byte —
+/// its MAC covers its exact bytes — and is not verified here.
+pub fn relay_envelope(
+    psk: &Psk,
+    relayer: &str,
+    timestamp: i64,
+    nonce: &str,
+    tick: u64,
+    inner: &[u8],
+) -> Result<Vec<u8>, VerifyError> {
+    let text = std::str::from_utf8(inner)
+        .map_err(|_| VerifyError::BadJson("the inner envelope is not UTF-8".into()))?;
+    let inner: &RawValue =
+        serde_json::from_str(text).map_err(|e| VerifyError::BadJson(e.to_string()))?;
+    let data = Relay { kind: Kind::Relay, agent_id: relayer, timestamp, nonce, tick, inner };
+    Ok(signed_envelope(psk, &data))
+}
+
+/// A signed request that an agent take a new identity (`kind = "reset"`,
+/// `POST /status/reset` on the agent named by `agent_id`). Checked by
+/// [`crate::verify_reset`]; the receiver refuses it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Reset {
+    pub kind: Kind,
+    pub agent_id: String,
+    pub timestamp: i64,
+    pub nonce: String,
+    pub tick: u64,
+}
+
+impl Reset {
+    /// A request for `agent_id`, signed with `psk`; the bytes to send.
+    pub fn signed(psk: &Psk, agent_id: &str, timestamp: i64, nonce: &str, tick: u64) -> Vec<u8> {
+        let data = Reset {
+            kind: Kind::Reset,
+            agent_id: agent_id.into(),
+            timestamp,
+            nonce: nonce.into(),
+            tick,
+        };
+        signed_envelope(psk, &data)
+    }
 }
 
 /// The agent's own message at the centre of a (possibly relayed) envelope.

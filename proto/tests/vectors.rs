@@ -3,9 +3,8 @@
 
 use kattila_proto::envelope::envelope_from_data_bytes;
 use kattila_proto::{
-    sign_data, verify, KeySet, Kind, Message, Psk, Relay, VerifyError, VerifyOptions,
+    relay_envelope, sign_data, verify, KeySet, Kind, Message, Psk, VerifyError, VerifyOptions,
 };
-use serde_json::value::RawValue;
 
 const VECTOR_TIME: i64 = 1_767_225_600;
 
@@ -89,6 +88,38 @@ fn relay_vector_verifies_both_layers() {
 }
 
 #[test]
+fn the_relay_constructor_writes_the_documented_relay_vector() {
+    let relay = relay_envelope(
+        &psk(),
+        "a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5",
+        VECTOR_TIME + 1,
+        "0123456789abcdef0123456789abcdef",
+        7,
+        &report_envelope(),
+    )
+    .unwrap();
+    assert_eq!(String::from_utf8(relay).unwrap(), vector("relay-envelope"));
+    // Whitespace around the received envelope is not part of it.
+    let mut padded = b" \n".to_vec();
+    padded.extend(report_envelope());
+    padded.extend(b"\r\n");
+    let relay = relay_envelope(
+        &psk(),
+        "a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5",
+        VECTOR_TIME + 1,
+        "0123456789abcdef0123456789abcdef",
+        7,
+        &padded,
+    )
+    .unwrap();
+    assert_eq!(String::from_utf8(relay).unwrap(), vector("relay-envelope"));
+    for bad in [&b"{\"version\":"[..], b"\xff"] {
+        let err = relay_envelope(&psk(), "r", 0, &nonce(1), 1, bad).unwrap_err();
+        assert_eq!(err.code(), "bad_json");
+    }
+}
+
+#[test]
 fn every_tampered_data_byte_fails() {
     let env = report_envelope();
     let data = vector("report-data");
@@ -156,16 +187,7 @@ fn nonce(n: u64) -> String {
 
 /// Wraps `inner` in a relay signed by `relayer`.
 fn wrap(psk: &Psk, relayer: &str, tick: u64, inner: &[u8]) -> Vec<u8> {
-    let inner = RawValue::from_string(String::from_utf8(inner.to_vec()).unwrap()).unwrap();
-    let relay = Relay {
-        kind: Kind::Relay,
-        agent_id: relayer,
-        timestamp: VECTOR_TIME,
-        nonce: &nonce(tick),
-        tick,
-        inner: &inner,
-    };
-    kattila_proto::signed_envelope(psk, &relay)
+    relay_envelope(psk, relayer, VECTOR_TIME, &nonce(tick), tick, inner).unwrap()
 }
 
 fn chain(relayers: &[&str]) -> Vec<u8> {
@@ -466,16 +488,53 @@ fn counters_above_2_pow_63_minus_1_are_refused() {
 fn the_largest_relay_layer_fits_its_budget() {
     use kattila_proto::limits::{MAX_RELAY_LAYER_BYTES, MAX_UINT};
     let inner = report_envelope();
-    let raw = RawValue::from_string(String::from_utf8(inner.clone()).unwrap()).unwrap();
     let agent_id = "a".repeat(kattila_proto::limits::MAX_AGENT_ID);
-    let relay = Relay {
-        kind: Kind::Relay,
-        agent_id: &agent_id,
-        timestamp: i64::MIN,
-        nonce: &nonce(1),
-        tick: MAX_UINT,
-        inner: &raw,
-    };
-    let layer = kattila_proto::signed_envelope(&psk(), &relay).len() - inner.len();
+    let relay = relay_envelope(&psk(), &agent_id, i64::MIN, &nonce(1), MAX_UINT, &inner).unwrap();
+    let layer = relay.len() - inner.len();
     assert!(layer <= MAX_RELAY_LAYER_BYTES, "a relay layer takes {layer} bytes");
+}
+
+#[test]
+fn a_reset_passes_the_layer_checks_of_every_message_and_only_for_its_agent() {
+    use kattila_proto::{verify_reset, Reset};
+    let id = "5f1c0e2a9b7d4c3e8a6f0b1d2c3e4f50";
+    let ok = Reset::signed(&psk(), id, VECTOR_TIME, &nonce(9), 9);
+    let reset = verify_reset(&ok, &keys(), id, VECTOR_TIME + 600).unwrap();
+    assert_eq!((reset.kind, reset.agent_id.as_str(), reset.tick), (Kind::Reset, id, 9));
+    let data = format!(
+        r#"{{"kind":"reset","agent_id":"{id}","timestamp":{VECTOR_TIME},"nonce":"{}","tick":9}}"#,
+        nonce(9)
+    );
+    assert_eq!(ok, envelope_from_data_bytes(&psk(), data.as_bytes()), "the documented form");
+    let code = |body: &[u8], own: &str, now: i64| {
+        let e = verify_reset(body, &keys(), own, now).unwrap_err();
+        (e.status(), e.code())
+    };
+    assert_eq!(code(&ok, "another", VECTOR_TIME), (400, "wrong_agent"));
+    assert_eq!(code(&ok, id, VECTOR_TIME + 601), (401, "stale"));
+    let wrong_key = Reset::signed(&Psk::new("another key").unwrap(), id, VECTOR_TIME, &nonce(9), 9);
+    assert_eq!(code(&wrong_key, id, VECTOR_TIME), (401, "bad_mac"));
+    assert_eq!(code(&report_envelope(), id, VECTOR_TIME), (400, "wrong_kind"));
+    let bogus = data.replace(r#""kind":"reset""#, r#""kind":"bogus""#);
+    assert_eq!(
+        code(&envelope_from_data_bytes(&psk(), bogus.as_bytes()), id, VECTOR_TIME),
+        (400, "wrong_kind")
+    );
+    let v2 = String::from_utf8(ok.clone()).unwrap().replacen(r#""version":1"#, r#""version":2"#, 1);
+    assert_eq!(code(v2.as_bytes(), id, VECTOR_TIME), (400, "unsupported_version"));
+    assert_eq!(code(b"{", id, VECTOR_TIME), (400, "bad_json"));
+    assert_eq!(code(b"[]", id, VECTOR_TIME), (400, "bad_shape"));
+    let no_keys = KeySet::default();
+    assert_eq!(verify_reset(&ok, &no_keys, id, VECTOR_TIME).unwrap_err().code(), "no_key");
+}
+
+#[test]
+fn the_receiver_refuses_a_reset_as_bad_shape_even_validly_signed() {
+    use kattila_proto::Reset;
+    let reset =
+        Reset::signed(&psk(), "5f1c0e2a9b7d4c3e8a6f0b1d2c3e4f50", VECTOR_TIME, &nonce(9), 9);
+    let direct = verify(&reset, &keys(), at(VECTOR_TIME)).unwrap_err();
+    assert_eq!((direct.status(), direct.code()), (400, "bad_shape"));
+    let relayed = wrap(&psk(), "relay-a", 1, &reset);
+    assert_eq!(verify(&relayed, &keys(), at(VECTOR_TIME)).unwrap_err().code(), "bad_shape");
 }

@@ -13,7 +13,8 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use kattila_keysource::KeyRing;
-use kattila_proto::{verify, Kind, VerifyError, VerifyOptions};
+use kattila_proto::reply::{AdminReset, AlarmAcked};
+use kattila_proto::{verify, Accepted, Kind, VerifyError, VerifyOptions};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
@@ -71,7 +72,7 @@ async fn updates(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: axum::body::Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Accepted>, ApiError> {
     accept(&state, &headers, body, Kind::Report, "/status/updates").await
 }
 
@@ -79,7 +80,7 @@ async fn register(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: axum::body::Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Accepted>, ApiError> {
     accept(&state, &headers, body, Kind::Register, "/status/register").await
 }
 
@@ -90,7 +91,7 @@ async fn accept(
     body: axum::body::Body,
     expected: Kind,
     endpoint: &'static str,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Accepted>, ApiError> {
     let result = accept_inner(state, headers, body, expected, endpoint).await;
     match &result {
         Ok(_) => state.metrics.accepted(),
@@ -115,7 +116,7 @@ async fn accept_inner(
     body: axum::body::Body,
     expected: Kind,
     endpoint: &'static str,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Accepted>, ApiError> {
     // The body is read first, so that a refusal below leaves the
     // connection reusable; reading it holds no in-flight slot.
     let body = crate::body::read(body, headers, &state.body_limits, &state.body_budget).await?;
@@ -148,9 +149,7 @@ async fn accept_inner(
     match state.writer.submit(verified, body.bytes.clone(), now).await {
         Some(Outcome::Committed) => {
             tracing::debug!(endpoint, %agent_id, tick, relay_hops, "committed");
-            Ok(Json(
-                json!({ "status": "ok", "agent_id": agent_id, "tick": tick, "relay_hops": relay_hops }),
-            ))
+            Ok(Json(Accepted::new(agent_id, tick, relay_hops)))
         }
         Some(Outcome::Replay { agent_id, reason }) => Err(ApiError::Replay { agent_id, reason }),
         Some(Outcome::Failed) => Err(ApiError::Storage),
@@ -302,7 +301,7 @@ async fn admin_reset(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: axum::body::Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AdminReset>, ApiError> {
     // Authorised first: a stranger's body is never read.
     authorize(&state, &headers)?;
     let body = crate::body::read(body, &headers, &state.body_limits, &state.body_budget).await?;
@@ -330,14 +329,14 @@ async fn admin_reset(
         .await
         .ok_or(ApiError::Storage)?;
     tracing::info!(scope = %scope, "topology state reset by admin");
-    Ok(Json(json!({ "status": "ok", "reset": n })))
+    Ok(Json(AdminReset::new(n)))
 }
 
 async fn admin_ack(
     State(state): State<AppState>,
     headers: HeaderMap,
     id: Result<Path<String>, axum::extract::rejection::PathRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AlarmAcked>, ApiError> {
     authorize(&state, &headers)?;
     let Path(id) = id.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let alarm_id: i64 =
@@ -350,7 +349,7 @@ async fn admin_ack(
     if n == 0 {
         return Err(ApiError::NotFound(format!("no alarm {alarm_id}")));
     }
-    Ok(Json(json!({ "status": "ok", "acked": alarm_id })))
+    Ok(Json(AlarmAcked::new(alarm_id)))
 }
 
 async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {

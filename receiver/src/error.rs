@@ -3,7 +3,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use kattila_proto::{ReplayError, VerifyError};
+use kattila_proto::{Refusal, ReplayError, VerifyError};
 
 use crate::body::BodyError;
 
@@ -93,8 +93,8 @@ impl From<&ApiError> for StatusCode {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from(&self);
-        let body = serde_json::json!({ "error": self.code(), "detail": self.to_string() });
-        let mut response = (status, Json(body)).into_response();
+        let mut response =
+            (status, Json(Refusal::new(self.code(), self.to_string()))).into_response();
         // Load that passes: agents come back a second later. (An answer that
         // leaves the body unread also says `Connection: close`; the
         // transport adds that, whatever the route.)

@@ -6,8 +6,7 @@ use std::collections::HashSet;
 
 use common::*;
 use kattila_agent::simulate::{SimFleet, SITE_SIZE};
-use kattila_proto::{signed_envelope, Kind, Psk, Relay};
-use serde_json::value::RawValue;
+use kattila_proto::{relay_envelope, signed_envelope, Psk};
 
 fn edges(h: &Harness, kind: &str) -> Vec<(String, String, String, bool, String)> {
     let conn = h.conn();
@@ -115,23 +114,10 @@ async fn relayed_reports_make_relay_edges_and_a_relay_only_alarm() {
         let mut report = kattila_agent::report::build_report(&origin, now, fleet.telemetry(2, now));
         report.tick = tick;
         report.nonce = format!("{tick:032x}");
-        let inner = String::from_utf8(signed_envelope(&psk, &report)).unwrap();
-        let inner = RawValue::from_string(inner).unwrap();
+        let inner = signed_envelope(&psk, &report);
         let nonce = format!("{:032x}", tick + 100);
-        let relay = Relay {
-            kind: Kind::Relay,
-            agent_id: &relayer,
-            timestamp: now,
-            nonce: &nonce,
-            tick,
-            inner: &inner,
-        };
-        let r = client
-            .post(format!("{}/status/updates", h.url))
-            .body(signed_envelope(&psk, &relay))
-            .send()
-            .await
-            .unwrap();
+        let relay = relay_envelope(&psk, &relayer, now, &nonce, tick, &inner).unwrap();
+        let r = client.post(format!("{}/status/updates", h.url)).body(relay).send().await.unwrap();
         assert_eq!(r.status(), 200);
     }
     let relay_edges = edges(&h, "relay");
