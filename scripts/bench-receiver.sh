@@ -6,8 +6,8 @@
 #   scripts/bench-receiver.sh --agents 1000 --seconds 20 --connections 128
 #   scripts/bench-receiver.sh --agents 1000 --seconds 20 --rate 5000 --connections 256
 #
-# Generator options are those of `cargo bench -p kattila-receiver --bench
-# ingest` (see receiver/benches/ingest.rs). Prints the generator's result
+# Generator options are those of `cargo bench -p kattila --bench ingest`
+# (see benches/ingest.rs). Prints the generator's result
 # line, the receiver's CPU per thread over the measured phase (from
 # /proc/PID/task/*/stat), its peak memory (VmHWM), its batch and commit
 # metrics, the load average, and checks that the reports table holds
@@ -25,7 +25,7 @@ if [ -z "$receiver_bin" ]; then
 fi
 generator=${KATTILA_BENCH_GENERATOR:-}
 if [ -z "$generator" ]; then
-  cargo bench --quiet -p kattila-receiver --bench ingest --no-run
+  cargo bench --quiet -p kattila --bench ingest --no-run
   generator=$(ls -t target/release/deps/ingest-* | grep -v '\.d$' | head -1)
 fi
 

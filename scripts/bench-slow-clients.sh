@@ -8,7 +8,7 @@
 #   scripts/bench-slow-clients.sh --agents 1000 --seconds 30 --rate 1000 --connections 64 \
 #       --stalled 1024 --stalled-body 1048575
 #
-# Generator options are those of receiver/benches/ingest.rs (--stalled N
+# Generator options are those of benches/ingest.rs (--stalled N
 # keeps N stalled connections open, reopening each one the receiver closes;
 # --stalled-body B makes each send B bytes of a body one byte longer).
 # Receiver flags can be added with RECEIVER_ARGS="--max-in-flight 16 …";
@@ -28,7 +28,7 @@ if [ -z "${RECEIVER:-}" ]; then
   cargo build --quiet --release --locked --bin kattila-receiver
   RECEIVER=target/release/kattila-receiver
 fi
-cargo bench --quiet --locked -p kattila-receiver --bench ingest --no-run
+cargo bench --quiet --locked -p kattila --bench ingest --no-run
 generator=$(ls -t target/release/deps/ingest-* | grep -v '\.d$' | head -1)
 
 # Both sides hold thousands of sockets.

@@ -7,7 +7,7 @@
 # SYNC     FULL, NORMAL or default (= SQLite's default, FULL in WAL mode here)
 # RATE     0 = closed loop (64 connections), else open loop at RATE reports/s
 #
-# The load generator is `cargo bench -p kattila-receiver --bench ingest`; set
+# The load generator is `cargo bench -p kattila --bench ingest`; set
 # LOADGEN to the binary that command builds (target/release/deps/ingest-*) to
 # run it without cargo re-checking the workspace. Each run uses a fresh
 # database, waits until the 1-minute load average is below MAX_LOAD (1.5)
@@ -24,7 +24,7 @@ DB=$(mktemp -d /tmp/rf-bench.XXXXXX)/reference.db
 if [ -n "${LOADGEN:-}" ]; then
     gen=("$LOADGEN")
 else
-    gen=(cargo bench --manifest-path "$ROOT/Cargo.toml" -p kattila-receiver --bench ingest --)
+    gen=(cargo bench --manifest-path "$ROOT/Cargo.toml" -p kattila --bench ingest --)
 fi
 args=(--url "http://127.0.0.1:$PORT" --psk bench-key --agents 1000 --seconds "$SECONDS_")
 [ "$RATE" != 0 ] && args+=(--rate "$RATE")

@@ -1,7 +1,7 @@
 //! Ingest benchmark: how many realistic signed reports per second the
 //! receiver verifies and commits, and at what latency.
 //!
-//!   cargo bench -p kattila-receiver --bench ingest -- [options]
+//!   cargo bench -p kattila --bench ingest -- [options]
 //!
 //! Options:
 //!   --url URL          target a running receiver (default: start one in

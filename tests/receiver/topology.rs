@@ -1,10 +1,8 @@
 //! Topology inference from a simulated mesh, over real HTTP.
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::*;
+use crate::common::*;
 use kattila_agent::simulate::{SimFleet, SITE_SIZE};
 use kattila_proto::{relay_envelope, signed_envelope, Psk};
 

@@ -2,9 +2,7 @@
 //! when the report changed something, once per audit interval otherwise,
 //! or always with `audit_every_report`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use kattila_agent::simulate::SimFleet;
 
 fn raw_sizes(h: &Harness, agent: &str) -> Vec<(i64, i64)> {

@@ -2,12 +2,10 @@
 //! integers are signed 64-bit). Anything above is refused as `bad_shape`;
 //! anything accepted stays a replay across a receiver restart.
 
-mod common;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use kattila_agent::identity::new_nonce;
 use kattila_agent::report::{build_report, Telemetry};
 use kattila_proto::limits::MAX_UINT;

@@ -1,9 +1,7 @@
 //! Group commit and failures: a message the database refuses is answered
 //! with an error, and the other messages of its batch still commit.
 
-mod common;
-
-use common::{Harness, SimAgent};
+use crate::common::{Harness, SimAgent};
 use kattila_agent::push::PushError;
 use kattila_agent::simulate::SimFleet;
 

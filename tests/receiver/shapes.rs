@@ -1,9 +1,7 @@
 //! Validly signed messages that the protocol refuses: the receiver answers
 //! 400 bad_shape and its database is exactly as before.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use kattila_agent::identity::new_nonce;
 use kattila_agent::report::build_report;
 use kattila_agent::simulate::SimFleet;

@@ -3,11 +3,9 @@
 //! deadlines must close them, and a body far over the limit must still get
 //! its 413.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use kattila_agent::simulate::SimFleet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

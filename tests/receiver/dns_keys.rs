@@ -2,11 +2,9 @@
 //! values, an outage, recovery, a start with no key at all, and the keys
 //! kept across a restart (also one while DNS is down).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use kattila_agent::simulate::SimFleet;
 use kattila_keysource::test_server::TestDnsServer;
 use kattila_keysource::KeyConfig;

@@ -1,8 +1,6 @@
 //! The alarm lifecycle, driven by simulated agents through real HTTP.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use kattila_agent::simulate::SimFleet;
 use kattila_receiver::config::AdminToken;
 

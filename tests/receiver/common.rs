@@ -1,6 +1,5 @@
 //! A real receiver (the same `serve` the binary runs) on port 0, and
 //! simulated agents that push to it with the real agent push client.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 

@@ -1,3 +1,8 @@
+//! Sizes of the simulator's reports for a 1,000-agent fleet (min, p50, p90,
+//! max, mean bytes), the figures docs/benchmarks.md quotes for the ingest
+//! load: `cargo run -p kattila-agent --example report_sizes`. It lives with
+//! the agent because it measures only the agent's reports.
+
 fn main() {
     let fleet = kattila_agent::simulate::SimFleet::new("bench", 1000);
     let now = 1_767_225_600;

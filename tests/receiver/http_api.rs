@@ -2,11 +2,9 @@
 //! shape, the bearer scheme is case-insensitive, and liveness and readiness
 //! tell a load balancer what it needs to know.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use kattila_keysource::test_server::TestDnsServer;
 use kattila_keysource::KeyConfig;
 use kattila_receiver::config::AdminToken;
