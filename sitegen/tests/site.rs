@@ -17,7 +17,7 @@ fn key() -> SiteKey {
 }
 
 fn builder(out: &Path, anon: Anon) -> Builder {
-    Builder::new(out, anon, Default::default(), Default::default())
+    Builder::new(out, anon, Default::default())
 }
 
 fn fixture(dir: &Path, spec: &FleetSpec) -> (PathBuf, fixture::Fixture) {
@@ -468,16 +468,16 @@ fn a_rebuild_publishes_what_a_fresh_build_would() {
 /// never show them.
 #[test]
 fn pages_with_keys_do_not_show_the_clock() {
+    use kattila_sitegen::files::{Contents, SiteFile};
     use kattila_sitegen::layout::LayoutCache;
-    use kattila_sitegen::render::{render_site, Contents, PageKeys, SiteFile};
+    use kattila_sitegen::render::{render_site, PageKeys};
 
     let dir = tempfile::tempdir().unwrap();
     let spec = FleetSpec { hostile: true, resolved_alarms: 230, ..FleetSpec::new(60) };
     let (db, _) = fixture(dir.path(), &spec);
     let conn = open_read_only(&db).unwrap();
     let snap = kattila_store::snapshot::FleetSnapshot::read(&conn, NOW).unwrap();
-    let site =
-        kattila_sitegen::view::Site::build(&snap, &mut Anon::new(&key()), NOW, &Default::default());
+    let site = kattila_sitegen::view::Site::build(&snap, &mut Anon::new(&key()), NOW);
     // The same fleet a minute later.
     let mut later = site.clone();
     later.generated_at += 60;
