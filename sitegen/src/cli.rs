@@ -63,9 +63,9 @@ pub struct Args {
     #[arg(long)]
     pub reveal_addresses: bool,
 
-    /// No effect: the receiver decides when an agent is silent (three of
-    /// its `--interval`s without a report). Accepted so that existing cron
-    /// lines and units keep working.
+    /// No effect: the receiver decides when an agent is silent (after three
+    /// of its `--interval-secs` without a report). Still accepted, so that
+    /// existing cron lines and units keep working.
     #[arg(long, hide = true)]
     pub silent_after: Option<i64>,
 
@@ -127,7 +127,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.silent_after.is_some() {
         tracing::warn!(
             "--silent-after has no effect and can be dropped: the receiver decides when an \
-             agent is silent (three of kattila-receiver's --interval without a report)"
+             agent is silent (after three of kattila-receiver's --interval-secs, KATTILA_INTERVAL, \
+             without a report)"
         );
     }
     let anon = anonymiser(&args)?;
@@ -184,4 +185,17 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silent_after_is_still_accepted_but_no_longer_offered() {
+        let args = Args::try_parse_from(["sitegen", "--once", "--silent-after", "6"]).unwrap();
+        assert_eq!(args.silent_after, Some(6));
+        let help = Args::command().render_long_help().to_string();
+        assert!(!help.contains("silent-after"), "{help}");
+    }
 }
