@@ -18,12 +18,7 @@ use kattila_sitegen::Builder;
 use kattila_store::open_read_only;
 
 fn builder(out: &Path) -> Builder {
-    Builder::new(
-        out,
-        Anon::new(&SiteKey::from_bytes([9; 32])),
-        Default::default(),
-        Default::default(),
-    )
+    Builder::new(out, Anon::new(&SiteKey::from_bytes([9; 32])), Default::default())
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

@@ -4,10 +4,12 @@
 
 use std::borrow::Cow;
 
+use kattila_fleet::Health;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::render::{iso_time, SiteFile};
+use crate::files::SiteFile;
+use crate::format::iso_time;
 use crate::view::{AgentView, AlarmView, ClusterView, LinkView, Site, Summary};
 
 /// The published schemas: (file name under api/v1/schema/, text).
@@ -178,7 +180,7 @@ pub fn netjson(site: &Site) -> NetJson<'_> {
             properties: NodeProperties::Agent {
                 cluster: &a.cluster,
                 page: &a.page,
-                status: &a.status,
+                status: a.status.as_str(),
             },
         })
         .collect();
@@ -195,15 +197,15 @@ pub fn netjson(site: &Site) -> NetJson<'_> {
         .links
         .iter()
         .map(|l| NetLink {
-            cost: match l.health.as_str() {
-                "healthy" => 1.0,
-                "stale" => 10.0,
-                _ => 100.0,
+            cost: match l.health {
+                Health::Healthy => 1.0,
+                Health::Stale => 10.0,
+                Health::Down | Health::Unknown => 100.0,
             },
             properties: LinkProperties {
                 both_ends: l.both_ends,
                 handshake_age: l.handshake_age,
-                health: &l.health,
+                health: l.health.as_str(),
                 kind: &l.kind,
             },
             source: &l.a,
@@ -259,7 +261,7 @@ pub fn files(site: &Site) -> anyhow::Result<Vec<SiteFile>> {
                     .map(|a| NodeOut {
                         id: &a.agent_id,
                         hostname: &a.hostname,
-                        status: &a.status,
+                        status: a.status.as_str(),
                         cluster: &a.cluster,
                         page: &a.page,
                     })

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use kattila_fleet::AgentStatus;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -39,7 +40,7 @@ impl StateDigest {
             agents: site
                 .agents
                 .iter()
-                .map(|a| (a.agent_id.clone(), (a.hostname.clone(), a.status.clone())))
+                .map(|a| (a.agent_id.clone(), (a.hostname.clone(), a.status.as_str().to_string())))
                 .collect(),
             interfaces: site
                 .agents
@@ -58,7 +59,10 @@ impl StateDigest {
                 .iter()
                 .flat_map(|a| {
                     a.wireguard.iter().flat_map(|dev| &dev.peers).map(move |p| {
-                        (format!("{}{SEP}{}", a.agent_id, p.public_key), p.health.clone())
+                        (
+                            format!("{}{SEP}{}", a.agent_id, p.public_key),
+                            p.health.as_str().to_string(),
+                        )
                     })
                 })
                 .collect(),
@@ -66,13 +70,12 @@ impl StateDigest {
                 .links
                 .iter()
                 .map(|l| {
-                    let health = l.health.clone();
                     (
                         l.kind.clone(),
                         l.a.clone(),
                         l.b.clone(),
                         l.external.clone(),
-                        health,
+                        l.health.as_str().to_string(),
                         l.both_ends,
                     )
                 })
@@ -197,10 +200,10 @@ impl Changes {
             by_status.entry(status.as_str()).or_default().push(host.clone());
         }
         for (status, hosts) in by_status {
-            let what = match status {
-                "silent" => "silent",
-                "relay" => "reachable only through relays",
-                _ => "back up",
+            let what = match AgentStatus::parse(status) {
+                AgentStatus::Silent => "silent",
+                AgentStatus::Relay => "reachable only through relays",
+                AgentStatus::Up => "back up",
             };
             parts.push(format!("{} {what}", names(&hosts)));
         }

@@ -63,9 +63,11 @@ pub struct Args {
     #[arg(long)]
     pub reveal_addresses: bool,
 
-    /// An agent without a report for this many seconds is shown as silent.
-    #[arg(long, default_value_t = 300)]
-    pub silent_after: i64,
+    /// No effect: the receiver decides when an agent is silent (after three
+    /// of its `--interval-secs` without a report). Still accepted, so that
+    /// existing cron lines and units keep working.
+    #[arg(long, hide = true)]
+    pub silent_after: Option<i64>,
 
     /// Keep OUT/git as a git repository of the site and commit after builds
     /// that changed the fleet's state.
@@ -122,12 +124,18 @@ fn run(args: Args) -> anyhow::Result<()> {
             anyhow::bail!("--templates {} is not a directory", t.display());
         }
     }
+    if args.silent_after.is_some() {
+        tracing::warn!(
+            "--silent-after has no effect and can be dropped: the receiver decides when an \
+             agent is silent (after three of kattila-receiver's --interval-secs, KATTILA_INTERVAL, \
+             without a report)"
+        );
+    }
     let anon = anonymiser(&args)?;
     let mut builder = crate::Builder::new(
         &args.out,
         anon,
         crate::render::RenderOptions { templates: args.templates.clone() },
-        crate::view::ViewOptions { silent_after_secs: args.silent_after },
     );
     let mut git = if args.git {
         Some(GitSnapshots::open(
@@ -144,12 +152,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.once {
         let conn = kattila_store::open_read_only(&args.db)?;
         conn.busy_timeout(Duration::from_millis(args.busy_timeout_ms))?;
-        let report = builder.build(&conn, crate::unix_now()).with_context(|| {
+        let report = builder.build(&conn, kattila_fleet::unix_now()).with_context(|| {
             format!("building from {} (locked by another program?)", args.db.display())
         })?;
         println!("{}", report.line());
         if let Some(g) = git.as_mut() {
-            match g.after_build(&report.published, &report.digest, crate::unix_now())? {
+            match g.after_build(&report.published, &report.digest, kattila_fleet::unix_now())? {
                 GitOutcome::Committed(msg) => println!("git: committed \"{msg}\""),
                 GitOutcome::Unchanged => println!("git: fleet state unchanged, nothing to commit"),
                 GitOutcome::Deferred => println!(
@@ -177,4 +185,17 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silent_after_is_still_accepted_but_no_longer_offered() {
+        let args = Args::try_parse_from(["sitegen", "--once", "--silent-after", "6"]).unwrap();
+        assert_eq!(args.silent_after, Some(6));
+        let help = Args::command().render_long_help().to_string();
+        assert!(!help.contains("silent-after"), "{help}");
+    }
 }

@@ -7,12 +7,16 @@
 
 pub mod anon;
 pub mod api;
+mod build;
 pub mod changes;
 pub mod cli;
 pub mod cryptopan;
+pub mod files;
+pub mod format;
 pub mod git;
 pub mod layout;
 pub mod maps;
+pub mod matrix;
 pub mod pseudonym;
 pub mod publish;
 pub mod render;
@@ -83,25 +87,18 @@ pub struct Builder {
     anon: Anon,
     cache: LayoutCache,
     render: render::RenderOptions,
-    view: view::ViewOptions,
     previous: Option<Arc<StateDigest>>,
     publisher: publish::Publisher,
     pages: render::PageKeys,
 }
 
 impl Builder {
-    pub fn new(
-        out: &Path,
-        anon: Anon,
-        render: render::RenderOptions,
-        view: view::ViewOptions,
-    ) -> Builder {
+    pub fn new(out: &Path, anon: Anon, render: render::RenderOptions) -> Builder {
         Builder {
             out: out.to_path_buf(),
             anon,
             cache: LayoutCache::new(Some(state_dir(out).join("layouts"))),
             render,
-            view,
             previous: None,
             publisher: publish::Publisher::default(),
             pages: render::PageKeys::default(),
@@ -152,13 +149,13 @@ impl Builder {
     /// Every file of the site for `snap`, without publishing, the state
     /// digest of the view and what changed since the previous build. Pages
     /// that did not change since the previous build are
-    /// [`render::Contents::Previous`].
+    /// [`files::Contents::Previous`].
     fn render_files(
         &mut self,
         snap: &kattila_store::snapshot::FleetSnapshot,
         now: i64,
-    ) -> anyhow::Result<(Vec<render::SiteFile>, Arc<StateDigest>, Changes)> {
-        let site = view::Site::build(snap, &mut self.anon, now, &self.view);
+    ) -> anyhow::Result<(Vec<files::SiteFile>, Arc<StateDigest>, Changes)> {
+        let site = view::Site::build(snap, &mut self.anon, now);
         self.cache.begin();
         // The JSON files and the state digest are made beside the pages.
         let (cache, pages, previous) = (&self.cache, &self.pages, self.previous.as_deref());
@@ -188,14 +185,6 @@ impl Builder {
 pub fn build_once(db: &Path, out: &Path, now: i64) -> anyhow::Result<BuildReport> {
     let conn = kattila_store::open_read_only(db)?;
     let key = anon::SiteKey::load_or_create(&state_dir(out).join("site-key"))?;
-    let mut builder = Builder::new(out, Anon::new(&key), Default::default(), Default::default());
+    let mut builder = Builder::new(out, Anon::new(&key), Default::default());
     builder.build(&conn, now)
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }

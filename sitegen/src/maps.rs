@@ -1,25 +1,25 @@
-//! Topology maps and the agent matrix, as positioned drawing data for the
-//! SVG template. Layouts come from [`crate::layout`] (cached by structure);
-//! everything drawn here — classes, labels, titles, links — is ours. Titles
-//! that name hosts are [`Pieces`], so each agent-supplied name is shown on
-//! its own (see [`crate::shown`]).
+//! Topology maps, as positioned drawing data for the SVG template.
+//! Layouts come from [`crate::layout`] (cached by structure); everything
+//! drawn here — classes, labels, titles, links — is ours. Titles that name
+//! hosts are [`Pieces`], so each agent-supplied name is shown on its own
+//! (see [`crate::shown`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 
+use kattila_fleet::Health;
 use serde::Serialize;
 
+use crate::format::{age_text, cluster_mark, cut, status_mark};
 use crate::layout::{Graph, LayoutCache};
-use crate::shown::{self, Pieces};
-use crate::view::{handshake_band, Site};
+use crate::shown::Pieces;
+use crate::view::Site;
 
 /// Neighbouring clusters drawn one by one on a cluster map; beyond this
 /// they are drawn as one "other clusters" node.
 const MAX_NEIGHBOUR_CLUSTERS: usize = 8;
 /// External peers drawn one by one on a cluster map.
 const MAX_EXTERNALS: usize = 24;
-/// Labels are cut to this many characters (the title has the whole name).
-const LABEL_CHARS: usize = 22;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SvgGraph {
@@ -81,53 +81,6 @@ impl Hash for SvgEdge {
     }
 }
 
-/// `s` with hidden characters made visible, cut to [`LABEL_CHARS`] (between
-/// two characters of `s`, so that a mark is never cut in half).
-fn cut(s: &str) -> String {
-    let whole = shown::visible(s);
-    if whole.chars().count() <= LABEL_CHARS {
-        return whole.into_owned();
-    }
-    let mut t = String::new();
-    let mut len = 0;
-    for c in s.chars() {
-        let piece = shown::visible(c.encode_utf8(&mut [0; 4])).into_owned();
-        len += piece.chars().count();
-        if len > LABEL_CHARS - 1 {
-            break;
-        }
-        t.push_str(&piece);
-    }
-    t.push('…');
-    t
-}
-
-fn status_mark(status: &str) -> &'static str {
-    match status {
-        "silent" => "✕",
-        "relay" => "↪",
-        _ => "●",
-    }
-}
-
-fn health_mark(h: &str) -> &'static str {
-    match h {
-        "critical" => "✕",
-        "warning" => "!",
-        _ => "●",
-    }
-}
-
-fn worse(a: &str, b: &str) -> String {
-    let rank = |h: &str| match h {
-        "down" => 0,
-        "unknown" => 1,
-        "stale" => 2,
-        _ => 3,
-    };
-    if rank(a) <= rank(b) { a } else { b }.to_string()
-}
-
 /// Prefix for links from a page `depth` directories below the root.
 fn up(depth: usize) -> String {
     "../".repeat(depth)
@@ -144,7 +97,8 @@ pub fn overview(site: &Site, cache: &LayoutCache, depth: usize) -> Option<SvgGra
         .enumerate()
         .flat_map(|(c, cl)| cl.agents.iter().map(move |&i| (site.agents[i].agent_id.as_str(), c)))
         .collect();
-    let mut between: BTreeMap<(usize, usize), (usize, String, usize)> = BTreeMap::new();
+    // Per pair of clusters: links, the worst health, links not healthy.
+    let mut between: BTreeMap<(usize, usize), (usize, Health, usize)> = BTreeMap::new();
     for l in &site.links {
         let (Some(&a), Some(&b)) = (cluster_of.get(l.a.as_str()), cluster_of.get(l.b.as_str()))
         else {
@@ -153,10 +107,10 @@ pub fn overview(site: &Site, cache: &LayoutCache, depth: usize) -> Option<SvgGra
         if a == b {
             continue;
         }
-        let e = between.entry((a.min(b), a.max(b))).or_insert((0, "healthy".into(), 0));
+        let e = between.entry((a.min(b), a.max(b))).or_insert((0, Health::Healthy, 0));
         e.0 += 1;
-        e.1 = worse(&e.1, &l.health);
-        if l.health != "healthy" {
+        e.1 = e.1.worse(l.health);
+        if !l.health.is_healthy() {
             e.2 += 1;
         }
     }
@@ -190,7 +144,7 @@ pub fn overview(site: &Site, cache: &LayoutCache, depth: usize) -> Option<SvgGra
             )),
             href: Some(format!("{root}{}", cl.page)),
             class: format!("cluster {}", cl.health),
-            mark: health_mark(&cl.health).into(),
+            mark: cluster_mark(&cl.health).into(),
         })
         .collect();
     let edges = between
@@ -200,7 +154,7 @@ pub fn overview(site: &Site, cache: &LayoutCache, depth: usize) -> Option<SvgGra
             y1: layout.pos[a].1,
             x2: layout.pos[b].0,
             y2: layout.pos[b].1,
-            class: format!("wireguard {health}"),
+            class: format!("wireguard {}", health.as_str()),
             title: Pieces::new()
                 .and(site.clusters[a].label.as_str())
                 .and(" — ")
@@ -222,8 +176,6 @@ pub fn overview(site: &Site, cache: &LayoutCache, depth: usize) -> Option<SvgGra
     })
 }
 
-/// The map of one cluster: its agents, their links, neighbouring clusters
-/// and external peers.
 /// Which cluster each agent is in and which links touch each cluster,
 /// computed once per build.
 pub struct MapIndex<'a> {
@@ -256,6 +208,8 @@ impl<'a> MapIndex<'a> {
     }
 }
 
+/// The map of one cluster: its agents, their links, neighbouring clusters
+/// and external peers.
 pub fn cluster(
     site: &Site,
     index: &MapIndex<'_>,
@@ -276,16 +230,19 @@ pub fn cluster(
             x: 0.0,
             y: 0.0,
             label: cut(&a.hostname),
-            sublabel: a.status.clone(),
+            sublabel: a.status.as_str().into(),
             title: Pieces::new().and(a.hostname.as_str()).and(" (").and(a.agent_id.as_str()).and(
                 format!(
                     "): {}, {} of {} peers healthy, {} active alarms",
-                    a.status, a.peers_healthy, a.peers_total, a.alarms_active
+                    a.status.as_str(),
+                    a.peers_healthy,
+                    a.peers_total,
+                    a.alarms_active
                 ),
             ),
             href: Some(format!("{root}{}", a.page)),
-            class: format!("agent {}", a.status),
-            mark: status_mark(&a.status).into(),
+            class: format!("agent {}", a.status.as_str()),
+            mark: status_mark(a.status).into(),
         });
     }
     let cluster_index = &index.cluster_of;
@@ -307,11 +264,10 @@ pub fn cluster(
     for l in index.links_of[c].iter().map(|&li| &site.links[li]) {
         let (a_in, b_in) = (local.get(l.a.as_str()).copied(), local.get(l.b.as_str()).copied());
         let one_sided = l.kind == "wireguard" && l.external.is_empty() && !l.both_ends;
-        let class = format!("{} {}{}", l.kind, l.health, if one_sided { " one-sided" } else { "" });
-        let age = l
-            .handshake_age
-            .map(|a| format!(", handshake {}", crate::render::age_text(a)))
-            .unwrap_or_default();
+        let health = l.health.as_str();
+        let class = format!("{} {health}{}", l.kind, if one_sided { " one-sided" } else { "" });
+        let age =
+            l.handshake_age.map(|a| format!(", handshake {}", age_text(a))).unwrap_or_default();
         let sides = if l.kind != "wireguard" || !l.external.is_empty() {
             ""
         } else if l.both_ends {
@@ -331,7 +287,7 @@ pub fn cluster(
                     .and(" — ")
                     .and(name(&l.b))
                     .and(": ")
-                    .and(l.health.as_str())
+                    .and(health)
                     .and(format!("{sides}{age}")),
             }),
             (Some(x), None) if l.b.is_empty() && !l.external.is_empty() => pending.push(Pending {
@@ -343,7 +299,7 @@ pub fn cluster(
                     .and(" → external peer ")
                     .and(l.external.as_str())
                     .and(": ")
-                    .and(l.health.as_str())
+                    .and(health)
                     .and(age),
             }),
             (Some(x), None) | (None, Some(x)) => {
@@ -362,7 +318,7 @@ pub fn cluster(
                             .and(" (in ")
                             .and(site.clusters[k].label.as_str())
                             .and("): ")
-                            .and(l.health.as_str())
+                            .and(health)
                             .and(format!("{sides}{age}")),
                     });
                 }
@@ -486,130 +442,4 @@ pub fn cluster(
         nodes,
         edges,
     })
-}
-
-/// One cell of the agent matrix.
-#[derive(Debug, Clone, Serialize, Hash)]
-pub struct Cell {
-    /// 'both' | 'row' (only the row agent lists the column agent) | 'col' |
-    /// 'none' | 'self'.
-    pub state: String,
-    pub text: String,
-    pub band: String,
-    pub class: String,
-    pub title: Pieces,
-}
-
-#[derive(Debug, Clone, Serialize, Hash)]
-pub struct MatrixRow {
-    pub hostname: String,
-    pub page: String,
-    pub status: String,
-    pub cells: Vec<Cell>,
-}
-
-/// agents × agents for the given agent indices.
-pub fn matrix(site: &Site, members: &[usize], now: i64) -> Vec<MatrixRow> {
-    members
-        .iter()
-        .map(|&r| {
-            let ra = &site.agents[r];
-            let cells = members
-                .iter()
-                .map(|&c| {
-                    if r == c {
-                        return Cell {
-                            state: "self".into(),
-                            text: "—".into(),
-                            band: String::new(),
-                            class: "self".into(),
-                            title: Pieces::new(),
-                        };
-                    }
-                    let st = site.pairs.get(&(r.min(c), r.max(c))).copied().unwrap_or_default();
-                    let (row_lists, col_lists) = if r < c {
-                        (st.low_lists_high, st.high_lists_low)
-                    } else {
-                        (st.high_lists_low, st.low_lists_high)
-                    };
-                    let ca = &site.agents[c];
-                    let (state, arrow) = match (row_lists, col_lists) {
-                        (true, true) => ("both", "⇄"),
-                        (true, false) => ("row", "→"),
-                        (false, true) => ("col", "←"),
-                        (false, false) => ("none", ""),
-                    };
-                    if state == "none" {
-                        return Cell {
-                            state: state.into(),
-                            text: String::new(),
-                            band: String::new(),
-                            class: "none".into(),
-                            title: Pieces::new(),
-                        };
-                    }
-                    let age = st.newest_handshake.map(|t| (now - t).max(0));
-                    let band = handshake_band(age);
-                    let sides = match state {
-                        "both" => "both ends list each other",
-                        "row" => "only the row's agent lists the other",
-                        _ => "only the column's agent lists the other",
-                    };
-                    Cell {
-                        state: state.into(),
-                        text: format!("{arrow} {band}"),
-                        band: band.into(),
-                        class: format!(
-                            "{state} band-{}",
-                            match band {
-                                "< 3 min" => "fresh",
-                                "< 10 min" => "ok",
-                                "< 1 h" => "stale",
-                                "> 1 h" => "old",
-                                _ => "never",
-                            }
-                        ),
-                        title: Pieces::new()
-                            .and(ra.hostname.as_str())
-                            .and(" — ")
-                            .and(ca.hostname.as_str())
-                            .and(format!(
-                                ": {sides}; newest handshake {}",
-                                st.newest_handshake
-                                    .map(|t| crate::render::iso_time(t)
-                                        .replace('T', " ")
-                                        .replace('Z', " UTC"))
-                                    .unwrap_or_else(|| "never".into())
-                            )),
-                    }
-                })
-                .collect();
-            MatrixRow {
-                hostname: ra.hostname.clone(),
-                page: ra.page.clone(),
-                status: ra.status.clone(),
-                cells,
-            }
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn labels_are_cut_between_characters_never_inside_a_mark() {
-        assert_eq!(cut("site3-gw00"), "site3-gw00");
-        let long = "Ωmega-ノード-".repeat(3);
-        assert_eq!(cut(&long).chars().count(), LABEL_CHARS);
-        let hidden = format!("{}\u{202e}{}", "a".repeat(LABEL_CHARS - 4), "b".repeat(10));
-        let label = cut(&hidden);
-        assert_eq!(
-            label,
-            format!("{}…", "a".repeat(LABEL_CHARS - 4)),
-            "the mark does not fit whole"
-        );
-        assert_eq!(cut("\u{0}\u{7}x"), "␀␇x");
-    }
 }

@@ -11,7 +11,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{bail, Context};
 use rayon::prelude::*;
 
-use crate::render::{Contents, SiteFile};
+use crate::files::{Contents, SiteFile};
 
 /// Builds kept besides the current one.
 const KEEP_OLD_BUILDS: usize = 2;

@@ -1,6 +1,8 @@
-//! Rendering the view into files with minijinja. Templates are embedded
-//! from `templates/` (or read from `--templates DIR`, file by file);
-//! agent-supplied strings are untrusted and escaped in HTML and SVG alike.
+//! Rendering the view into HTML pages with minijinja. Templates are
+//! embedded from `templates/` (or read from `--templates DIR`, file by
+//! file); agent-supplied strings are untrusted and escaped in HTML and SVG
+//! alike. Pages whose inputs did not change since the last build are taken
+//! from it (see [`PageKeys`]).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -11,42 +13,17 @@ use minijinja::{context, AutoEscape, Environment};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::files::{Contents, SiteFile};
+use crate::format::{age_text, ago, bytes_text, duration_text, human_time, iso_time, when};
 use crate::layout::LayoutCache;
 use crate::maps;
-use crate::shown::{self, Pieces};
+use crate::matrix;
+use crate::shown;
 use crate::view::{AgentView, AlarmView, ClusterView, Site};
 
 /// A serialisable value for a template context.
 fn v<T: Serialize>(x: T) -> Value {
     Value::from(minijinja::value::Serde(x))
-}
-
-/// One output file.
-#[derive(Debug)]
-pub struct SiteFile {
-    /// Relative to the site root.
-    pub path: String,
-    pub contents: Contents,
-    /// Set on pages that depend on the view alone, never on the clock (the
-    /// cluster, agent and older alarm log pages): a hash of everything
-    /// they are rendered from. The next build takes such a page from the
-    /// previous build when its key did not change, instead of rendering it
-    /// again.
-    pub key: Option<u64>,
-}
-
-#[derive(Debug)]
-pub enum Contents {
-    Bytes(Vec<u8>),
-    /// Not rendered: the same as this path in the previous build (which
-    /// published it with the same key).
-    Previous,
-}
-
-impl SiteFile {
-    pub fn new(path: impl Into<String>, bytes: Vec<u8>) -> SiteFile {
-        SiteFile { path: path.into(), contents: Contents::Bytes(bytes), key: None }
-    }
 }
 
 /// Resolved alarm rows per page of the alarm log.
@@ -122,7 +99,7 @@ pub fn environment(dir: Option<&Path>) -> anyhow::Result<Environment<'static>> {
     env.add_filter("ago", ago);
     env.add_filter("age", age_text);
     env.add_filter("iso", iso_time);
-    env.add_filter("when", |t: i64| iso_time(t).replace('T', " ").replace('Z', ""));
+    env.add_filter("when", when);
     env.add_filter("bytes", bytes_text);
     env.add_filter("duration", duration_text);
     Ok(env)
@@ -327,7 +304,7 @@ impl Renderer<'_> {
             root => root,
             nav => nav,
             generated_iso => iso_time(now),
-            generated_human => iso_time(now).replace('T', " ").replace('Z', " UTC"),
+            generated_human => human_time(now),
             now => now,
             revealed => self.site.addresses_revealed,
         }
@@ -405,7 +382,7 @@ impl Renderer<'_> {
             cl.agents.iter().map(|&i| AgentRow::from(&site.agents[i])).collect();
         let grouped = site.agents.len() > FULL_MATRIX_MAX;
         let rows =
-            if grouped { maps::matrix(site, &cl.agents, site.generated_at) } else { Vec::new() };
+            if grouped { matrix::matrix(site, &cl.agents, site.generated_at) } else { Vec::new() };
         let key = self.key((cl, graph, &members, &rows));
         if let Some(same) = self.previous(&cl.page, key) {
             return Ok(same);
@@ -432,9 +409,9 @@ impl Renderer<'_> {
         let grouped = site.agents.len() > FULL_MATRIX_MAX;
         let all: Vec<usize> = (0..site.agents.len()).collect();
         let (rows, cluster_rows) = if grouped {
-            (Vec::new(), cluster_matrix(site))
+            (Vec::new(), matrix::cluster_matrix(site))
         } else {
-            (maps::matrix(site, &all, site.generated_at), Vec::new())
+            (matrix::matrix(site, &all, site.generated_at), Vec::new())
         };
         let page = self.page(
             "matrix.html",
@@ -569,7 +546,7 @@ impl<'a> From<&'a AgentView> for AgentRow<'a> {
             agent_id: &a.agent_id,
             hostname: &a.hostname,
             page: &a.page,
-            status: &a.status,
+            status: a.status.as_str(),
             agent_version: &a.agent_version,
             last_seen: a.last_seen,
             last_seen_age: a.last_seen_age,
@@ -579,107 +556,6 @@ impl<'a> From<&'a AgentView> for AgentRow<'a> {
             peers_healthy: a.peers_healthy,
             alarms_active: a.alarms_active,
         }
-    }
-}
-
-#[derive(Serialize)]
-struct ClusterRow {
-    label: String,
-    page: String,
-    cells: Vec<String>,
-    titles: Vec<Pieces>,
-}
-
-/// cluster × cluster: number of WireGuard links between members.
-fn cluster_matrix(site: &Site) -> Vec<ClusterRow> {
-    let n = site.clusters.len();
-    if n > 60 {
-        // Too wide to read; the cluster list links each cluster's own matrix.
-        return Vec::new();
-    }
-    let mut of = vec![0usize; site.agents.len()];
-    for (c, cl) in site.clusters.iter().enumerate() {
-        for &i in &cl.agents {
-            of[i] = c;
-        }
-    }
-    let mut counts = vec![vec![0usize; n]; n];
-    for &(lo, hi) in site.pairs.keys() {
-        let (a, b) = (of[lo], of[hi]);
-        counts[a][b] += 1;
-        if a != b {
-            counts[b][a] += 1;
-        }
-    }
-    (0..n)
-        .map(|r| ClusterRow {
-            label: site.clusters[r].label.clone(),
-            page: site.clusters[r].page.clone(),
-            cells: (0..n)
-                .map(|c| if counts[r][c] == 0 { String::new() } else { counts[r][c].to_string() })
-                .collect(),
-            titles: (0..n)
-                .map(|c| {
-                    Pieces::new()
-                        .and(site.clusters[r].label.as_str())
-                        .and(" — ")
-                        .and(site.clusters[c].label.as_str())
-                        .and(format!(": {} WireGuard links", counts[r][c]))
-                })
-                .collect(),
-        })
-        .collect()
-}
-
-/// RFC 3339 UTC, seconds precision.
-pub fn iso_time(unix: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
-/// "just now", "42 s", "5 min", "3 h", "2 d".
-pub fn age_text(secs: i64) -> String {
-    match secs {
-        i64::MIN..=1 => "just now".into(),
-        2..=119 => format!("{secs} s"),
-        120..=7199 => format!("{} min", secs / 60),
-        7200..=172_799 => format!("{} h", secs / 3600),
-        _ => format!("{} d", secs / 86_400),
-    }
-}
-
-/// "just now", "42 s ago", "5 min ago", …
-pub fn ago(secs: i64) -> String {
-    match secs {
-        i64::MIN..=1 => "just now".into(),
-        _ => format!("{} ago", age_text(secs)),
-    }
-}
-
-/// "3 min 20 s", "2 h 5 min", "4 d 3 h".
-pub fn duration_text(secs: i64) -> String {
-    let s = secs.max(0);
-    match s {
-        0..=59 => format!("{s} s"),
-        60..=3599 => format!("{} min {} s", s / 60, s % 60),
-        3600..=86_399 => format!("{} h {} min", s / 3600, s % 3600 / 60),
-        _ => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
-    }
-}
-
-/// 1536 → "1.5 KiB".
-pub fn bytes_text(n: i64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n.max(0) as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < units.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{} B", n.max(0))
-    } else {
-        format!("{v:.1} {}", units[u])
     }
 }
 
@@ -751,17 +627,6 @@ mod tests {
         assert!(list.contains('a') && !list.contains('\u{1b}'), "{list:?}");
         assert_eq!(upper, "\u{2068}WG0⟨U+202E⟩␀שרת\u{2069}");
         assert_eq!((n, missing), ("5", ""));
-    }
-
-    #[test]
-    fn texts() {
-        assert_eq!(iso_time(1_767_225_600), "2026-01-01T00:00:00Z");
-        assert_eq!(ago(0), "just now");
-        assert_eq!(ago(300), "5 min ago");
-        assert_eq!(ago(0), "just now", "never \"just now ago\"");
-        assert_eq!(ago(90_000), "25 h ago");
-        assert_eq!(duration_text(3725), "1 h 2 min");
-        assert_eq!(bytes_text(1536), "1.5 KiB");
     }
 
     #[test]

@@ -107,7 +107,7 @@ pub fn watch(
                 // Read the version again after settling: a commit after this
                 // point triggers another build.
                 last_version = Some(data_version(&conn).unwrap_or(version));
-                match builder.build(&conn, crate::unix_now()) {
+                match builder.build(&conn, kattila_fleet::unix_now()) {
                     Ok(report) => {
                         println!("{}", report.line());
                         pending_git = Some((report.published.clone(), report.digest.clone()));
@@ -119,7 +119,7 @@ pub fn watch(
             Err(e) => eprintln!("sitegen: cannot read the database: {e}"),
         }
         if let (Some(g), Some((site, digest))) = (git.as_deref_mut(), &pending_git) {
-            match g.after_build(site, digest, crate::unix_now()) {
+            match g.after_build(site, digest, kattila_fleet::unix_now()) {
                 Ok(GitOutcome::Committed(msg)) => {
                     println!("git: committed \"{msg}\"");
                     pending_git = None;

@@ -17,7 +17,7 @@ fn key() -> SiteKey {
 }
 
 fn builder(out: &Path, anon: Anon) -> Builder {
-    Builder::new(out, anon, Default::default(), Default::default())
+    Builder::new(out, anon, Default::default())
 }
 
 fn fixture(dir: &Path, spec: &FleetSpec) -> (PathBuf, fixture::Fixture) {
@@ -145,6 +145,87 @@ fn pseudonyms_are_stable_for_a_key_and_keep_subnets() {
     assert!(a[..5].iter().all(|x| net(x) == net(&a[0])), "{a:?}");
     assert_ne!(net(&a[0]), net(&a[5]));
     assert!(a.iter().all(|x| x.ends_with("/24")));
+}
+
+/// Agent status, link health and whether both ends list each other are the
+/// receiver's: the site shows them as stored and decides none of them again.
+#[test]
+fn statuses_and_links_are_shown_as_the_receiver_stored_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, fx) = fixture(dir.path(), &FleetSpec::new(10));
+    let ids = &fx.agent_ids;
+    let rw = rusqlite::Connection::open(&db).unwrap();
+    let edge = "kind = 'wireguard' AND a_agent = min(?1, ?2) AND b_agent = max(?1, ?2)";
+    let mutual: bool = rw
+        .query_row(
+            &format!("SELECT both_ends FROM topology_edges WHERE {edge}"),
+            [&ids[0], &ids[1]],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(mutual, "the fixture's gateway and first node list each other");
+    // Heard from a day ago, yet up: the receiver's interval is what says
+    // when an agent is silent, not sitegen's clock.
+    rw.execute(
+        "UPDATE agents SET last_seen = ?1, status = 'up' WHERE agent_id = ?2",
+        rusqlite::params![NOW - 86_400, ids[1]],
+    )
+    .unwrap();
+    rw.execute(
+        "UPDATE agents SET last_seen = ?1, status = 'silent' WHERE agent_id = ?2",
+        rusqlite::params![NOW, ids[2]],
+    )
+    .unwrap();
+    rw.execute(
+        &format!("UPDATE topology_edges SET both_ends = 0, health = 'stale' WHERE {edge}"),
+        [&ids[0], &ids[1]],
+    )
+    .unwrap();
+    let out = dir.path().join("site");
+    build(&db, &out, Anon::new(&key()));
+    let json = |p: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(out.join("current").join(p)).unwrap())
+            .unwrap()
+    };
+    let agents = json("api/v1/agents.json");
+    let agent = |id: &str| {
+        agents["agents"].as_array().unwrap().iter().find(|a| a["agent_id"] == id).unwrap().clone()
+    };
+    assert_eq!(agent(&ids[1])["status"], "up");
+    assert_eq!(agent(&ids[2])["status"], "silent");
+    for (from, to) in [(&ids[0], &ids[1]), (&ids[1], &ids[0])] {
+        let a = agent(from);
+        let peer = a["wireguard"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|d| d["peers"].as_array().unwrap())
+            .find(|p| p["peer_agent_id"] == to.as_str())
+            .unwrap()
+            .clone();
+        assert_eq!(peer["mutual"], false, "the stored link says one end only: {peer}");
+    }
+    let topology = json("api/v1/topology.json");
+    let link = topology["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| {
+            l["kind"] == "wireguard"
+                && [&l["a"], &l["b"]].contains(&&serde_json::json!(ids[0]))
+                && [&l["a"], &l["b"]].contains(&&serde_json::json!(ids[1]))
+        })
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (&link["health"], &link["both_ends"]),
+        (&serde_json::json!("stale"), &serde_json::json!(false))
+    );
+    let summary = &json("api/v1/summary.json")["summary"];
+    assert!(
+        summary["links_one_sided"].as_u64() >= Some(1)
+            && summary["links_stale"].as_u64() >= Some(1)
+    );
 }
 
 #[test]
@@ -473,16 +554,16 @@ fn a_rebuild_publishes_what_a_fresh_build_would() {
 /// never show them.
 #[test]
 fn pages_with_keys_do_not_show_the_clock() {
+    use kattila_sitegen::files::{Contents, SiteFile};
     use kattila_sitegen::layout::LayoutCache;
-    use kattila_sitegen::render::{render_site, Contents, PageKeys, SiteFile};
+    use kattila_sitegen::render::{render_site, PageKeys};
 
     let dir = tempfile::tempdir().unwrap();
     let spec = FleetSpec { hostile: true, resolved_alarms: 230, ..FleetSpec::new(60) };
     let (db, _) = fixture(dir.path(), &spec);
     let conn = open_read_only(&db).unwrap();
     let snap = kattila_store::snapshot::FleetSnapshot::read(&conn, NOW).unwrap();
-    let site =
-        kattila_sitegen::view::Site::build(&snap, &mut Anon::new(&key()), NOW, &Default::default());
+    let site = kattila_sitegen::view::Site::build(&snap, &mut Anon::new(&key()), NOW);
     // The same fleet a minute later.
     let mut later = site.clone();
     later.generated_at += 60;

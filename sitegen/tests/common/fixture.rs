@@ -9,6 +9,9 @@
 //! three core gateways. Some links are stale, never handshaken or listed by
 //! one end only; some gateways have external peers; some agents are silent
 //! or reachable only through a relay; alarms are active and resolved.
+//!
+//! Agent statuses and the topology edges are stored as the receiver
+//! decides and infers them: sitegen shows them and derives neither.
 #![allow(dead_code)]
 
 use std::path::Path;
@@ -25,23 +28,13 @@ pub struct FleetSpec {
     pub resolved_alarms: usize,
     /// History samples per agent (every 5 minutes).
     pub samples: usize,
-    /// Fill topology_edges (as the receiver's inference does); without it
-    /// sitegen derives links from the peer lists.
-    pub edges: bool,
     /// Give a few agents hostile names and strings.
     pub hostile: bool,
 }
 
 impl FleetSpec {
     pub fn new(agents: usize) -> FleetSpec {
-        FleetSpec {
-            agents,
-            now: 1_767_225_600,
-            resolved_alarms: 12,
-            samples: 24,
-            edges: true,
-            hostile: false,
-        }
+        FleetSpec { agents, now: 1_767_225_600, resolved_alarms: 12, samples: 24, hostile: false }
     }
 }
 
@@ -386,22 +379,20 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
                     ])
                     .unwrap();
                 fx.addresses.push("192.0.2.0".into());
-                if spec.edges {
-                    ins_edge
-                        .execute(params![
-                            "wireguard",
-                            ids[i],
-                            "",
-                            format!("EXTERNAL{:036}=", i),
-                            0,
-                            "healthy",
-                            60,
-                            Option::<String>::None,
-                            now - 86_400,
-                            now
-                        ])
-                        .unwrap();
-                }
+                ins_edge
+                    .execute(params![
+                        "wireguard",
+                        ids[i],
+                        "",
+                        format!("EXTERNAL{:036}=", i),
+                        0,
+                        "healthy",
+                        60,
+                        Option::<String>::None,
+                        now - 86_400,
+                        now
+                    ])
+                    .unwrap();
             }
             for k in 0..spec.samples {
                 let ts = now - (spec.samples - k) as i64 * 300;
@@ -418,45 +409,43 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
                     ])
                     .unwrap();
             }
-            if spec.edges {
-                for &p in peers[i].iter().filter(|&&p| p > i) {
-                    let (a, b) = if ids[i] < ids[p] { (i, p) } else { (p, i) };
-                    let h = match pair_health(i, p) {
-                        "never" => "down",
-                        h => h,
-                    };
-                    let age = handshake(i, p).map(|t| now - t);
-                    ins_edge
-                        .execute(params![
-                            "wireguard",
-                            ids[a],
-                            ids[b],
-                            "",
-                            !one_sided(i, p),
-                            h,
-                            age,
-                            Option::<String>::None,
-                            now - 86_400,
-                            now
-                        ])
-                        .unwrap();
-                }
-                if let Some(v) = via_of(i, &ids, relayed) {
-                    ins_edge
-                        .execute(params![
-                            "relay",
-                            v,
-                            ids[i],
-                            "",
-                            0,
-                            "healthy",
-                            Option::<i64>::None,
-                            Option::<String>::None,
-                            now - 3600,
-                            now
-                        ])
-                        .unwrap();
-                }
+            for &p in peers[i].iter().filter(|&&p| p > i) {
+                let (a, b) = if ids[i] < ids[p] { (i, p) } else { (p, i) };
+                let h = match pair_health(i, p) {
+                    "never" => "down",
+                    h => h,
+                };
+                let age = handshake(i, p).map(|t| now - t);
+                ins_edge
+                    .execute(params![
+                        "wireguard",
+                        ids[a],
+                        ids[b],
+                        "",
+                        !one_sided(i, p),
+                        h,
+                        age,
+                        Option::<String>::None,
+                        now - 86_400,
+                        now
+                    ])
+                    .unwrap();
+            }
+            if let Some(v) = via_of(i, &ids, relayed) {
+                ins_edge
+                    .execute(params![
+                        "relay",
+                        v,
+                        ids[i],
+                        "",
+                        0,
+                        "healthy",
+                        Option::<i64>::None,
+                        Option::<String>::None,
+                        now - 3600,
+                        now
+                    ])
+                    .unwrap();
             }
             if silent(i) {
                 ins_alarm

@@ -1,0 +1,89 @@
+//! Clusters: agents grouped by the network of their first LAN address
+//! (else their first global IPv6 network, else their WireGuard network),
+//! each with its agents' statuses counted and a health word for its map
+//! node. Sets each agent's `cluster`.
+
+use std::collections::{BTreeMap, HashSet};
+
+use kattila_fleet::{network_of, shared_scope, AgentStatus, Severity};
+use kattila_store::snapshot::{Agent, FleetSnapshot};
+
+use crate::anon::Anon;
+use crate::format::file_safe;
+use crate::view::{AgentView, ClusterView};
+
+/// Clusters sorted by their (anonymised) network; `agents` are the views
+/// of `snap.agents`, in the same order.
+pub fn clusters(
+    snap: &FleetSnapshot,
+    agents: &mut [AgentView],
+    anon: &mut Anon,
+) -> Vec<ClusterView> {
+    let mut by_label: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, a) in snap.agents.iter().enumerate() {
+        let label = match cluster_key(a) {
+            Some(k) => anon.network(&k),
+            None => "unaddressed".to_string(),
+        };
+        by_label.entry(label).or_default().push(i);
+    }
+    let mut used_ids = HashSet::new();
+    by_label
+        .into_iter()
+        .map(|(label, members)| {
+            // Labels that differ only in punctuation make the same id.
+            let mut id = format!("net-{}", file_safe(&label));
+            if !used_ids.insert(id.clone()) {
+                id = format!("{id}-{}", used_ids.len());
+                used_ids.insert(id.clone());
+            }
+            for &i in &members {
+                agents[i].cluster = id.clone();
+            }
+            cluster(id, label, members, agents)
+        })
+        .collect()
+}
+
+fn cluster(id: String, label: String, members: Vec<usize>, agents: &[AgentView]) -> ClusterView {
+    let count = |s: AgentStatus| members.iter().filter(|&&i| agents[i].status == s).count();
+    let (up, silent, relay) =
+        (count(AgentStatus::Up), count(AgentStatus::Silent), count(AgentStatus::Relay));
+    let alarms_active: usize = members.iter().map(|&i| agents[i].alarms_active).sum();
+    // A silent agent is as urgent as its alarm; an agent reached only
+    // through relays, or any active alarm, asks for a look.
+    let health = if silent > 0 {
+        Severity::Critical.as_str()
+    } else if relay > 0 || alarms_active > 0 {
+        Severity::Warning.as_str()
+    } else {
+        "ok"
+    };
+    ClusterView {
+        page: format!("map/{id}.html"),
+        id,
+        label,
+        agents: members,
+        up,
+        silent,
+        relay,
+        alarms_active,
+        health: health.into(),
+    }
+}
+
+/// The network an agent is clustered by: its first LAN IPv4 network, else
+/// its first global IPv6 network, else its WireGuard network.
+fn cluster_key(agent: &Agent) -> Option<String> {
+    let pick = |wireguard: bool, v4: bool| {
+        agent
+            .interfaces
+            .iter()
+            .filter(|i| i.kind != "loopback" && (i.kind == "wireguard") == wireguard)
+            .flat_map(|i| i.addresses.iter())
+            .filter_map(|a| network_of(a))
+            .find(|(net, len)| shared_scope(net) && net.is_ipv4() == v4 && *len > 0)
+            .map(|(net, len)| format!("{net}/{len}"))
+    };
+    pick(false, true).or_else(|| pick(false, false)).or_else(|| pick(true, true))
+}
