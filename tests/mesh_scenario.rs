@@ -599,8 +599,6 @@ fn mesh_of_namespaces_through_relay_link_failure_rotation_and_silence() {
             &db,
             "--out",
             &out,
-            "--silent-after",
-            "6",
             "--poll-ms",
             "200",
         ],
