@@ -60,6 +60,7 @@ struct ClusterOut<'a> {
     silent: usize,
     relay: usize,
     alarms_active: usize,
+    links_not_healthy: usize,
     health: &'a str,
 }
 
@@ -74,6 +75,7 @@ impl<'a> From<&'a ClusterView> for ClusterOut<'a> {
             silent: c.silent,
             relay: c.relay,
             alarms_active: c.alarms_active,
+            links_not_healthy: c.links_not_healthy,
             health: &c.health,
         }
     }

@@ -20,10 +20,12 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::routing;
+
 /// Largest graph handed to layout-rs.
 pub const LAYOUT_RS_MAX_NODES: usize = 40;
 /// Bump when the layout code changes, so cached layouts are redone.
-const ALGORITHM_VERSION: &str = "kattila-layout-2";
+const ALGORITHM_VERSION: &str = "kattila-layout-3";
 
 /// A graph to lay out: node ids (any order, unique) and edges between
 /// node indices.
@@ -34,13 +36,26 @@ pub struct Graph {
 }
 
 /// Positions of a graph's nodes (centres), in the graph's node order,
-/// within a `width` × `height` canvas.
+/// within a `width` × `height` canvas, and the edges that must be drawn
+/// bent to pass no other node's box (see [`crate::routing`]).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Layout {
     pub pos: Vec<(f64, f64)>,
     pub width: f64,
     pub height: f64,
     pub engine: String,
+    /// (low node, high node) → the control point of its curve.
+    #[serde(default)]
+    pub bends: Vec<((usize, usize), (f64, f64))>,
+}
+
+impl Layout {
+    /// The control point of the curve between nodes `a` and `b`, or None
+    /// when the straight line is clear.
+    pub fn bend(&self, a: usize, b: usize) -> Option<(f64, f64)> {
+        let key = (a.min(b), a.max(b));
+        self.bends.iter().find(|(k, _)| *k == key).map(|&(_, c)| c)
+    }
 }
 
 impl Graph {
@@ -90,7 +105,13 @@ impl Graph {
 pub fn compute(g: &Graph) -> Layout {
     let n = g.nodes.len();
     if n == 0 {
-        return Layout { pos: vec![], width: 0.0, height: 0.0, engine: "none".into() };
+        return Layout {
+            pos: vec![],
+            width: 0.0,
+            height: 0.0,
+            engine: "none".into(),
+            bends: vec![],
+        };
     }
     if n == 1 {
         return Layout {
@@ -98,14 +119,22 @@ pub fn compute(g: &Graph) -> Layout {
             width: 200.0,
             height: 100.0,
             engine: "single".into(),
+            bends: vec![],
         };
     }
-    if n <= LAYOUT_RS_MAX_NODES {
-        if let Some(raw) = layout_rs(g) {
-            return fit(raw, n, "layout-rs");
-        }
+    let placed = (n <= LAYOUT_RS_MAX_NODES)
+        .then(|| layout_rs(g).map(|raw| fit(raw, n, "layout-rs")))
+        .flatten()
+        .unwrap_or_else(|| fit(force(g, 7), n, "force"));
+    let edges = g.clean_edges();
+    let drawing = routing::arrange(&placed.pos, &edges);
+    Layout {
+        bends: edges.iter().zip(&drawing.bends).filter_map(|(&e, b)| b.map(|c| (e, c))).collect(),
+        pos: drawing.pos,
+        width: drawing.width,
+        height: drawing.height,
+        engine: placed.engine,
     }
-    fit(force(g, 7), n, "force")
 }
 
 /// layout-rs positions. It panics on some inputs (an empty graph, for one);
@@ -175,6 +204,7 @@ fn fit(raw: Vec<(f64, f64)>, n: usize, engine: &str) -> Layout {
         width: round1(w + 2.0 * margin),
         height: round1(h + margin),
         engine: engine.into(),
+        bends: vec![],
     }
 }
 
@@ -391,7 +421,16 @@ impl LayoutCache {
             for (k, &i) in sorted.iter().enumerate() {
                 pos[i] = stored.pos[k];
             }
-            Layout { pos, ..stored.clone() }
+            let bends = stored
+                .bends
+                .iter()
+                .filter(|((a, b), _)| *a < sorted.len() && *b < sorted.len())
+                .map(|&((a, b), c)| {
+                    let (x, y) = (sorted[a], sorted[b]);
+                    ((x.min(y), x.max(y)), c)
+                })
+                .collect();
+            Layout { pos, bends, ..stored.clone() }
         };
         {
             let mut state = self.state();

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::format::{age_text, cluster_mark, cut, status_mark};
 use crate::layout::{Graph, LayoutCache};
 use crate::shown::Pieces;
-use crate::view::Site;
+use crate::view::{ClusterView, Site};
 
 /// Neighbouring clusters drawn one by one on a cluster map; beyond this
 /// they are drawn as one "other clusters" node.
@@ -53,6 +53,11 @@ pub struct SvgEdge {
     pub y1: f64,
     pub x2: f64,
     pub y2: f64,
+    /// Control point of the curve when the straight line would pass
+    /// another node's box.
+    pub bend: Option<(f64, f64)>,
+    /// Shown beside the line (the number of links a cluster pair has).
+    pub label: String,
     pub class: String,
     pub title: Pieces,
 }
@@ -76,8 +81,9 @@ impl Hash for SvgNode {
 
 impl Hash for SvgEdge {
     fn hash<H: Hasher>(&self, h: &mut H) {
-        let SvgEdge { x1, y1, x2, y2, class, title } = self;
-        (x1.to_bits(), y1.to_bits(), x2.to_bits(), y2.to_bits(), class, title).hash(h);
+        let SvgEdge { x1, y1, x2, y2, bend, label, class, title } = self;
+        let bend = bend.map(|(x, y)| (x.to_bits(), y.to_bits()));
+        (x1.to_bits(), y1.to_bits(), x2.to_bits(), y2.to_bits(), bend, label, class, title).hash(h);
     }
 }
 
@@ -86,7 +92,29 @@ fn up(depth: usize) -> String {
     "../".repeat(depth)
 }
 
-/// The overview map: one node per cluster, edges aggregated between them.
+/// Up to this many clusters the fleet map draws every one of them.
+const FLEET_MAP_ALL: usize = 40;
+/// A larger fleet's map draws at most this many clusters: those with
+/// problems and their neighbours; the rest is one node.
+const FLEET_MAP_MAX: usize = 48;
+
+/// Per pair of nodes: links, the worst health, links not healthy.
+type Between = BTreeMap<(usize, usize), (usize, Health, usize)>;
+
+fn add_link(between: &mut Between, a: usize, b: usize, health: Health) {
+    let e = between.entry((a.min(b), a.max(b))).or_insert((0, Health::Healthy, 0));
+    e.0 += 1;
+    e.1 = e.1.worse(health);
+    if !health.is_healthy() {
+        e.2 += 1;
+    }
+}
+
+/// The overview map: one node per cluster, one line per pair of clusters
+/// with links (labelled with their count, coloured by the worst). A fleet
+/// of more than [`FLEET_MAP_ALL`] clusters shows where the problems are:
+/// clusters with problems first, then their neighbours, and the quiet
+/// rest as one node.
 pub fn overview(site: &Site, cache: &LayoutCache, depth: usize) -> Option<SvgGraph> {
     if site.clusters.is_empty() {
         return None;
@@ -97,83 +125,197 @@ pub fn overview(site: &Site, cache: &LayoutCache, depth: usize) -> Option<SvgGra
         .enumerate()
         .flat_map(|(c, cl)| cl.agents.iter().map(move |&i| (site.agents[i].agent_id.as_str(), c)))
         .collect();
-    // Per pair of clusters: links, the worst health, links not healthy.
-    let mut between: BTreeMap<(usize, usize), (usize, Health, usize)> = BTreeMap::new();
+    let mut between = Between::new();
     for l in &site.links {
         let (Some(&a), Some(&b)) = (cluster_of.get(l.a.as_str()), cluster_of.get(l.b.as_str()))
         else {
             continue;
         };
-        if a == b {
-            continue;
-        }
-        let e = between.entry((a.min(b), a.max(b))).or_insert((0, Health::Healthy, 0));
-        e.0 += 1;
-        e.1 = e.1.worse(l.health);
-        if !l.health.is_healthy() {
-            e.2 += 1;
+        if a != b {
+            add_link(&mut between, a, b, l.health);
         }
     }
-    let graph = Graph {
-        nodes: site.clusters.iter().map(|c| c.label.clone()).collect(),
-        edges: between.keys().copied().collect(),
-    };
+    let shown = shown_clusters(site, &between);
+    // Node of each cluster: its own, or the one node of the rest.
+    let rest_node = shown.len();
+    let mut node_of = vec![rest_node; site.clusters.len()];
+    for (n, &c) in shown.iter().enumerate() {
+        node_of[c] = n;
+    }
+    let hidden = site.clusters.len() - shown.len();
+    let mut edges = Between::new();
+    for (&(a, b), &(count, health, bad)) in &between {
+        let (x, y) = (node_of[a], node_of[b]);
+        if x == y {
+            continue;
+        }
+        let e = edges.entry((x.min(y), x.max(y))).or_insert((0, Health::Healthy, 0));
+        e.0 += count;
+        e.1 = e.1.worse(health);
+        e.2 += bad;
+    }
+    let mut ids: Vec<String> = shown.iter().map(|&c| site.clusters[c].label.clone()).collect();
+    if hidden > 0 {
+        ids.push("rest".into());
+    }
+    let graph = Graph { nodes: ids, edges: edges.keys().copied().collect() };
     let layout = cache.get(&graph);
     let root = up(depth);
-    let nodes = site
-        .clusters
+    let mut nodes: Vec<SvgNode> = shown
         .iter()
         .enumerate()
-        .map(|(c, cl)| SvgNode {
-            x: layout.pos[c].0,
-            y: layout.pos[c].1,
-            label: cut(&cl.label),
-            sublabel: format!(
-                "{} agent{}{}",
-                cl.agents.len(),
-                if cl.agents.len() == 1 { "" } else { "s" },
-                if cl.silent > 0 { format!(", {} silent", cl.silent) } else { String::new() }
-            ),
-            title: Pieces::new().and(cl.label.as_str()).and(format!(
-                ": {} agents ({} up, {} silent, {} relay only), {} active alarms",
-                cl.agents.len(),
-                cl.up,
-                cl.silent,
-                cl.relay,
-                cl.alarms_active
-            )),
-            href: Some(format!("{root}{}", cl.page)),
-            class: format!("cluster {}", cl.health),
-            mark: cluster_mark(&cl.health).into(),
+        .map(|(n, &c)| {
+            let cl = &site.clusters[c];
+            SvgNode {
+                x: layout.pos[n].0,
+                y: layout.pos[n].1,
+                label: cut(&cl.label),
+                sublabel: cluster_sublabel(cl),
+                title: Pieces::new().and(cl.label.as_str()).and(format!(
+                    ": {} agents ({} up, {} silent, {} relay only), {} links not healthy, {} active alarms",
+                    cl.agents.len(),
+                    cl.up,
+                    cl.silent,
+                    cl.relay,
+                    cl.links_not_healthy,
+                    cl.alarms_active
+                )),
+                href: Some(format!("{root}{}", cl.page)),
+                class: format!("cluster {}", cl.health),
+                mark: cluster_mark(&cl.health).into(),
+            }
         })
         .collect();
-    let edges = between
+    if hidden > 0 {
+        let rest: Vec<&ClusterView> = site
+            .clusters
+            .iter()
+            .enumerate()
+            .filter(|&(c, _)| node_of[c] == rest_node)
+            .map(|(_, cl)| cl)
+            .collect();
+        let troubled = rest.iter().filter(|cl| cl.health != "ok").count();
+        let agents: usize = rest.iter().map(|cl| cl.agents.len()).sum();
+        nodes.push(SvgNode {
+            x: layout.pos[rest_node].0,
+            y: layout.pos[rest_node].1,
+            label: format!("{hidden} more clusters"),
+            sublabel: if troubled == 0 {
+                format!("{agents} agents, all well")
+            } else {
+                format!("{troubled} with problems")
+            },
+            title: format!(
+                "{hidden} clusters not drawn one by one ({agents} agents, {troubled} with problems): see the list below"
+            )
+            .into(),
+            href: Some(format!("{root}map.html#clusters")),
+            class: format!("cluster rest {}", if troubled == 0 { "ok" } else { "warning" }),
+            mark: if troubled == 0 { "●" } else { "!" }.into(),
+        });
+    }
+    let name = |n: usize| {
+        if n == rest_node {
+            format!("{hidden} more clusters")
+        } else {
+            site.clusters[shown[n]].label.clone()
+        }
+    };
+    let mut edges: Vec<SvgEdge> = edges
         .iter()
-        .map(|(&(a, b), (count, health, bad))| SvgEdge {
+        .map(|(&(a, b), &(count, health, bad))| SvgEdge {
             x1: layout.pos[a].0,
             y1: layout.pos[a].1,
             x2: layout.pos[b].0,
             y2: layout.pos[b].1,
+            bend: layout.bend(a, b),
+            label: if count > 1 { count.to_string() } else { String::new() },
             class: format!("wireguard {}", health.as_str()),
-            title: Pieces::new()
-                .and(site.clusters[a].label.as_str())
-                .and(" — ")
-                .and(site.clusters[b].label.as_str())
-                .and(format!(
-                    ": {count} link{}{}",
-                    if *count == 1 { "" } else { "s" },
-                    if *bad > 0 { format!(", {bad} not healthy") } else { String::new() }
-                )),
+            title: Pieces::new().and(name(a)).and(" — ").and(name(b)).and(format!(
+                ": {count} link{}, {}{}",
+                if count == 1 { "" } else { "s" },
+                if bad == 0 { "all healthy".to_string() } else { format!("{bad} not healthy") },
+                if bad == 0 { String::new() } else { format!(", worst {}", health.as_str()) }
+            )),
         })
         .collect();
+    draw_problems_last(&mut edges);
+    let title = if hidden > 0 {
+        format!(
+            "Fleet map: {} clusters, {} drawn (those with problems and their neighbours)",
+            site.clusters.len(),
+            shown.len()
+        )
+    } else {
+        format!("Fleet map: {} clusters", site.clusters.len())
+    };
     Some(SvgGraph {
-        title: format!("Fleet map: {} clusters", site.clusters.len()).into(),
+        title: title.into(),
         width: layout.width,
         height: layout.height,
         engine: layout.engine,
         nodes,
         edges,
     })
+}
+
+fn cluster_sublabel(cl: &ClusterView) -> String {
+    let mut parts =
+        vec![format!("{} agent{}", cl.agents.len(), if cl.agents.len() == 1 { "" } else { "s" })];
+    if cl.silent > 0 {
+        parts.push(format!("{} silent", cl.silent));
+    }
+    if cl.relay > 0 {
+        parts.push(format!("{} relay", cl.relay));
+    }
+    if cl.links_not_healthy > 0 && cl.silent == 0 {
+        parts.push(format!("{} links", cl.links_not_healthy));
+    }
+    parts.join(", ")
+}
+
+/// The clusters the fleet map draws one by one, in cluster order: all of
+/// a small fleet's; of a large one those with problems (most severe
+/// first) and then their neighbours, up to [`FLEET_MAP_MAX`].
+fn shown_clusters(site: &Site, between: &Between) -> Vec<usize> {
+    let n = site.clusters.len();
+    if n <= FLEET_MAP_ALL {
+        return (0..n).collect();
+    }
+    let urgency = |c: usize| match site.clusters[c].health.as_str() {
+        "critical" => 0,
+        "warning" => 1,
+        _ => 2,
+    };
+    let mut problems: Vec<usize> = (0..n).filter(|&c| urgency(c) < 2).collect();
+    problems.sort_by_key(|&c| (urgency(c), std::cmp::Reverse(site.clusters[c].agents.len())));
+    let cap = FLEET_MAP_MAX - 1;
+    let mut chosen: Vec<usize> = problems.iter().copied().take(cap).collect();
+    let mut taken = vec![false; n];
+    chosen.iter().for_each(|&c| taken[c] = true);
+    // Neighbours of the problems, those with most links to them first.
+    let mut neighbours: BTreeMap<usize, usize> = BTreeMap::new();
+    for (&(a, b), &(count, _, _)) in between {
+        if taken[a] != taken[b] {
+            *neighbours.entry(if taken[a] { b } else { a }).or_default() += count;
+        }
+    }
+    let mut neighbours: Vec<(usize, usize)> = neighbours.into_iter().collect();
+    neighbours.sort_by_key(|&(c, links)| (std::cmp::Reverse(links), c));
+    for (c, _) in neighbours {
+        if chosen.len() >= cap {
+            break;
+        }
+        chosen.push(c);
+    }
+    chosen.sort_unstable();
+    chosen
+}
+
+/// Healthy lines first, so that lines with problems are drawn over them.
+fn draw_problems_last(edges: &mut [SvgEdge]) {
+    let rank = |e: &SvgEdge| !(e.class.contains("healthy") || e.class.starts_with("physical"));
+    edges.sort_by_key(rank);
 }
 
 /// Which cluster each agent is in and which links touch each cluster,
@@ -251,6 +393,7 @@ pub fn cluster(
         from: usize,
         to: Target,
         class: String,
+        health: Health,
         title: Pieces,
     }
     enum Target {
@@ -280,6 +423,7 @@ pub fn cluster(
                 from: x,
                 to: Target::Local(y),
                 class,
+                health: l.health,
                 title: Pieces::new()
                     .and(l.kind.as_str())
                     .and(" ")
@@ -294,6 +438,7 @@ pub fn cluster(
                 from: x,
                 to: Target::External(l.external.clone()),
                 class: format!("{class} external"),
+                health: l.health,
                 title: Pieces::new()
                     .and(name(&l.a))
                     .and(" → external peer ")
@@ -309,6 +454,7 @@ pub fn cluster(
                         from: x,
                         to: Target::Cluster(k),
                         class,
+                        health: l.health,
                         title: Pieces::new()
                             .and(l.kind.as_str())
                             .and(" ")
@@ -396,37 +542,67 @@ pub fn cluster(
             });
         }
     }
-    let mut edges_idx = Vec::new();
-    let mut edges = Vec::new();
+    // One line per pair of nodes: the links between them merged, the
+    // worst health shown, every link named in the title.
+    let mut pairs: BTreeMap<(usize, usize), Vec<(String, Health, Pieces)>> = BTreeMap::new();
     for p in pending {
         let to = match p.to {
             Target::Local(y) => Some(y),
             Target::Cluster(k) => cluster_node.get(&k).copied(),
             Target::External(key) => external_node.get(&key).copied(),
         };
-        let Some(to) = to else { continue };
-        edges_idx.push((p.from, to));
-        edges.push((p.from, to, p.class, p.title));
+        let Some(to) = to.filter(|&to| to != p.from) else { continue };
+        pairs
+            .entry((p.from.min(to), p.from.max(to)))
+            .or_default()
+            .push((p.class, p.health, p.title));
     }
     if nodes.is_empty() {
         return None;
     }
-    let layout = cache.get(&Graph { nodes: ids, edges: edges_idx });
+    let layout = cache.get(&Graph { nodes: ids, edges: pairs.keys().copied().collect() });
     for (n, &(x, y)) in nodes.iter_mut().zip(&layout.pos) {
         n.x = x;
         n.y = y;
     }
-    let edges = edges
+    let mut edges: Vec<SvgEdge> = pairs
         .into_iter()
-        .map(|(a, b, class, title)| SvgEdge {
-            x1: nodes[a].x,
-            y1: nodes[a].y,
-            x2: nodes[b].x,
-            y2: nodes[b].y,
-            class,
-            title,
+        .map(|((a, b), links)| {
+            // The class of the link that matters most: the worst health,
+            // WireGuard over relay over physical.
+            let weight = |class: &str| {
+                if class.starts_with("wireguard") {
+                    0
+                } else if class.starts_with("relay") {
+                    1
+                } else {
+                    2
+                }
+            };
+            let (class, _, _) = links
+                .iter()
+                .min_by_key(|(class, health, _)| (*health, weight(class)))
+                .expect("a pair has a link");
+            let mut title = Pieces::new();
+            for (k, (_, _, t)) in links.iter().enumerate() {
+                if k > 0 {
+                    title = title.and("; ");
+                }
+                title = title.join(t.clone());
+            }
+            SvgEdge {
+                x1: nodes[a].x,
+                y1: nodes[a].y,
+                x2: nodes[b].x,
+                y2: nodes[b].y,
+                bend: layout.bend(a, b),
+                label: if links.len() > 1 { links.len().to_string() } else { String::new() },
+                class: class.clone(),
+                title,
+            }
         })
         .collect();
+    draw_problems_last(&mut edges);
     let mut title = Pieces::new()
         .and("Map of ")
         .and(cl.label.as_str())

@@ -138,6 +138,12 @@ impl Pieces {
         self
     }
 
+    /// Appends the pieces of another text, each still on its own.
+    pub fn join(mut self, other: Pieces) -> Pieces {
+        self.0.extend(other.0);
+        self
+    }
+
     /// The pieces shown as HTML, one by one.
     pub fn html(&self) -> String {
         self.0.iter().map(|p| html(p)).collect()

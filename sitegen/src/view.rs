@@ -262,6 +262,8 @@ pub struct ClusterView {
     pub silent: usize,
     pub relay: usize,
     pub alarms_active: usize,
+    /// WireGuard and relay links touching its agents that are not healthy.
+    pub links_not_healthy: usize,
     /// 'ok' | 'warning' | 'critical'.
     pub health: String,
 }

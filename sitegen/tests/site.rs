@@ -722,3 +722,36 @@ fn representative_output_snapshots() {
     let svg = &text[text.find("<svg").unwrap()..text.find("</svg>").unwrap() + 6];
     insta::assert_snapshot!("cluster_svg", svg);
 }
+
+/// Every map of fleets with faults (silent agents, stale, down and
+/// one-sided links, relays, external peers) is readable: no two node boxes
+/// overlap and no line passes through a box that is not one of its ends,
+/// measured on the published SVG.
+#[test]
+fn maps_have_no_overlapping_boxes_and_no_lines_through_boxes() {
+    for agents in [10, 60, 1000] {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = fixture(dir.path(), &FleetSpec::new(agents));
+        let out = dir.path().join("site");
+        build(&db, &out, Anon::new(&key()));
+        let files = site_files(&out);
+        let maps: Vec<&(String, String)> = files
+            .iter()
+            .filter(|(path, _)| path.ends_with(".html") && path.contains("map"))
+            .collect();
+        assert!(maps.len() > agents / 10, "{agents} agents: {} map pages", maps.len());
+        let (mut boxes, mut lines, mut bent) = (0, 0, 0);
+        for (path, html) in maps {
+            let Some(start) = html.find("<svg") else { continue };
+            let end = html[start..].find("</svg>").unwrap() + start;
+            let g = common::geometry::parse(&html[start..end]);
+            assert_eq!(g.overlaps(), 0, "{agents} agents: overlapping boxes in {path}");
+            assert_eq!(g.crossings(), 0, "{agents} agents: lines through boxes in {path}");
+            boxes += g.boxes.len();
+            lines += g.edges.len();
+            bent += html[start..end].matches("<path d=\"M").count();
+        }
+        assert!(boxes > agents && lines > agents / 2, "{agents}: {boxes} boxes, {lines} lines");
+        eprintln!("{agents} agents: {boxes} boxes, {lines} lines ({bent} bent) checked");
+    }
+}

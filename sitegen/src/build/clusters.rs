@@ -3,22 +3,34 @@
 //! each with its agents' statuses counted and a health word for its map
 //! node. Sets each agent's `cluster`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use kattila_fleet::{network_of, shared_scope, AgentStatus, Severity};
 use kattila_store::snapshot::{Agent, FleetSnapshot};
 
 use crate::anon::Anon;
 use crate::format::file_safe;
-use crate::view::{AgentView, ClusterView};
+use crate::view::{AgentView, ClusterView, LinkView};
 
 /// Clusters sorted by their (anonymised) network; `agents` are the views
 /// of `snap.agents`, in the same order.
 pub fn clusters(
     snap: &FleetSnapshot,
     agents: &mut [AgentView],
+    links: &[LinkView],
+    index: &HashMap<String, usize>,
     anon: &mut Anon,
 ) -> Vec<ClusterView> {
+    // Per agent: the WireGuard and relay links touching it that are not
+    // healthy (a cluster with broken links is not "ok").
+    let mut not_healthy = vec![0usize; agents.len()];
+    for l in links.iter().filter(|l| l.kind != "physical" && !l.health.is_healthy()) {
+        for end in [&l.a, &l.b] {
+            if let Some(&i) = index.get(end.as_str()) {
+                not_healthy[i] += 1;
+            }
+        }
+    }
     let mut by_label: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, a) in snap.agents.iter().enumerate() {
         let label = match cluster_key(a) {
@@ -40,21 +52,29 @@ pub fn clusters(
             for &i in &members {
                 agents[i].cluster = id.clone();
             }
-            cluster(id, label, members, agents)
+            let links_not_healthy = members.iter().map(|&i| not_healthy[i]).sum();
+            cluster(id, label, members, agents, links_not_healthy)
         })
         .collect()
 }
 
-fn cluster(id: String, label: String, members: Vec<usize>, agents: &[AgentView]) -> ClusterView {
+fn cluster(
+    id: String,
+    label: String,
+    members: Vec<usize>,
+    agents: &[AgentView],
+    links_not_healthy: usize,
+) -> ClusterView {
     let count = |s: AgentStatus| members.iter().filter(|&&i| agents[i].status == s).count();
     let (up, silent, relay) =
         (count(AgentStatus::Up), count(AgentStatus::Silent), count(AgentStatus::Relay));
     let alarms_active: usize = members.iter().map(|&i| agents[i].alarms_active).sum();
     // A silent agent is as urgent as its alarm; an agent reached only
-    // through relays, or any active alarm, asks for a look.
+    // through relays, a link not healthy or any active alarm asks for a
+    // look.
     let health = if silent > 0 {
         Severity::Critical.as_str()
-    } else if relay > 0 || alarms_active > 0 {
+    } else if relay > 0 || alarms_active > 0 || links_not_healthy > 0 {
         Severity::Warning.as_str()
     } else {
         "ok"
@@ -68,6 +88,7 @@ fn cluster(id: String, label: String, members: Vec<usize>, agents: &[AgentView])
         silent,
         relay,
         alarms_active,
+        links_not_healthy,
         health: health.into(),
     }
 }

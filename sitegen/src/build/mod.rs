@@ -28,7 +28,7 @@ impl Site {
             pair_links.get(&(i.min(j), i.max(j))).is_some_and(|&l| links[l].both_ends)
         };
         let mut agents = agents::agents(snap, &directory, &active_alarms, &both_ends, anon, now);
-        let clusters = clusters::clusters(snap, &mut agents, anon);
+        let clusters = clusters::clusters(snap, &mut agents, &links, &directory.index, anon);
         let summary = summary::summary(&agents, &links, &alarms, clusters.len());
         Site {
             schema_version: SCHEMA_VERSION,

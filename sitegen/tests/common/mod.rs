@@ -1,2 +1,3 @@
 //! Helpers shared by the sitegen tests and benchmarks.
 pub mod fixture;
+pub mod geometry;
