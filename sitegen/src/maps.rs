@@ -312,6 +312,9 @@ fn shown_clusters(site: &Site, between: &Between) -> Vec<usize> {
     chosen
 }
 
+/// One of the links merged into a line: its class, health and title.
+type Merged = (String, Health, Pieces);
+
 /// Healthy lines first, so that lines with problems are drawn over them.
 fn draw_problems_last(edges: &mut [SvgEdge]) {
     let rank = |e: &SvgEdge| !(e.class.contains("healthy") || e.class.starts_with("physical"));
@@ -544,7 +547,7 @@ pub fn cluster(
     }
     // One line per pair of nodes: the links between them merged, the
     // worst health shown, every link named in the title.
-    let mut pairs: BTreeMap<(usize, usize), Vec<(String, Health, Pieces)>> = BTreeMap::new();
+    let mut pairs: BTreeMap<(usize, usize), Vec<Merged>> = BTreeMap::new();
     for p in pending {
         let to = match p.to {
             Target::Local(y) => Some(y),
