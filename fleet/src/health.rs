@@ -218,3 +218,19 @@ mod tests {
         assert_eq!(PeerHealth::Never.link(), Health::Down);
     }
 }
+
+/// An alarm kind, as stored, in words a reader understands; None for a
+/// kind this version does not know (shown as stored).
+pub fn alarm_kind_words(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "agent_silent" => "agent silent",
+        "relay_only" => "reachable only through relays",
+        "interface_down" => "interface down",
+        "interface_gone" => "interface disappeared",
+        "interface_new" => "new interface",
+        "peer_stale" => "WireGuard peer stale",
+        "endpoint_changed" => "peer endpoint changed",
+        "identity_conflict" => "agent id used by two hosts",
+        _ => return None,
+    })
+}

@@ -8,7 +8,7 @@
 mod health;
 mod net;
 
-pub use health::{AgentStatus, Health, PeerHealth, Severity};
+pub use health::{alarm_kind_words, AgentStatus, Health, PeerHealth, Severity};
 pub use net::{masked_network, network_of, shared_scope, AddressClass};
 
 /// Reports an agent may miss before it counts as silent: three intervals

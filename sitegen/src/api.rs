@@ -262,7 +262,7 @@ pub fn files(site: &Site) -> anyhow::Result<Vec<SiteFile>> {
                     .iter()
                     .map(|a| NodeOut {
                         id: &a.agent_id,
-                        hostname: &a.hostname,
+                        hostname: &a.reported_hostname,
                         status: a.status.as_str(),
                         cluster: &a.cluster,
                         page: &a.page,

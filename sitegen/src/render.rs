@@ -36,6 +36,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("base.html", include_str!("../../templates/base.html")),
     ("macros.html", include_str!("../../templates/macros.html")),
     ("index.html", include_str!("../../templates/index.html")),
+    ("problems.html", include_str!("../../templates/problems.html")),
     ("agent.html", include_str!("../../templates/agent.html")),
     ("alarms.html", include_str!("../../templates/alarms.html")),
     ("map.html", include_str!("../../templates/map.html")),
@@ -244,7 +245,7 @@ pub fn render_site(
     };
     let history = site.alarms.iter().filter(|a| a.state != "active").count();
     let alarm_pages = history.div_ceil(ALARMS_PER_PAGE).max(1);
-    let pages: Vec<Page> = [Page::Index, Page::Map, Page::Matrix]
+    let pages: Vec<Page> = [Page::Index, Page::Problems, Page::Map, Page::Matrix]
         .into_iter()
         .chain((1..=alarm_pages).map(Page::Alarms))
         .chain((0..site.clusters.len()).map(Page::Cluster))
@@ -260,6 +261,7 @@ pub fn render_site(
 #[derive(Debug, Clone, Copy)]
 enum Page {
     Index,
+    Problems,
     Map,
     Matrix,
     /// Page n (from 1) of the alarm log.
@@ -285,6 +287,7 @@ impl Renderer<'_> {
     fn render(&self, page: Page) -> anyhow::Result<SiteFile> {
         match page {
             Page::Index => self.index(),
+            Page::Problems => self.problems(),
             Page::Map => self.map(),
             Page::Matrix => self.matrix(),
             Page::Alarms(p) => self.alarms(p),
@@ -348,13 +351,73 @@ impl Renderer<'_> {
                 ..self.common("", "overview"),
                 ..context! {
                     summary => v(&site.summary),
-                    agents => v(site.agents.iter().map(AgentRow::from).collect::<Vec<_>>()),
+                    agents => v(problems_first(site).map(AgentRow::from).collect::<Vec<_>>()),
                     newest_alarms => v(newest),
                     clusters => v(&site.clusters),
+                    problems => v(&site.problems),
                 }
             },
         )?;
         Ok(SiteFile::new("index.html", page))
+    }
+
+    /// The lists behind the overview's problem lines and counts.
+    fn problems(&self) -> anyhow::Result<SiteFile> {
+        let site = self.site;
+        let p = &site.problems;
+        let agents =
+            |list: &[usize]| v(list.iter().map(|&i| self.problem_agent(i)).collect::<Vec<_>>());
+        let links =
+            |list: &[usize]| v(list.iter().map(|&l| self.problem_link(l)).collect::<Vec<_>>());
+        let page = self.page(
+            "problems.html",
+            context! {
+                ..self.common("", "problems"),
+                ..context! {
+                    problems => v(p),
+                    silent => agents(&p.silent),
+                    relay => agents(&p.relay),
+                    links_down => links(&p.links_down),
+                    links_unknown => links(&p.links_unknown),
+                    links_stale => links(&p.links_stale),
+                    links_one_sided => links(&p.links_one_sided),
+                }
+            },
+        )?;
+        Ok(SiteFile::new("problems.html", page))
+    }
+
+    fn problem_agent(&self, i: usize) -> Value {
+        let a = &self.site.agents[i];
+        let cluster = self.cluster_by_id.get(a.cluster.as_str());
+        let via = a.via_agent.as_deref().and_then(|id| self.site.agent(id));
+        context! {
+            page => a.page.clone(),
+            hostname => a.hostname.clone(),
+            status => a.status.as_str(),
+            cluster_page => cluster.map(|c| c.page.clone()),
+            cluster_label => cluster.map(|c| c.label.clone()),
+            last_seen => a.last_seen,
+            relay_hops => a.relay_hops,
+            via_page => via.map(|v| v.page.clone()),
+            via_hostname => via.map(|v| v.hostname.clone()),
+            alarms_active => a.alarms_active,
+        }
+    }
+
+    fn problem_link(&self, l: usize) -> Value {
+        let link = &self.site.links[l];
+        let end = |id: &str| match self.site.agent(id) {
+            Some(a) => (a.page.clone(), a.hostname.clone(), a.status.as_str()),
+            None => (String::new(), id.to_string(), "silent"),
+        };
+        let ((a_page, a_name, a_status), (b_page, b_name, b_status)) = (end(&link.a), end(&link.b));
+        context! {
+            a_page, a_name, a_status, b_page, b_name, b_status,
+            health => link.health.as_str(),
+            both_ends => link.both_ends,
+            handshake_age => link.handshake_age,
+        }
     }
 
     fn map(&self) -> anyhow::Result<SiteFile> {
@@ -498,6 +561,26 @@ impl Renderer<'_> {
         )?;
         Ok(SiteFile { key, ..SiteFile::new(a.page.clone(), page) })
     }
+}
+
+/// The agents in the order lists show them: silent first, then reached
+/// only through relays, then with active alarms or unhealthy peers, then
+/// the rest; by name (natural order) within each.
+fn problems_first(site: &Site) -> impl Iterator<Item = &AgentView> {
+    let urgency = |a: &AgentView| match a.status {
+        kattila_fleet::AgentStatus::Silent => 0,
+        kattila_fleet::AgentStatus::Relay => 1,
+        _ if a.alarms_active > 0 || a.peers_healthy < a.peers_total => 2,
+        _ => 3,
+    };
+    let mut order: Vec<&AgentView> = site.agents.iter().collect();
+    order.sort_by(|x, y| {
+        urgency(x)
+            .cmp(&urgency(y))
+            .then_with(|| crate::natural::natural_cmp(&x.hostname, &y.hostname))
+            .then_with(|| x.agent_id.cmp(&y.agent_id))
+    });
+    order.into_iter()
 }
 
 /// What lists of agents show.

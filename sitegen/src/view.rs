@@ -12,6 +12,8 @@ use kattila_fleet::{AgentStatus, Health, PeerHealth};
 use kattila_store::snapshot::Sample;
 use serde::Serialize;
 
+use crate::shown::Pieces;
+
 /// Version of the JSON files' layout (`schema_version` in each).
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -25,12 +27,40 @@ pub struct Site {
     pub alarms: Vec<AlarmView>,
     pub links: Vec<LinkView>,
     pub clusters: Vec<ClusterView>,
+    pub problems: Problems,
     /// Agent id → index in `agents`.
     #[serde(skip)]
     pub index: HashMap<String, usize>,
     /// Pair of agent indices (low, high) → its WireGuard link in `links`.
     #[serde(skip)]
     pub pair_links: HashMap<(usize, usize), usize>,
+}
+
+/// What needs attention: the verdict, one line per problem, and the
+/// lists behind them (indices into `Site::agents` and `Site::links`).
+#[derive(Debug, Clone, Default, Serialize, Hash)]
+pub struct Problems {
+    /// 'ok' | 'warning' | 'critical': the most severe line's.
+    pub verdict: String,
+    pub headline: String,
+    pub lines: Vec<ProblemLine>,
+    pub silent: Vec<usize>,
+    pub relay: Vec<usize>,
+    pub links_down: Vec<usize>,
+    pub links_unknown: Vec<usize>,
+    pub links_stale: Vec<usize>,
+    pub links_one_sided: Vec<usize>,
+}
+
+#[derive(Debug, Clone, Serialize, Hash)]
+pub struct ProblemLine {
+    /// 'critical' | 'warning'.
+    pub severity: String,
+    /// A text mark, so colour is never the only signal.
+    pub mark: String,
+    pub text: Pieces,
+    /// Where the details are, relative to the site root.
+    pub href: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, Hash)]
@@ -58,6 +88,12 @@ pub struct AgentView {
     pub agent_id: String,
     /// Page of this agent, relative to the site root.
     pub page: String,
+    /// The hostname as the agent reported it (anonymised), for JSON.
+    #[serde(rename = "hostname")]
+    pub reported_hostname: String,
+    /// The hostname as pages show it: with a short agent id added when
+    /// another agent reports the same hostname.
+    #[serde(rename = "display_name")]
     pub hostname: String,
     pub agent_version: String,
     /// As the receiver decided it.
@@ -95,6 +131,7 @@ impl Hash for AgentView {
         let AgentView {
             agent_id,
             page,
+            reported_hostname,
             hostname,
             agent_version,
             status,
@@ -120,7 +157,7 @@ impl Hash for AgentView {
             alarms_active,
             history,
         } = self;
-        (agent_id, page, hostname, agent_version, status, reachability).hash(h);
+        (agent_id, page, reported_hostname, hostname, agent_version, status, reachability).hash(h);
         (relay_hops, via_agent, first_seen, last_seen, last_observed_at).hash(h);
         (kernel, uptime_secs, load.map(|l| l.map(f64::to_bits))).hash(h);
         (reports, spool_dropped, collect_errors, cluster, interfaces, routes).hash(h);
@@ -213,6 +250,8 @@ impl Hash for PeerView {
 pub struct AlarmView {
     pub id: i64,
     pub kind: String,
+    /// The kind in words.
+    pub kind_text: String,
     pub severity: String,
     pub agent_id: String,
     pub hostname: Option<String>,

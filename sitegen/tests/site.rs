@@ -755,3 +755,61 @@ fn maps_have_no_overlapping_boxes_and_no_lines_through_boxes() {
         eprintln!("{agents} agents: {boxes} boxes, {lines} lines ({bent} bent) checked");
     }
 }
+
+/// The overview opens with the fleet's state and what needs attention,
+/// most severe first: a whole silent site is one line, every count links
+/// to an existing list, lists put problems first and sort names
+/// naturally, alarm kinds read as words, and two agents with one hostname
+/// can be told apart.
+#[test]
+fn the_overview_puts_problems_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = FleetSpec { silent_site: Some(3), duplicate_hostname: true, ..FleetSpec::new(60) };
+    let (db, _) = fixture(dir.path(), &spec);
+    let out = dir.path().join("site");
+    build(&db, &out, Anon::new(&key()));
+    let files = site_files(&out);
+    let file = |name: &str| &files.iter().find(|(p, _)| p == name).unwrap().1;
+    let index = file("index.html");
+    let problems = file("problems.html");
+
+    // The verdict comes before every table, and is not "all well".
+    let verdict = index.find("class=\"verdict critical\"").expect("a critical verdict");
+    assert!(verdict < index.find("<table").unwrap());
+    assert!(index.contains("problems need attention."));
+    // The silent site is one line, before the warnings.
+    let site3 = index.find(": all 5 agents silent").expect("one line for the silent site");
+    let first_warning = index.find("<li class=\"warning\">").expect("warnings too");
+    assert!(site3 < first_warning, "critical lines first");
+    assert_eq!(index.matches(": all 5 agents silent").count(), 1);
+    // Every link to the problems page names an anchor that exists.
+    for (at, _) in index.match_indices("href=\"problems.html#") {
+        let anchor = &index[at + 20..at + 20 + index[at + 20..].find('"').unwrap()];
+        assert!(problems.contains(&format!("id=\"{anchor}\"")), "#{anchor} missing");
+    }
+    assert!(index.contains("href=\"problems.html#silent\""));
+    // The silent site's agents are listed, in natural order.
+    let at =
+        |name: &str| problems.find(&format!(">{name}</a>")).unwrap_or_else(|| panic!("{name}"));
+    assert!(at("site3-gw00") < at("site3-node01") && at("site3-node01") < at("site3-node04"));
+    // The agent list: silent agents first, then by name with site2 before site10.
+    let rows = &index[index.find("<table class=\"agents\"").unwrap()..];
+    let row = |name: &str| rows.find(&format!(">{name}</a>")).unwrap_or_else(|| panic!("{name}"));
+    assert!(row("site3-gw00") < row("site0-gw00"), "silent first");
+    assert!(row("site2-gw00") < row("site10-gw00"), "natural order");
+    // Alarm kinds in words.
+    let alarms = file("alarms.html");
+    assert!(alarms.contains("<td>agent silent</td>") && !alarms.contains("<td>agent_silent</td>"));
+    // The duplicated hostname is told apart by the start of the agent id.
+    let dup = hostname_of(1);
+    assert!(index.contains(&format!(">{dup} (")), "duplicates are disambiguated");
+    let agents: serde_json::Value = serde_json::from_str(file("api/v1/agents.json")).unwrap();
+    let same: Vec<&serde_json::Value> =
+        agents["agents"].as_array().unwrap().iter().filter(|a| a["hostname"] == dup).collect();
+    assert_eq!(same.len(), 2, "JSON keeps the reported hostname");
+    assert_ne!(same[0]["display_name"], same[1]["display_name"]);
+}
+
+fn hostname_of(i: usize) -> String {
+    fixture::hostname(i, false)
+}

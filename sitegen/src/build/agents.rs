@@ -51,6 +51,7 @@ fn agent(
     AgentView {
         agent_id: a.agent_id.clone(),
         page: directory.pages[i].clone(),
+        reported_hostname: directory.reported[i].clone(),
         hostname: directory.hostnames[i].clone(),
         agent_version: anon.text(&a.agent_version),
         status: a.status,

@@ -40,6 +40,10 @@ fn view(al: &Alarm, who: Option<usize>, directory: &Directory, anon: &mut Anon) 
     AlarmView {
         id: al.id,
         kind: anon.text(&al.kind),
+        kind_text: match kattila_fleet::alarm_kind_words(&al.kind) {
+            Some(words) => words.to_string(),
+            None => anon.text(&al.kind),
+        },
         severity: anon.text(&al.severity),
         agent_id: al.agent_id.clone(),
         hostname: who.map(|i| directory.hostnames[i].clone()),

@@ -10,6 +10,7 @@ mod alarms;
 mod clusters;
 mod links;
 mod pages;
+mod problems;
 mod summary;
 
 use kattila_store::snapshot::FleetSnapshot;
@@ -30,6 +31,8 @@ impl Site {
         let mut agents = agents::agents(snap, &directory, &active_alarms, &both_ends, anon, now);
         let clusters = clusters::clusters(snap, &mut agents, &links, &directory.index, anon);
         let summary = summary::summary(&agents, &links, &alarms, clusters.len());
+        let problems =
+            problems::problems(&agents, &links, &clusters, &alarms, &summary, &directory.index);
         Site {
             schema_version: SCHEMA_VERSION,
             generated_at: now,
@@ -39,6 +42,7 @@ impl Site {
             alarms,
             links,
             clusters,
+            problems,
             index: directory.index,
             pair_links,
         }

@@ -13,8 +13,12 @@ pub struct Directory {
     pub index: HashMap<String, usize>,
     /// Each agent's page relative to the site root, no two the same.
     pub pages: Vec<String>,
-    /// Each agent's hostname, anonymised.
+    /// Each agent's hostname as pages show it, anonymised: agents that
+    /// report the same hostname get the start of their agent id added, so
+    /// no two agents look the same.
     pub hostnames: Vec<String>,
+    /// Each agent's hostname as reported, anonymised.
+    pub reported: Vec<String>,
 }
 
 impl Directory {
@@ -35,8 +39,24 @@ impl Directory {
                 format!("agents/{name}.html")
             })
             .collect();
-        let hostnames = snap.agents.iter().map(|a| anon.text(&a.hostname)).collect();
-        Directory { index, pages, hostnames }
+        let reported: Vec<String> = snap.agents.iter().map(|a| anon.text(&a.hostname)).collect();
+        let mut count: HashMap<&str, usize> = HashMap::new();
+        for h in &reported {
+            *count.entry(h.as_str()).or_default() += 1;
+        }
+        let hostnames = reported
+            .iter()
+            .zip(&snap.agents)
+            .map(|(h, a)| {
+                if count[h.as_str()] > 1 {
+                    let short: String = a.agent_id.chars().take(8).collect();
+                    format!("{h} ({short})")
+                } else {
+                    h.clone()
+                }
+            })
+            .collect();
+        Directory { index, pages, hostnames, reported }
     }
 
     /// The index of the agent `id`, when it is in the snapshot.

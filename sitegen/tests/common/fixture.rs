@@ -30,11 +30,23 @@ pub struct FleetSpec {
     pub samples: usize,
     /// Give a few agents hostile names and strings.
     pub hostile: bool,
+    /// A site whose agents are all silent.
+    pub silent_site: Option<usize>,
+    /// The second agent reports the first one's hostname.
+    pub duplicate_hostname: bool,
 }
 
 impl FleetSpec {
     pub fn new(agents: usize) -> FleetSpec {
-        FleetSpec { agents, now: 1_767_225_600, resolved_alarms: 12, samples: 24, hostile: false }
+        FleetSpec {
+            agents,
+            now: 1_767_225_600,
+            resolved_alarms: 12,
+            samples: 24,
+            hostile: false,
+            silent_site: None,
+            duplicate_hostname: false,
+        }
     }
 }
 
@@ -210,7 +222,7 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
                 |i| if spec.hostile && i == 4 { "Evil..Agent-ID".to_string() } else { agent_id(i) },
             )
             .collect();
-        let silent = |i: usize| i % 37 == 36;
+        let silent = |i: usize| i % 37 == 36 || spec.silent_site == Some(i / SITE_SIZE);
         let relayed = |i: usize| i % 41 == 40 && !silent(i);
         // One-sided: the higher index does not list the lower one.
         let one_sided = |a: usize, b: usize| pair_seed(a, b).is_multiple_of(23);
@@ -226,7 +238,11 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
         };
         for i in 0..n {
             let site = i / SITE_SIZE;
-            let host = hostname(i, spec.hostile);
+            let host = if spec.duplicate_hostname && i == 2 {
+                hostname(1, spec.hostile)
+            } else {
+                hostname(i, spec.hostile)
+            };
             // Every string the hidden agent reports is hostile.
             let hidden = spec.hostile && i == HIDDEN_AGENT;
             let text = |plain: &str| if hidden { hidden_text(plain) } else { plain.to_string() };
