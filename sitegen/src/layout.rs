@@ -25,7 +25,7 @@ use crate::routing;
 /// Largest graph handed to layout-rs.
 pub const LAYOUT_RS_MAX_NODES: usize = 40;
 /// Bump when the layout code changes, so cached layouts are redone.
-const ALGORITHM_VERSION: &str = "kattila-layout-3";
+const ALGORITHM_VERSION: &str = "kattila-layout-6";
 
 /// A graph to lay out: node ids (any order, unique) and edges between
 /// node indices.
@@ -122,18 +122,26 @@ pub fn compute(g: &Graph) -> Layout {
             bends: vec![],
         };
     }
-    let placed = (n <= LAYOUT_RS_MAX_NODES)
-        .then(|| layout_rs(g).map(|raw| fit(raw, n, "layout-rs")))
-        .flatten()
-        .unwrap_or_else(|| fit(force(g, 7), n, "force"));
+    // layout-rs places boxes of about our size without overlaps: its
+    // positions are kept as they are, unless the drawing is a long thin
+    // strip (many nodes without edges end up side by side). Force layouts
+    // land nodes anywhere: they are put on a grid in their rough order.
+    let (raw, engine) = match (n <= LAYOUT_RS_MAX_NODES).then(|| layout_rs(g)).flatten() {
+        Some(raw) => (raw, "layout-rs"),
+        None => (force(g, 7), "force"),
+    };
+    let snap = engine == "force" || {
+        let (w, h) = extent(&raw);
+        w > 3.0 * h.max(100.0) || h > 3.0 * w.max(300.0)
+    };
     let edges = g.clean_edges();
-    let drawing = routing::arrange(&placed.pos, &edges);
+    let drawing = routing::arrange(&raw, &edges, snap);
     Layout {
         bends: edges.iter().zip(&drawing.bends).filter_map(|(&e, b)| b.map(|c| (e, c))).collect(),
         pos: drawing.pos,
         width: drawing.width,
         height: drawing.height,
-        engine: placed.engine,
+        engine: engine.into(),
     }
 }
 
@@ -175,41 +183,13 @@ fn layout_rs(g: &Graph) -> Option<Vec<(f64, f64)>> {
     result.ok().filter(|p: &Vec<(f64, f64)>| p.iter().all(|(x, y)| x.is_finite() && y.is_finite()))
 }
 
-/// Scales raw positions onto a canvas sized for `n` nodes, keeping margins.
-fn fit(raw: Vec<(f64, f64)>, n: usize, engine: &str) -> Layout {
+/// Width and height of the box around the points.
+fn extent(pos: &[(f64, f64)]) -> (f64, f64) {
     let (mut x0, mut y0, mut x1, mut y1) = (f64::MAX, f64::MAX, f64::MIN, f64::MIN);
-    for &(x, y) in &raw {
-        x0 = x0.min(x);
-        y0 = y0.min(y);
-        x1 = x1.max(x);
-        y1 = y1.max(y);
+    for &(x, y) in pos {
+        (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
     }
-    let side = ((n as f64).sqrt() * 190.0).clamp(360.0, 4800.0);
-    let (dx, dy) = ((x1 - x0).max(1e-9), (y1 - y0).max(1e-9));
-    // Keep the drawing's aspect within 1:3 either way.
-    let aspect = (dx / dy).clamp(1.0 / 3.0, 3.0);
-    let (w, h) = if aspect >= 1.0 { (side, side / aspect) } else { (side * aspect, side) };
-    let (w, h) = (w.max(240.0), h.max(160.0));
-    let margin = 90.0;
-    let pos = raw
-        .iter()
-        .map(|&(x, y)| {
-            let fx = if x1 > x0 { (x - x0) / dx } else { 0.5 };
-            let fy = if y1 > y0 { (y - y0) / dy } else { 0.5 };
-            (round1(margin + fx * w), round1(margin / 2.0 + fy * h))
-        })
-        .collect();
-    Layout {
-        pos,
-        width: round1(w + 2.0 * margin),
-        height: round1(h + margin),
-        engine: engine.into(),
-        bends: vec![],
-    }
-}
-
-fn round1(v: f64) -> f64 {
-    (v * 10.0).round() / 10.0
+    ((x1 - x0).max(0.0), (y1 - y0).max(0.0))
 }
 
 /// Fruchterman–Reingold with a uniform grid for repulsion (only nodes in

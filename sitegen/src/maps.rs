@@ -96,7 +96,7 @@ fn up(depth: usize) -> String {
 const FLEET_MAP_ALL: usize = 40;
 /// A larger fleet's map draws at most this many clusters: those with
 /// problems and their neighbours; the rest is one node.
-const FLEET_MAP_MAX: usize = 48;
+const FLEET_MAP_MAX: usize = 36;
 
 /// Per pair of nodes: links, the worst health, links not healthy.
 type Between = BTreeMap<(usize, usize), (usize, Health, usize)>;
@@ -146,7 +146,8 @@ pub fn overview(site: &Site, cache: &LayoutCache, depth: usize) -> Option<SvgGra
     let mut edges = Between::new();
     for (&(a, b), &(count, health, bad)) in &between {
         let (x, y) = (node_of[a], node_of[b]);
-        if x == y {
+        // The quiet rest stays quiet: only links with problems join it.
+        if x == y || ((x == rest_node || y == rest_node) && bad == 0) {
             continue;
         }
         let e = edges.entry((x.min(y), x.max(y))).or_insert((0, Health::Healthy, 0));

@@ -27,6 +27,29 @@ const CLEARANCE: f64 = 3.0;
 const CURVE_STEPS: usize = 16;
 /// Margin around the drawing.
 const MARGIN: f64 = 16.0;
+/// Curves tried for an edge whose straight line is blocked: (how far the
+/// control point is moved sideways, as a share of the edge's length;
+/// where along the edge it sits).
+const BENDS: &[(f64, f64)] = &[
+    (0.15, 0.5),
+    (-0.15, 0.5),
+    (0.3, 0.5),
+    (-0.3, 0.5),
+    (0.3, 0.3),
+    (-0.3, 0.3),
+    (0.3, 0.7),
+    (-0.3, 0.7),
+    (0.5, 0.5),
+    (-0.5, 0.5),
+    (0.6, 0.25),
+    (-0.6, 0.25),
+    (0.6, 0.75),
+    (-0.6, 0.75),
+    (0.8, 0.5),
+    (-0.8, 0.5),
+    (1.1, 0.5),
+    (-1.1, 0.5),
+];
 
 /// Node centres, the bend of each edge (the control point of its curve,
 /// None for a straight line; in the order of the edges given) and the
@@ -41,18 +64,46 @@ pub struct Drawing {
 
 /// Arranges `pos` (node centres from a layout engine) and `edges` (pairs of
 /// node indices, no self-loops) into a drawing that keeps both rules.
-pub fn arrange(pos: &[(f64, f64)], edges: &[(usize, usize)]) -> Drawing {
-    let mut pos = pos.to_vec();
+/// `snap`: put the nodes on a grid first, keeping their rough order (for
+/// force layouts, whose nodes land anywhere and often on each other).
+pub fn arrange(pos: &[(f64, f64)], edges: &[(usize, usize)], snap: bool) -> Drawing {
+    let mut pos = if snap { to_grid(pos) } else { pos.to_vec() };
     separate(&mut pos);
-    for _ in 0..4 {
+    // Spreading out makes room for curves, but shrinks the drawing on
+    // the page: a little at a time.
+    for _ in 0..8 {
         if let Some(bends) = route(&pos, edges) {
             return finish(pos, bends);
         }
-        spread(&mut pos, 1.5);
+        spread(&mut pos, 1.2);
     }
     let pos = circle(pos.len());
     let bends = route(&pos, edges).unwrap_or_else(|| vec![None; edges.len()]);
     finish(pos, bends)
+}
+
+/// Grid cell: room for a box and for curves between the rows.
+const CELL_W: f64 = 2.0 * NODE_HALF_W + 48.0;
+const CELL_H: f64 = 2.0 * NODE_HALF_H + 64.0;
+
+/// The nodes on a grid a little wider than high, in rows by their `y`,
+/// each row by `x`: no two boxes overlap, and what was near stays near.
+fn to_grid(pos: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let n = pos.len();
+    let cols = ((n as f64 * 1.6 * CELL_H / CELL_W).sqrt().ceil() as usize).max(1);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| pos[a].1.total_cmp(&pos[b].1).then(pos[a].0.total_cmp(&pos[b].0)));
+    let mut out = vec![(0.0, 0.0); n];
+    for (r, row) in order.chunks_mut(cols).enumerate() {
+        row.sort_by(|&a, &b| pos[a].0.total_cmp(&pos[b].0));
+        // Odd rows are offset by half a cell, so that lines between rows
+        // find gaps.
+        let shift = if r % 2 == 1 { CELL_W / 2.0 } else { 0.0 };
+        for (c, &i) in row.iter().enumerate() {
+            out[i] = (c as f64 * CELL_W + shift, r as f64 * CELL_H);
+        }
+    }
+    out
 }
 
 /// A box with the gap around it, as (x0, y0, x1, y1).
@@ -161,9 +212,11 @@ fn route(pos: &[(f64, f64)], edges: &[(usize, usize)]) -> Option<Vec<Option<(f64
         let (dx, dy) = (q.0 - p.0, q.1 - p.1);
         let len = (dx * dx + dy * dy).sqrt().max(1e-9);
         let (nx, ny) = (-dy / len, dx / len);
-        let mid = ((p.0 + q.0) / 2.0, (p.1 + q.1) / 2.0);
-        let found = [0.2, -0.2, 0.4, -0.4, 0.7, -0.7, 1.0, -1.0].iter().find_map(|&k| {
-            let c = (mid.0 + nx * k * len, mid.1 + ny * k * len);
+        // Bends from slight to strong, on either side, with the curve's
+        // peak in the middle or nearer one end.
+        let found = BENDS.iter().find_map(|&(k, along)| {
+            let at = (p.0 + dx * along, p.1 + dy * along);
+            let c = (at.0 + nx * k * len, at.1 + ny * k * len);
             clear(&grid, pos, &curve_points(p, c, q), a, b).then_some(c)
         });
         bends.push(Some(found?));
@@ -350,7 +403,7 @@ mod tests {
         // would pass through the middle one.
         let pos = [(0.0, 0.0), (0.0, 100.0), (0.0, 200.0)];
         let edges = [(0, 2), (0, 1), (1, 2)];
-        let d = arrange(&pos, &edges);
+        let d = arrange(&pos, &edges, false);
         assert_eq!(problems(&d, &edges), (0, 0));
         assert!(d.bends[0].is_some() && d.bends[1].is_none() && d.bends[2].is_none());
     }
@@ -358,7 +411,7 @@ mod tests {
     #[test]
     fn overlapping_boxes_are_pushed_apart() {
         let pos = [(0.0, 0.0), (10.0, 5.0), (10.0, 5.0), (-3.0, 2.0), (500.0, 500.0)];
-        let d = arrange(&pos, &[]);
+        let d = arrange(&pos, &[], false);
         assert_eq!(problems(&d, &[]).0, 0);
         assert!(d.pos.iter().all(|&(x, y)| x >= NODE_HALF_W && y >= NODE_HALF_H));
         assert!(d.width > 0.0 && d.height > 0.0);
@@ -373,8 +426,10 @@ mod tests {
                 (0..n).map(|i| ((i % side) as f64 * 160.0, (i / side) as f64 * 60.0)).collect();
             let edges: Vec<(usize, usize)> =
                 (0..n).flat_map(|a| (a + 1..n).map(move |b| (a, b))).collect();
-            let d = arrange(&pos, &edges);
-            assert_eq!(problems(&d, &edges), (0, 0), "{n} nodes");
+            for snap in [false, true] {
+                let d = arrange(&pos, &edges, snap);
+                assert_eq!(problems(&d, &edges), (0, 0), "{n} nodes, snap {snap}");
+            }
         }
     }
 

@@ -26,9 +26,12 @@ pub fn problems(
     let by_name = |list: &mut Vec<usize>| {
         list.sort_by(|&a, &b| natural_cmp(&agents[a].hostname, &agents[b].hostname));
     };
-    let mut p = Problems::default();
-    p.silent = (0..agents.len()).filter(|&i| agents[i].status == AgentStatus::Silent).collect();
-    p.relay = (0..agents.len()).filter(|&i| agents[i].status == AgentStatus::Relay).collect();
+    let with = |s: AgentStatus| (0..agents.len()).filter(|&i| agents[i].status == s).collect();
+    let mut p = Problems {
+        silent: with(AgentStatus::Silent),
+        relay: with(AgentStatus::Relay),
+        ..Problems::default()
+    };
     by_name(&mut p.silent);
     by_name(&mut p.relay);
     let link_name = |l: &LinkView| {
