@@ -201,6 +201,8 @@ fn once_fails_clearly_on_missing_corrupt_and_locked_databases() {
         run(SITEGEN, &["--once", "--db", missing.to_str().unwrap(), "--out", o], &[]);
     assert_eq!(code, 1);
     assert!(stderr.contains("does not exist"), "{stderr}");
+    // Bad input changes nothing: no site key, no output directory.
+    assert!(!out.exists(), "a failed --once created {}", out.display());
 
     let corrupt = dir.path().join("corrupt.db");
     std::fs::write(&corrupt, vec![0x42u8; 8192]).unwrap();

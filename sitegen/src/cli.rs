@@ -131,6 +131,9 @@ fn run(args: Args) -> anyhow::Result<()> {
              without a report)"
         );
     }
+    // The database first: a mistyped --db must fail before anything is
+    // created (the site key, the output directory).
+    let conn = args.once.then(|| kattila_store::open_read_only(&args.db)).transpose()?;
     let anon = anonymiser(&args)?;
     let mut builder = crate::Builder::new(
         &args.out,
@@ -149,8 +152,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     } else {
         None
     };
-    if args.once {
-        let conn = kattila_store::open_read_only(&args.db)?;
+    if let Some(conn) = conn {
         conn.busy_timeout(Duration::from_millis(args.busy_timeout_ms))?;
         let report = builder.build(&conn, kattila_fleet::unix_now()).with_context(|| {
             format!("building from {} (locked by another program?)", args.db.display())

@@ -37,6 +37,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("macros.html", include_str!("../../templates/macros.html")),
     ("index.html", include_str!("../../templates/index.html")),
     ("problems.html", include_str!("../../templates/problems.html")),
+    ("data.html", include_str!("../../templates/data.html")),
     ("agent.html", include_str!("../../templates/agent.html")),
     ("alarms.html", include_str!("../../templates/alarms.html")),
     ("map.html", include_str!("../../templates/map.html")),
@@ -245,7 +246,7 @@ pub fn render_site(
     };
     let history = site.alarms.iter().filter(|a| a.state != "active").count();
     let alarm_pages = history.div_ceil(ALARMS_PER_PAGE).max(1);
-    let pages: Vec<Page> = [Page::Index, Page::Problems, Page::Map, Page::Matrix]
+    let pages: Vec<Page> = [Page::Index, Page::Problems, Page::Data, Page::Map, Page::Matrix]
         .into_iter()
         .chain((1..=alarm_pages).map(Page::Alarms))
         .chain((0..site.clusters.len()).map(Page::Cluster))
@@ -262,6 +263,8 @@ pub fn render_site(
 enum Page {
     Index,
     Problems,
+    /// What the JSON files are.
+    Data,
     Map,
     Matrix,
     /// Page n (from 1) of the alarm log.
@@ -288,6 +291,10 @@ impl Renderer<'_> {
         match page {
             Page::Index => self.index(),
             Page::Problems => self.problems(),
+            Page::Data => {
+                let page = self.page("data.html", self.common("", "data"))?;
+                Ok(SiteFile::new("data.html", page))
+            }
             Page::Map => self.map(),
             Page::Matrix => self.matrix(),
             Page::Alarms(p) => self.alarms(p),

@@ -163,6 +163,21 @@ fn wireguard(
             }),
         }
     }
+    // Problems first, then by name (natural order), external peers last.
+    for d in &mut devices {
+        d.peers.sort_by(|x, y| {
+            x.health
+                .is_healthy()
+                .cmp(&y.health.is_healthy())
+                .then(x.peer_hostname.is_none().cmp(&y.peer_hostname.is_none()))
+                .then_with(|| {
+                    let name = |p: &crate::view::PeerView| {
+                        p.peer_hostname.clone().unwrap_or_else(|| p.public_key.clone())
+                    };
+                    crate::natural::natural_cmp(&name(x), &name(y))
+                })
+        });
+    }
     devices
 }
 
