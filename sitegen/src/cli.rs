@@ -63,6 +63,14 @@ pub struct Args {
     #[arg(long)]
     pub reveal_addresses: bool,
 
+    /// Seconds after which a page says that what it shows is old (the
+    /// dashboard not updated, or the page open since and not reloaded).
+    /// Pages check in the browser (static/fresh.js) and stay complete
+    /// without scripts.
+    #[arg(long, env = "KATTILA_STALE_AFTER", default_value_t = crate::render::STALE_AFTER_SECS,
+          value_parser = clap::value_parser!(i64).range(10..=86_400))]
+    pub stale_after: i64,
+
     /// No effect: the receiver decides when an agent is silent (after three
     /// of its `--interval-secs` without a report). Still accepted, so that
     /// existing cron lines and units keep working.
@@ -138,7 +146,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     let mut builder = crate::Builder::new(
         &args.out,
         anon,
-        crate::render::RenderOptions { templates: args.templates.clone() },
+        crate::render::RenderOptions {
+            templates: args.templates.clone(),
+            stale_after_secs: Some(args.stale_after),
+        },
     );
     let mut git = if args.git {
         Some(GitSnapshots::open(

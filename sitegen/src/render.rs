@@ -47,8 +47,14 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("sparkline.svg", include_str!("../../templates/sparkline.svg")),
 ];
 
-const STATIC_FILES: &[(&str, &str)] =
-    &[("static/style.css", include_str!("../../templates/static/style.css"))];
+const STATIC_FILES: &[(&str, &str)] = &[
+    ("static/style.css", include_str!("../../templates/static/style.css")),
+    ("static/fresh.js", include_str!("../../templates/static/fresh.js")),
+];
+
+/// Pages warn that what they show is old after this long without a new
+/// build, unless `--stale-after` says otherwise.
+pub const STALE_AFTER_SECS: i64 = 180;
 
 /// Which template names escape: HTML, SVG and XML alike (minijinja only
 /// knows `.html` by itself).
@@ -122,6 +128,9 @@ fn static_files(dir: Option<&Path>) -> Vec<SiteFile> {
 #[derive(Debug, Clone, Default)]
 pub struct RenderOptions {
     pub templates: Option<PathBuf>,
+    /// Seconds after which pages warn that what they show is old (None:
+    /// [`STALE_AFTER_SECS`]).
+    pub stale_after_secs: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -234,6 +243,7 @@ pub fn render_site(
     }
     let r = Renderer {
         site,
+        stale_after: opts.stale_after_secs.unwrap_or(STALE_AFTER_SECS),
         env: environment(opts.templates.as_deref())?,
         // The embedded templates show nothing clock-relative below the
         // root, which is what page keys leave out (a test checks); custom
@@ -284,6 +294,7 @@ struct Renderer<'a> {
     /// Up to 50 alarms per agent id, in log order.
     alarms_of: HashMap<&'a str, Vec<&'a AlarmView>>,
     cluster_by_id: HashMap<&'a str, &'a ClusterView>,
+    stale_after: i64,
 }
 
 impl Renderer<'_> {
@@ -316,6 +327,7 @@ impl Renderer<'_> {
             generated_iso => iso_time(now),
             generated_human => human_time(now),
             now => now,
+            stale_after => self.stale_after,
             revealed => self.site.addresses_revealed,
         }
     }
@@ -462,6 +474,7 @@ impl Renderer<'_> {
             context! {
                 ..self.common("../", "map"),
                 ..context! {
+                    as_of => cl.agents.iter().map(|&i| site.agents[i].last_seen).max(),
                     cluster => v(cl),
                     svg => self.svg(graph)?,
                     members => v(members),
@@ -558,6 +571,7 @@ impl Renderer<'_> {
             context! {
                 ..self.common("../", "agents"),
                 ..context! {
+                    as_of => a.last_seen,
                     a => v(a),
                     via => v(via),
                     alarms => v(alarms),
