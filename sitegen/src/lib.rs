@@ -17,6 +17,7 @@ pub mod git;
 pub mod layout;
 pub mod maps;
 pub mod matrix;
+pub mod natural;
 pub mod pseudonym;
 pub mod publish;
 pub mod render;
