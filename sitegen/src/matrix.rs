@@ -22,8 +22,11 @@ use crate::view::{AgentView, ClusterView, Site};
 /// columns cannot be read.
 pub const CLUSTER_MATRIX_MAX: usize = 60;
 
-/// In that list, healthy pairs shown per cluster; more are only counted.
-const HEALTHY_SHOWN: usize = 6;
+/// In that list, agents not up named per cluster; more are only counted.
+const NOT_UP_SHOWN: usize = 4;
+
+/// Links not healthy named above an agent matrix; more are only counted.
+pub const PROBLEMS_SHOWN: usize = 12;
 
 /// The text mark of a link health, so colour is never the only signal.
 pub fn health_mark(h: Health) -> &'static str {
@@ -133,6 +136,18 @@ pub struct AgentMatrix {
     /// counted once).
     pub links: usize,
     pub not_healthy: usize,
+    /// The links not healthy, worst first (the first [`PROBLEMS_SHOWN`]),
+    /// named above the grid so that they are seen without scrolling.
+    pub problems: Vec<Problem>,
+}
+
+/// A link not healthy, as the list above an agent matrix names it.
+#[derive(Debug, Clone, Serialize, Hash)]
+pub struct Problem {
+    pub a: Head,
+    pub b: Head,
+    pub health: String,
+    pub mark: String,
 }
 
 impl AgentMatrix {
@@ -175,7 +190,15 @@ pub fn agent_matrix(site: &Site, rows: &[usize], cols: &[usize]) -> AgentMatrix 
                 }
                 if !cell.health.is_empty() && (!square || r < c) {
                     m.links += 1;
-                    m.not_healthy += usize::from(cell.health != Health::Healthy.as_str());
+                    if cell.health != Health::Healthy.as_str() {
+                        m.not_healthy += 1;
+                        m.problems.push(Problem {
+                            a: head(&site.agents[r]),
+                            b: head(&site.agents[c]),
+                            health: cell.health.clone(),
+                            mark: cell.mark.clone(),
+                        });
+                    }
                 }
                 healths.push(cell.health.clone());
                 arrows.push(cell.state.clone());
@@ -204,6 +227,8 @@ pub fn agent_matrix(site: &Site, rows: &[usize], cols: &[usize]) -> AgentMatrix 
         }
     }
     m.legend = legend;
+    m.problems.sort_by_key(|p| rank(Health::parse(&p.health))); // stable: natural within
+    m.problems.truncate(PROBLEMS_SHOWN);
     m
 }
 
@@ -343,17 +368,25 @@ impl ClusterLinks {
             natural_cmp(&a.label, &b.label).then_with(|| a.id.cmp(&b.id))
         });
         let grid = site.clusters.len() <= CLUSTER_MATRIX_MAX;
+        let mut pos = vec![0; order.len()];
+        for (k, &c) in order.iter().enumerate() {
+            pos[c] = k;
+        }
         let pages: Vec<PairPage> = pairs
             .iter()
             .filter(|(&(a, b), counts)| {
                 a != b && (grid || counts.worst().is_some_and(|h| !h.is_healthy()))
             })
-            .map(|(&(a, b), &counts)| {
+            .map(|(&(lo, hi), &counts)| {
+                // Rows the cluster that comes first in the matrix, so the
+                // pair page reads like the upper half of the grid.
+                let (a, b) = if pos[lo] <= pos[hi] { (lo, hi) } else { (hi, lo) };
                 let path = format!("matrix/{}--{}.html", site.clusters[a].id, site.clusters[b].id);
                 PairPage { a, b, path, counts }
             })
             .collect();
-        let page_of = pages.iter().enumerate().map(|(k, p)| ((p.a, p.b), k)).collect();
+        let page_of =
+            pages.iter().enumerate().map(|(k, p)| ((p.a.min(p.b), p.a.max(p.b)), k)).collect();
         ClusterLinks { order, pairs, grid, pages, page_of }
     }
 
@@ -390,7 +423,10 @@ impl ClusterLinks {
         let (text, sub) = if worst.is_healthy() {
             (format!("{total}"), String::new())
         } else {
-            (format!("{n} {}", worst.as_str()), format!("of {total}"))
+            (
+                format!("{n} {}", worst.as_str()),
+                if total > n { format!("of {total}") } else { String::new() },
+            )
         };
         let title = if a == b {
             Pieces::new().and("inside ").and(ca.label.as_str())
@@ -399,7 +435,7 @@ impl ClusterLinks {
         };
         let links = if total == 1 { "WireGuard link" } else { "WireGuard links" };
         ClusterCell {
-            class: format!("health-{}{}", worst.as_str(), if a == b { " self" } else { "" }),
+            class: format!("health-{}{}", worst.as_str(), if a == b { " inside" } else { "" }),
             health: worst.as_str().into(),
             mark: health_mark(worst).into(),
             text,
@@ -431,9 +467,9 @@ impl ClusterLinks {
     /// The cluster matrix as the matrix page shows it.
     pub fn matrix(&self, site: &Site) -> ClusterMatrix {
         let mut seen = [false; 4];
-        let mut note = |cell: &ClusterCell| {
-            if !cell.health.is_empty() {
-                seen[rank(Health::parse(&cell.health))] = true;
+        let note = |seen: &mut [bool; 4], cells: &[ClusterCell]| {
+            for c in cells.iter().filter(|c| !c.health.is_empty()) {
+                seen[rank(Health::parse(&c.health))] = true;
             }
         };
         let mut m = ClusterMatrix { grid: self.grid, ..ClusterMatrix::default() };
@@ -442,13 +478,17 @@ impl ClusterLinks {
             for &a in &self.order {
                 let cells: Vec<ClusterCell> =
                     self.order.iter().map(|&b| self.cell(site, a, b, false)).collect();
-                cells.iter().for_each(&mut note);
-                let head = Self::head(site, a);
-                m.rows.push(ClusterRow { head, cells, healthy: Vec::new(), healthy_more: 0 });
+                note(&mut seen, &cells);
+                m.rows.push(ClusterRow {
+                    head: Self::head(site, a),
+                    cells,
+                    ..ClusterRow::default()
+                });
             }
         } else {
             // Problem clusters only, the most urgent first; in a row, the
-            // pairs with problems first and the healthy ones after them.
+            // agents not up by name, the pairs with problems (worst first)
+            // and how many are healthy.
             let urgency = |c: usize| match Severity::parse(&site.clusters[c].health) {
                 Some(Severity::Critical) => 0,
                 Some(Severity::Warning) => 1,
@@ -457,23 +497,41 @@ impl ClusterLinks {
             };
             let mut shown: Vec<usize> =
                 self.order.iter().copied().filter(|&c| site.clusters[c].health != "ok").collect();
-            shown.sort_by_key(|&c| urgency(c)); // stable: natural within
+            // Within a severity, the worst link first: a down link is
+            // broken, a silent agent may be switched off.
+            let worst_link = |c: usize| {
+                self.order.iter().filter_map(|&b| self.counts(c, b).worst()).map(rank).min()
+            };
+            shown.sort_by_key(|&c| (urgency(c), worst_link(c))); // stable: natural within
             m.hidden_ok = site.clusters.len() - shown.len();
             for a in shown {
-                let mut cells: Vec<ClusterCell> = std::iter::once(a)
+                let (mut sick, healthy): (Vec<usize>, Vec<usize>) = std::iter::once(a)
                     .chain(self.order.iter().copied().filter(|&b| b != a))
                     .filter(|&b| self.counts(a, b).total() > 0)
-                    .map(|b| self.cell(site, a, b, true))
+                    .partition(|&b| self.counts(a, b).worst() != Some(Health::Healthy));
+                sick.sort_by_key(|&b| self.counts(a, b).worst().map(rank)); // stable
+                let cells: Vec<ClusterCell> =
+                    sick.iter().map(|&b| self.cell(site, a, b, true)).collect();
+                note(&mut seen, &cells);
+                if !healthy.is_empty() {
+                    seen[rank(Health::Healthy)] = true;
+                }
+                let members = natural_agents(site, &site.clusters[a].agents);
+                let not_up: Vec<Head> = members
+                    .iter()
+                    .map(|&i| &site.agents[i])
+                    .filter(|x| x.status != AgentStatus::Up)
+                    .map(head)
                     .collect();
-                cells.sort_by_key(|c| rank(Health::parse(&c.health))); // stable
-                let (cells, mut healthy): (Vec<_>, Vec<_>) =
-                    cells.into_iter().partition(|c| c.health != Health::Healthy.as_str());
-                cells.iter().chain(&healthy).for_each(&mut note);
-                // A core cluster may link with every other: a few healthy
-                // pairs show that, the rest are counted.
-                let healthy_more = healthy.len().saturating_sub(HEALTHY_SHOWN);
-                healthy.truncate(HEALTHY_SHOWN);
-                m.rows.push(ClusterRow { head: Self::head(site, a), cells, healthy, healthy_more });
+                m.rows.push(ClusterRow {
+                    head: Self::head(site, a),
+                    not_up_more: not_up.len().saturating_sub(NOT_UP_SHOWN),
+                    not_up: not_up.into_iter().take(NOT_UP_SHOWN).collect(),
+                    healthy_pairs: healthy.iter().filter(|&&b| b != a).count(),
+                    healthy_inside: healthy.contains(&a),
+                    healthy_links: healthy.iter().map(|&b| self.counts(a, b).total()).sum(),
+                    cells,
+                });
             }
         }
         m.legend = health_symbols(|h| seen[rank(h)]);
@@ -528,15 +586,22 @@ pub struct ClusterCell {
     pub title: Pieces,
 }
 
-#[derive(Debug, Clone, Serialize, Hash)]
+/// A row of the cluster matrix: in a grid one cell per cluster, in the
+/// list of a large fleet the pairs with links not all healthy, with the
+/// healthy rest only counted (a core cluster may link with every other).
+#[derive(Debug, Clone, Serialize, Hash, Default)]
 pub struct ClusterRow {
     pub head: ClusterHead,
     pub cells: Vec<ClusterCell>,
-    /// In the list of a large fleet: the pairs all of whose links are
-    /// healthy, shown after the others (the first [`HEALTHY_SHOWN`]).
-    pub healthy: Vec<ClusterCell>,
-    /// Healthy pairs not shown.
-    pub healthy_more: usize,
+    /// In the list: its agents that are not up (the first
+    /// [`NOT_UP_SHOWN`]) and how many more there are.
+    pub not_up: Vec<Head>,
+    pub not_up_more: usize,
+    /// In the list: other clusters all of whose links with this one are
+    /// healthy, whether the links inside are, and how many links that is.
+    pub healthy_pairs: usize,
+    pub healthy_inside: bool,
+    pub healthy_links: usize,
 }
 
 /// The cluster × cluster matrix: a grid, or for many clusters the rows of
