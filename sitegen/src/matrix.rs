@@ -337,6 +337,10 @@ pub struct ClusterLinks {
     order: Vec<usize>,
     /// (low, high) cluster index → its links (the diagonal: links inside).
     pairs: BTreeMap<(usize, usize), Counts>,
+    /// Per cluster, the clusters it has links with (itself included when
+    /// it has links inside) in natural order: a large fleet's list walks
+    /// these, not every cluster for every cluster.
+    partners: Vec<Vec<usize>>,
     /// Whether the matrix is a full grid (else problem rows only).
     grid: bool,
     /// Pair pages, and their index by (low, high) cluster index.
@@ -387,7 +391,17 @@ impl ClusterLinks {
             .collect();
         let page_of =
             pages.iter().enumerate().map(|(k, p)| ((p.a.min(p.b), p.a.max(p.b)), k)).collect();
-        ClusterLinks { order, pairs, grid, pages, page_of }
+        let mut partners = vec![Vec::new(); site.clusters.len()];
+        for &(a, b) in pairs.keys() {
+            partners[a].push(b);
+            if a != b {
+                partners[b].push(a);
+            }
+        }
+        for list in &mut partners {
+            list.sort_by_key(|&c| pos[c]);
+        }
+        ClusterLinks { order, pairs, partners, grid, pages, page_of }
     }
 
     /// The pair pages to render.
@@ -500,14 +514,15 @@ impl ClusterLinks {
             // Within a severity, the worst link first: a down link is
             // broken, a silent agent may be switched off.
             let worst_link = |c: usize| {
-                self.order.iter().filter_map(|&b| self.counts(c, b).worst()).map(rank).min()
+                let worst = self.partners[c].iter().filter_map(|&b| self.counts(c, b).worst());
+                worst.map(rank).min().unwrap_or(usize::MAX) // no links: last
             };
-            shown.sort_by_key(|&c| (urgency(c), worst_link(c))); // stable: natural within
+            shown.sort_by_cached_key(|&c| (urgency(c), worst_link(c))); // stable: natural within
             m.hidden_ok = site.clusters.len() - shown.len();
             for a in shown {
                 let (mut sick, healthy): (Vec<usize>, Vec<usize>) = std::iter::once(a)
-                    .chain(self.order.iter().copied().filter(|&b| b != a))
                     .filter(|&b| self.counts(a, b).total() > 0)
+                    .chain(self.partners[a].iter().copied().filter(|&b| b != a))
                     .partition(|&b| self.counts(a, b).worst() != Some(Health::Healthy));
                 sick.sort_by_key(|&b| self.counts(a, b).worst().map(rank)); // stable
                 let cells: Vec<ClusterCell> =

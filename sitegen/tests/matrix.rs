@@ -462,15 +462,20 @@ fn many_clusters_list_those_with_problems_and_bound_the_pair_pages() {
 }
 
 /// Not a check: writes fixture sites to look at (`KATTILA_MATRIX_SITES=DIR
-/// cargo test -p kattila-sitegen --test matrix -- --ignored`).
+/// cargo test -p kattila-sitegen --test matrix -- --ignored`), and times
+/// their builds.
 #[test]
 #[ignore]
 fn write_fixture_sites() {
     let Some(out) = std::env::var_os("KATTILA_MATRIX_SITES") else { return };
-    for n in [20, 40, 100, 1000] {
+    // KATTILA_MATRIX_SIZES="20 10000" for other fleet sizes.
+    let sizes = std::env::var("KATTILA_MATRIX_SIZES").unwrap_or_else(|_| "20 40 100 1000".into());
+    for n in sizes.split_whitespace().map(|n| n.parse::<usize>().unwrap()) {
         let dir = Path::new(&out).join(format!("fleet-{n}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        let t = std::time::Instant::now();
         site(&dir, &FleetSpec::new(n), "");
+        eprintln!("{n} agents: fixture and build in {:?}", t.elapsed());
     }
 }
