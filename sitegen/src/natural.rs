@@ -1,65 +1,85 @@
-//! Natural order for names people read: runs of digits compare by their
-//! value, so site2 comes before site10 and 10.0.0.9 before 10.0.0.10.
-//! Ties fall back to plain text order, so the order is total and stable.
+//! Natural order of names as people read them: runs of digits compare as
+//! numbers, so `site2` comes before `site10` and `10.0.2.0/24` before
+//! `10.0.10.0/24`. Pure, for every list a reader scans for a name.
 
 use std::cmp::Ordering;
 
-/// Compares two names in natural order.
+/// `a` and `b` in natural order: digit runs by value (then by length, so
+/// `007` and `7` still differ), everything else by character, letters
+/// ignoring case first. Equal only when the strings are.
 pub fn natural_cmp(a: &str, b: &str) -> Ordering {
-    let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
-    loop {
-        match (x.first(), y.first()) {
-            (None, None) => return a.cmp(b),
-            (None, Some(_)) => return Ordering::Less,
-            (Some(_), None) => return Ordering::Greater,
-            (Some(p), Some(q)) if p.is_ascii_digit() && q.is_ascii_digit() => {
-                let (dx, rest_x) = split_digits(x);
-                let (dy, rest_y) = split_digits(y);
-                // Leading zeros do not change a number's value.
-                let (tx, ty) = (trim_zeros(dx), trim_zeros(dy));
-                let by_value = tx.len().cmp(&ty.len()).then_with(|| tx.cmp(ty));
-                if by_value != Ordering::Equal {
-                    return by_value;
-                }
-                (x, y) = (rest_x, rest_y);
-            }
-            (Some(p), Some(q)) => {
-                let by_char = p.to_ascii_lowercase().cmp(&q.to_ascii_lowercase());
-                if by_char != Ordering::Equal {
-                    return by_char;
-                }
-                (x, y) = (&x[1..], &y[1..]);
-            }
+    let (mut x, mut y) = (a, b);
+    while let (Some(cx), Some(cy)) = (x.chars().next(), y.chars().next()) {
+        let order = if cx.is_ascii_digit() && cy.is_ascii_digit() {
+            let (dx, rx) = split_digits(x);
+            let (dy, ry) = split_digits(y);
+            (x, y) = (rx, ry);
+            number_cmp(dx, dy)
+        } else {
+            (x, y) = (&x[cx.len_utf8()..], &y[cy.len_utf8()..]);
+            cx.to_lowercase().cmp(cy.to_lowercase())
+        };
+        if order != Ordering::Equal {
+            return order;
         }
     }
+    // A prefix first; names that differ only in case or leading zeros
+    // still get one fixed order.
+    x.len().cmp(&y.len()).then_with(|| a.cmp(b))
 }
 
-fn split_digits(s: &[u8]) -> (&[u8], &[u8]) {
-    let n = s.iter().take_while(|b| b.is_ascii_digit()).count();
-    s.split_at(n)
+/// The leading run of ASCII digits of `s`, and the rest.
+fn split_digits(s: &str) -> (&str, &str) {
+    let end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    s.split_at(end)
 }
 
-fn trim_zeros(s: &[u8]) -> &[u8] {
-    let n = s.iter().take_while(|&&b| b == b'0').count();
-    &s[n.min(s.len().saturating_sub(1))..]
+/// Two digit runs by value, of any length (no overflow).
+fn number_cmp(a: &str, b: &str) -> Ordering {
+    let (ta, tb) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
+    ta.len().cmp(&tb.len()).then_with(|| ta.cmp(tb)).then_with(|| a.len().cmp(&b.len()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn sorted(names: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        v.sort_by(|a, b| natural_cmp(a, b));
+        v
+    }
+
     #[test]
     fn numbers_by_value() {
-        let mut names =
-            vec!["site10", "site2", "site1", "Site3", "site02", "gw", "10.0.0.10", "10.0.0.9"];
-        names.sort_by(|a, b| natural_cmp(a, b));
         assert_eq!(
-            names,
-            ["10.0.0.9", "10.0.0.10", "gw", "site1", "site02", "site2", "Site3", "site10"]
+            sorted(&["site10-gw00", "site2-node01", "site2-gw00", "site1-gw00"]),
+            ["site1-gw00", "site2-gw00", "site2-node01", "site10-gw00"]
         );
-        assert_eq!(natural_cmp("a", "a"), Ordering::Equal);
-        assert_ne!(natural_cmp("site02", "site2"), Ordering::Equal, "total order");
-        // Multi-byte text compares bytewise, never panics.
-        assert_eq!(natural_cmp("päivä2", "päivä10"), Ordering::Less);
+        assert_eq!(
+            sorted(&["10.0.10.0/24", "10.0.2.0/24", "10.0.1.0/24", "9.9.9.0/24"]),
+            ["9.9.9.0/24", "10.0.1.0/24", "10.0.2.0/24", "10.0.10.0/24"]
+        );
+        // Longer than any integer type.
+        assert_eq!(
+            natural_cmp("n123456789012345678901234567890", "n99999999999999999999999999999"),
+            Ordering::Greater
+        );
+    }
+
+    #[test]
+    fn letters_ignore_case_and_prefixes_come_first() {
+        assert_eq!(sorted(&["beta", "Alpha", "alp"]), ["alp", "Alpha", "beta"]);
+        assert_eq!(sorted(&["a10b", "a10", "a9z"]), ["a9z", "a10", "a10b"]);
+    }
+
+    #[test]
+    fn a_total_order_that_tells_different_names_apart() {
+        assert_eq!(natural_cmp("x07", "x7"), Ordering::Greater);
+        assert_eq!(natural_cmp("x7", "x07"), Ordering::Less);
+        assert_eq!(natural_cmp("Host", "host"), "Host".cmp("host"));
+        assert_eq!(natural_cmp("same", "same"), Ordering::Equal);
+        assert_eq!(natural_cmp("", "a"), Ordering::Less);
+        assert_eq!(natural_cmp("ノード2", "ノード10"), Ordering::Less);
     }
 }

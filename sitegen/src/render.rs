@@ -29,7 +29,8 @@ fn v<T: Serialize>(x: T) -> Value {
 /// Resolved alarm rows per page of the alarm log.
 pub const ALARMS_PER_PAGE: usize = 100;
 /// Fleets up to this size get one full agent matrix; larger ones a
-/// cluster × cluster matrix plus one matrix per cluster.
+/// cluster × cluster matrix plus one matrix per cluster and per pair of
+/// clusters (see [`matrix::ClusterLinks::new`] for which pairs).
 pub const FULL_MATRIX_MAX: usize = 40;
 
 const TEMPLATES: &[(&str, &str)] = &[
@@ -43,6 +44,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("map.html", include_str!("../../templates/map.html")),
     ("cluster.html", include_str!("../../templates/cluster.html")),
     ("matrix.html", include_str!("../../templates/matrix.html")),
+    ("matrix_table.html", include_str!("../../templates/matrix_table.html")),
+    ("pair.html", include_str!("../../templates/pair.html")),
     ("graph.svg", include_str!("../../templates/graph.svg")),
     ("sparkline.svg", include_str!("../../templates/sparkline.svg")),
 ];
@@ -253,13 +256,17 @@ pub fn render_site(
         index: maps::MapIndex::new(site),
         alarms_of,
         cluster_by_id: site.clusters.iter().map(|c| (c.id.as_str(), c)).collect(),
+        cluster_links: (site.agents.len() > FULL_MATRIX_MAX)
+            .then(|| matrix::ClusterLinks::new(site)),
     };
+    let pairs = r.cluster_links.as_ref().map_or(0, |l| l.pair_pages().len());
     let history = site.alarms.iter().filter(|a| a.state != "active").count();
     let alarm_pages = history.div_ceil(ALARMS_PER_PAGE).max(1);
     let pages: Vec<Page> = [Page::Index, Page::Problems, Page::Data, Page::Map, Page::Matrix]
         .into_iter()
         .chain((1..=alarm_pages).map(Page::Alarms))
         .chain((0..site.clusters.len()).map(Page::Cluster))
+        .chain((0..pairs).map(Page::Pair))
         .chain((0..site.agents.len()).map(Page::Agent))
         .collect();
     let mut files =
@@ -280,6 +287,8 @@ enum Page {
     /// Page n (from 1) of the alarm log.
     Alarms(usize),
     Cluster(usize),
+    /// The agent matrix of a pair of clusters (n-th pair page).
+    Pair(usize),
     Agent(usize),
 }
 
@@ -295,6 +304,9 @@ struct Renderer<'a> {
     alarms_of: HashMap<&'a str, Vec<&'a AlarmView>>,
     cluster_by_id: HashMap<&'a str, &'a ClusterView>,
     stale_after: i64,
+    /// The links between clusters, for fleets too large for one agent
+    /// matrix.
+    cluster_links: Option<matrix::ClusterLinks>,
 }
 
 impl Renderer<'_> {
@@ -310,6 +322,7 @@ impl Renderer<'_> {
             Page::Matrix => self.matrix(),
             Page::Alarms(p) => self.alarms(p),
             Page::Cluster(c) => self.cluster(c),
+            Page::Pair(k) => self.pair(k),
             Page::Agent(i) => self.agent(&self.site.agents[i]),
         }
     }
@@ -463,8 +476,11 @@ impl Renderer<'_> {
         let members: Vec<AgentRow> =
             cl.agents.iter().map(|&i| AgentRow::from(&site.agents[i])).collect();
         let grouped = site.agents.len() > FULL_MATRIX_MAX;
-        let rows =
-            if grouped { matrix::matrix(site, &cl.agents, site.generated_at) } else { Vec::new() };
+        let rows = if grouped {
+            matrix::agent_matrix(site, &cl.agents, &cl.agents)
+        } else {
+            matrix::AgentMatrix::default()
+        };
         let key = self.key((cl, graph, &members, &rows));
         if let Some(same) = self.previous(&cl.page, key) {
             return Ok(same);
@@ -486,24 +502,47 @@ impl Renderer<'_> {
         Ok(SiteFile { key, ..SiteFile::new(cl.page.clone(), page) })
     }
 
-    /// The agent matrix.
+    /// The agent matrix, or for a large fleet the cluster matrix.
     fn matrix(&self) -> anyhow::Result<SiteFile> {
         let site = self.site;
-        let grouped = site.agents.len() > FULL_MATRIX_MAX;
         let all: Vec<usize> = (0..site.agents.len()).collect();
-        let (rows, cluster_rows) = if grouped {
-            (Vec::new(), matrix::cluster_matrix(site))
-        } else {
-            (matrix::matrix(site, &all, site.generated_at), Vec::new())
+        let (agents, clusters) = match &self.cluster_links {
+            Some(links) => (matrix::AgentMatrix::default(), Some(links.matrix(site))),
+            None => (matrix::agent_matrix(site, &all, &all), None),
         };
         let page = self.page(
             "matrix.html",
             context! {
                 ..self.common("", "matrix"),
-                ..context! { matrix => v(rows), clusters => v(&site.clusters), cluster_rows => v(cluster_rows), grouped => grouped }
+                ..context! {
+                    matrix => v(agents),
+                    grouped => clusters.is_some(),
+                    cluster_matrix => v(clusters),
+                    clusters => v(matrix::natural_clusters(&site.clusters)),
+                }
             },
         )?;
         Ok(SiteFile::new("matrix.html", page))
+    }
+
+    /// The agent matrix of a pair of clusters: the first's agents by the
+    /// second's.
+    fn pair(&self, k: usize) -> anyhow::Result<SiteFile> {
+        let links = self.cluster_links.as_ref().expect("pair pages only with cluster links");
+        let p = &links.pair_pages()[k];
+        let (rows, info) = links.pair(self.site, p);
+        let key = self.key((&rows, &info));
+        if let Some(same) = self.previous(&p.path, key) {
+            return Ok(same);
+        }
+        let page = self.page(
+            "pair.html",
+            context! {
+                ..self.common("../", "matrix"),
+                ..context! { matrix => v(rows), pair => v(info) }
+            },
+        )?;
+        Ok(SiteFile { key, ..SiteFile::new(p.path.clone(), page) })
     }
 
     /// Alarm log page `p`: active first (all of them), then resolved,

@@ -650,13 +650,14 @@ fn matrix_and_map_show_one_sided_links_and_external_peers() {
     build(&db, &out, Anon::new(&key()));
     let cur = out.join("current");
     let matrix = std::fs::read_to_string(cur.join("matrix.html")).unwrap();
-    assert!(matrix.contains("⇄ &lt; 3 min"), "both ends, fresh");
+    // A cell: health mark, direction, then the handshake's age band.
+    assert!(matrix.contains("⇄<span class=\"band\">&lt; 3 min</span>"), "both ends, fresh");
     assert!(
-        matrix.contains("→ ") && matrix.contains("← "),
+        matrix.contains("→<span class=\"band\">") && matrix.contains("←<span class=\"band\">"),
         "one-sided links in both directions of the table"
     );
-    assert!(matrix.contains("never"), "a link that never handshook");
-    assert!(matrix.contains("<th scope=\"row\">") && matrix.contains("<th scope=\"col\">"));
+    assert!(matrix.contains("<span class=\"band\">never</span>"), "a link that never handshook");
+    assert!(matrix.contains("<th scope=\"row\" ") && matrix.contains("<th scope=\"col\" "));
     let map = std::fs::read_to_string(cur.join("map.html")).unwrap();
     assert!(map.contains("<svg") && map.contains("<title>") && map.contains("href=\"map/net-"));
     let cluster0 = std::fs::read_dir(cur.join("map"))
