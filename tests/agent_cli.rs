@@ -235,3 +235,21 @@ fn once_exit_status_says_how_delivery_went() {
     assert_eq!(rows.len(), 3, "two spooled reports and the new one: {rows:?}");
     assert!(rows[0].1 <= rows[1].1 && rows[1].1 <= rows[2].1);
 }
+
+/// An unknown fault scenario stops the simulator before it sends anything,
+/// naming the scenarios there are.
+#[test]
+fn simulate_refuses_an_unknown_fault_scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("sim");
+    let mut cmd = agent_command(dir.path());
+    cmd.args(["simulate", "--faults", "everything", "--url", "http://127.0.0.1:9"])
+        .arg("--state-dir")
+        .arg(&state)
+        .env("KATTILA_PSK", PSK);
+    let (code, _, stderr) = run_command(cmd);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("invalid value 'everything' for '--faults <SCENARIO>'"), "{stderr}");
+    assert!(stderr.contains("[possible values: none, demo]"), "{stderr}");
+    assert!(!state.exists());
+}
