@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kattila_agent::simulate::{
-    self, site_label, Fault, Scenario, SimFleet, SimOptions, SimStats, SITE_SIZE,
+    self, site_label, Fault, Scenario, Schedule, SimFleet, SimOptions, SimStats, SITE_SIZE,
 };
 use kattila_proto::Psk;
 use kattila_receiver::config::Config;
@@ -40,41 +40,40 @@ struct Expect {
     control: (String, String),
 }
 
+/// The first fault of the demo's first rounds that `f` picks out.
+fn pick<T>(schedule: &Schedule, f: impl Fn(Fault) -> Option<T>) -> T {
+    schedule
+        .windows
+        .iter()
+        .filter(|w| w.from < ROUNDS)
+        .find_map(|w| f(w.fault))
+        .expect("the demo schedule has this fault in its first rounds")
+}
+
 fn expect(fleet: &SimFleet) -> Expect {
     let schedule = Scenario::Demo.schedule(fleet);
     let id = |i: usize| fleet.agents[i].agent_id.clone();
-    let first = |pick: &dyn Fn(Fault) -> Option<usize>| {
-        schedule
-            .windows
-            .iter()
-            .filter(|w| w.from < ROUNDS)
-            .find_map(|w| pick(w.fault))
-            .expect("the demo schedule has this fault in its first rounds")
-    };
-    let silent = first(&|f| match f {
+    let silent = pick(&schedule, |f| match f {
         Fault::SiteSilent { site } => Some(site),
         _ => None,
     });
-    let gateway_site = first(&|f| match f {
+    let gateway_site = pick(&schedule, |f| match f {
         Fault::GatewayDown { site } => Some(site),
         _ => None,
     });
-    let windows = |f: fn(Fault) -> Option<(usize, usize)>| {
-        schedule.windows.iter().filter(|w| w.from < ROUNDS).find_map(|w| f(w.fault)).unwrap()
-    };
-    let stale = windows(|f| match f {
+    let stale = pick(&schedule, |f| match f {
         Fault::StaleLink { a, b } => Some((a, b)),
         _ => None,
     });
-    let one_sided = windows(|f| match f {
+    let one_sided = pick(&schedule, |f| match f {
         Fault::OneSided { remover, removed } => Some((remover, removed)),
         _ => None,
     });
-    let mover = first(&|f| match f {
+    let mover = pick(&schedule, |f| match f {
         Fault::EndpointMoved { agent } => Some(agent),
         _ => None,
     });
-    let flapping = first(&|f| match f {
+    let flapping = pick(&schedule, |f| match f {
         Fault::Flapping { agent } => Some(agent),
         _ => None,
     });
@@ -115,11 +114,26 @@ fn read_only(db: &Path) -> Connection {
     c
 }
 
-fn status(c: &Connection, agent: &str) -> Option<(String, String, i64, Option<String>)> {
+/// How the receiver last heard from an agent.
+struct Heard {
+    status: String,
+    reachability: String,
+    relay_hops: i64,
+    via_agent: Option<String>,
+}
+
+fn status(c: &Connection, agent: &str) -> Option<Heard> {
     c.query_row(
         "SELECT status, reachability, relay_hops, via_agent FROM agents WHERE agent_id = ?1",
         [agent],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        |r| {
+            Ok(Heard {
+                status: r.get(0)?,
+                reachability: r.get(1)?,
+                relay_hops: r.get(2)?,
+                via_agent: r.get(3)?,
+            })
+        },
     )
     .optional()
     .unwrap()
@@ -151,26 +165,28 @@ struct Seen {
 
 impl Seen {
     fn poll(&mut self, c: &Connection, e: &Expect) {
-        let all = |ids: &[String], f: &dyn Fn(&(String, String, i64, Option<String>)) -> bool| {
+        let all = |ids: &[String], f: &dyn Fn(&Heard) -> bool| {
             ids.iter().all(|a| status(c, a).as_ref().is_some_and(f))
         };
-        if all(&e.silent_site, &|s| s.0 == "silent") {
+        if all(&e.silent_site, &|h| h.status == "silent") {
             self.site_silent = true;
-        } else if self.site_silent && all(&e.silent_site, &|s| s.0 == "up") {
+        } else if self.site_silent && all(&e.silent_site, &|h| h.status == "up") {
             self.site_back = true;
         }
-        if status(c, &e.down_gateway).is_some_and(|s| s.0 == "silent") {
+        if status(c, &e.down_gateway).is_some_and(|h| h.status == "silent") {
             self.gateway_silent = true;
         }
-        let via_relay = |s: &(String, String, i64, Option<String>)| {
-            s.0 == "relay"
-                && s.1 == "relay"
-                && s.2 == 1
-                && s.3.as_ref().is_some_and(|v| e.relayers.contains(v))
+        let via_relay = |h: &Heard| {
+            h.status == "relay"
+                && h.reachability == "relay"
+                && h.relay_hops == 1
+                && h.via_agent.as_ref().is_some_and(|v| e.relayers.contains(v))
         };
         if all(&e.relayed, &via_relay) {
             self.relayed = true;
-        } else if self.relayed && all(&e.relayed, &|s| s.1 == "direct" && s.2 == 0) {
+        } else if self.relayed
+            && all(&e.relayed, &|h| h.reachability == "direct" && h.relay_hops == 0)
+        {
             self.direct_again = true;
         }
     }
