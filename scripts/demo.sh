@@ -32,12 +32,13 @@ esac
 
 cd "$(dirname "$0")/.."
 root=$(pwd)
-# The dev profile, shared with `cargo test`: after the tests, nothing to
-# build. Cold, it compiles about 250 crates (about 2 minutes on 2 cores,
-# docs/benchmarks.md); cargo shows its progress.
-echo "demo: building kattila-receiver, sitegen and kattila-agent (the first build takes a few minutes)…"
-cargo build --locked --bins
-bin="${CARGO_TARGET_DIR:-$root/target}/debug"
+# Release binaries, as an operator runs them. The cost: a build of its own
+# (the tests' dev build does not serve), about 5 minutes cold on 2 busy
+# cores with LTO, and 0.6 GB more in the target directory
+# (docs/benchmarks.md); later runs build nothing. Cargo shows its progress.
+echo "demo: building kattila-receiver, sitegen and kattila-agent in release mode (the first build takes about 5 minutes)…"
+cargo build --locked --release --bins
+bin="${CARGO_TARGET_DIR:-$root/target}/release"
 
 run="$root/demo-run"
 rm -rf "$run"
