@@ -112,6 +112,52 @@ fn bad_configuration_is_a_clear_error() {
     assert!(!state.exists(), "refused configurations create no state");
 }
 
+/// The site label goes through the same layers as every setting and into
+/// the signed report; a bad label stops the agent before it touches state.
+#[test]
+fn site_label_is_configured_like_any_setting_and_reaches_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".env"), "KATTILA_SITE=from-file\n").unwrap();
+    assert_eq!(show_config(dir.path(), &[], &[])["site"], "from-file");
+    let env = [("KATTILA_SITE", "from-env")];
+    assert_eq!(show_config(dir.path(), &env, &[])["site"], "from-env");
+    assert_eq!(show_config(dir.path(), &env, &["--site", "helsinki-dc1"])["site"], "helsinki-dc1");
+    std::fs::remove_file(dir.path().join(".env")).unwrap();
+    assert_eq!(show_config(dir.path(), &[], &[])["site"], serde_json::Value::Null);
+
+    let keys = KeySet::new(Psk::new(PSK).unwrap());
+    let state = dir.path().join("state");
+    for (args, site) in [(&["--site", "helsinki-dc1"][..], Some("helsinki-dc1")), (&[][..], None)] {
+        let mut cmd = agent_command(dir.path());
+        cmd.args(["--dump", "-"]).args(args).arg("--state-dir").arg(&state).env("KATTILA_PSK", PSK);
+        let (code, stdout, stderr) = run_command(cmd);
+        assert_eq!(code, 0, "{stderr}");
+        let v =
+            verify(stdout.trim().as_bytes(), &keys, VerifyOptions::at(kattila_agent::unix_now()))
+                .unwrap();
+        let Message::Report(r) = v.message else { panic!("a report") };
+        assert_eq!(r.site.as_deref(), site);
+        // Not configured: the member is absent, as 0.1.0 agents sent it.
+        assert_eq!(stdout.contains("\"site\""), site.is_some(), "{stdout}");
+    }
+
+    let fresh = dir.path().join("fresh-state");
+    let long = "x".repeat(kattila_proto::limits::MAX_SITE + 1);
+    for (site, message) in [(long.as_str(), "1-64 bytes"), ("dc\u{1b}[31m1", "control characters")]
+    {
+        let mut cmd = agent_command(dir.path());
+        cmd.args(["--dump", "-", "--site", site])
+            .arg("--state-dir")
+            .arg(&fresh)
+            .env("KATTILA_PSK", PSK);
+        let (code, stdout, stderr) = run_command(cmd);
+        assert_eq!(code, 1, "{site:?}");
+        assert!(stdout.is_empty());
+        assert!(stderr.contains("--site (KATTILA_SITE)") && stderr.contains(message), "{stderr}");
+        assert!(!fresh.exists(), "a refused label creates no state");
+    }
+}
+
 #[test]
 fn sysinfo_prints_this_hosts_telemetry_as_json() {
     let dir = tempfile::tempdir().unwrap();
@@ -188,4 +234,22 @@ fn once_exit_status_says_how_delivery_went() {
     let rows = stored_reports(&db, &id);
     assert_eq!(rows.len(), 3, "two spooled reports and the new one: {rows:?}");
     assert!(rows[0].1 <= rows[1].1 && rows[1].1 <= rows[2].1);
+}
+
+/// An unknown fault scenario stops the simulator before it sends anything,
+/// naming the scenarios there are.
+#[test]
+fn simulate_refuses_an_unknown_fault_scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("sim");
+    let mut cmd = agent_command(dir.path());
+    cmd.args(["simulate", "--faults", "everything", "--url", "http://127.0.0.1:9"])
+        .arg("--state-dir")
+        .arg(&state)
+        .env("KATTILA_PSK", PSK);
+    let (code, _, stderr) = run_command(cmd);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("invalid value 'everything' for '--faults <SCENARIO>'"), "{stderr}");
+    assert!(stderr.contains("[possible values: none, demo]"), "{stderr}");
+    assert!(!state.exists());
 }

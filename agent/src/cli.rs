@@ -15,7 +15,7 @@ use crate::config::{self, AgentArgs, Config};
 use crate::identity::write_atomically;
 use crate::node::{CycleSummary, Node, Outcome};
 use crate::report::{build_report, sign_report, Telemetry, AGENT_VERSION};
-use crate::simulate::{SimOptions, SimStats};
+use crate::simulate::{Scenario, SimOptions, SimStats};
 use crate::unix_now;
 
 /// Kattila agent: reports this node's interfaces, routes and WireGuard peers
@@ -45,8 +45,9 @@ pub enum Command {
     /// Each simulated agent has a stable id derived from --seed, keeps its
     /// tick counter in --state-dir, and pushes a realistic signed report
     /// (interfaces with IPv4/IPv6 addresses, routes, a wg0 whose peers are
-    /// other simulated agents) once per --interval. The fleet key comes
-    /// from KATTILA_PSK or --psk-file.
+    /// other simulated agents, its site's label) once per --interval. Sites
+    /// of five agents each have a gateway. --faults puts failures on the
+    /// fleet. The fleet key comes from KATTILA_PSK or --psk-file.
     Simulate(SimulateArgs),
 }
 
@@ -79,6 +80,14 @@ pub struct SimulateArgs {
     /// File holding the fleet pre-shared key (instead of KATTILA_PSK).
     #[arg(long, env = "KATTILA_PSK_FILE")]
     pub psk_file: Option<PathBuf>,
+
+    /// Failures to put on the fleet. "demo" repeats a cycle of 48 rounds
+    /// (one round = one --interval): a site silent, a gateway down with its
+    /// site's reports relayed by the next site's gateway, stale links, a
+    /// peer removed at one end, an endpoint change and flapping interfaces,
+    /// each recovering once per cycle; the targets follow from --seed.
+    #[arg(long, value_enum, default_value_t = Scenario::None, value_name = "SCENARIO")]
+    pub faults: Scenario,
 }
 
 /// Exit status of `--once` when the receiver refused the report.
@@ -475,10 +484,11 @@ fn simulate_main(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         state_dir: args.state_dir,
         rounds: args.rounds,
+        faults: args.faults,
     };
     let stats = Arc::new(SimStats::default());
     let runtime = tokio::runtime::Runtime::new()?;
-    tracing::info!(agents = opts.agents, url = %opts.receiver_url, "simulated fleet starting");
+    tracing::info!(agents = opts.agents, url = %opts.receiver_url, faults = ?opts.faults, "simulated fleet starting");
     let result = runtime.block_on(async {
         tokio::select! {
             r = crate::simulate::run(opts, psk, stats.clone()) => r,
@@ -490,7 +500,12 @@ fn simulate_main(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         stats.refused.load(Ordering::Relaxed),
         stats.unreachable.load(Ordering::Relaxed),
     );
-    eprintln!("simulate: {ok} reports accepted, {refused} refused, {unreachable} undelivered");
+    let (relayed, withheld) =
+        (stats.relayed.load(Ordering::Relaxed), stats.withheld.load(Ordering::Relaxed));
+    eprintln!(
+        "simulate: {ok} reports accepted, {refused} refused, {unreachable} undelivered; \
+         {relayed} sent through a relay, {withheld} not sent (agent down by a fault)"
+    );
     result?;
     // Refusals mean the fleet and the receiver disagree (key, clock): fail loudly.
     Ok(if refused > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })

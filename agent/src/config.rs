@@ -37,6 +37,7 @@ pub const ENV_KEYS: &[&str] = &[
     "KATTILA_STATE_DIR",
     "KATTILA_SPOOL_MAX_BYTES",
     "KATTILA_SPOOL_MAX_AGE",
+    "KATTILA_SITE",
     "RUST_LOG",
 ];
 
@@ -240,6 +241,12 @@ pub struct AgentArgs {
     /// Spooled reports older than this are dropped.
     #[arg(long, env = "KATTILA_SPOOL_MAX_AGE", default_value = "24h", value_name = "DURATION")]
     pub spool_max_age: String,
+
+    /// The site this node belongs to, e.g. helsinki-dc1: sent in every
+    /// report, and dashboards name the node's cluster by it. At most 64
+    /// bytes, no control characters; unset (the default) sends none.
+    #[arg(long, env = "KATTILA_SITE", value_name = "LABEL")]
+    pub site: Option<String>,
 }
 
 /// The validated configuration.
@@ -259,6 +266,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub spool_max_bytes: u64,
     pub spool_max_age: Duration,
+    /// The operator's site label for reports (`None`: not configured).
+    pub site: Option<String>,
     /// `.env` files that were read.
     pub env_files: Vec<PathBuf>,
 }
@@ -348,6 +357,7 @@ impl Config {
             parse_size("--spool-max-bytes (KATTILA_SPOOL_MAX_BYTES)", &args.spool_max_bytes)?;
         let spool_max_age =
             parse_duration("--spool-max-age (KATTILA_SPOOL_MAX_AGE)", &args.spool_max_age)?;
+        let site = non_empty(&args.site).map(parse_site).transpose()?;
 
         let env_psk = env_psk.filter(|v| !v.is_empty());
         let psk_file = args.psk_file.as_deref().filter(|p| !p.as_os_str().is_empty());
@@ -392,6 +402,7 @@ impl Config {
             state_dir: args.state_dir.clone(),
             spool_max_bytes,
             spool_max_age,
+            site,
             env_files,
         })
     }
@@ -410,6 +421,7 @@ impl Config {
             "state_dir": self.state_dir,
             "spool_max_bytes": self.spool_max_bytes,
             "spool_max_age_secs": self.spool_max_age.as_secs(),
+            "site": self.site,
             "env_files": self.env_files,
         })
     }
@@ -436,9 +448,19 @@ impl Config {
             state_dir: dir.to_path_buf(),
             spool_max_bytes: 1 << 20,
             spool_max_age: Duration::from_secs(86_400),
+            site: None,
             env_files: Vec::new(),
         }
     }
+}
+
+/// A site label as reports carry it: the protocol's limits, checked here so
+/// that a bad label stops the agent at start instead of every report being
+/// refused by the receiver.
+pub fn parse_site(text: &str) -> anyhow::Result<String> {
+    kattila_proto::limits::check_site(text)
+        .map_err(|e| anyhow::anyhow!("--site (KATTILA_SITE): {text:?}: {}", e.0))?;
+    Ok(text.to_string())
 }
 
 fn parse_dns_server(text: &str) -> anyhow::Result<SocketAddr> {
@@ -503,6 +525,16 @@ mod tests {
         let env = |k: &str| (k == "DNS").then(|| "env.example".to_string());
         let (add, _) = merge_env(&files, &env);
         assert_eq!(add.get("KATTILA_DNS").map(String::as_str), Some("env.example"));
+    }
+
+    #[test]
+    fn site_labels() {
+        assert_eq!(parse_site("helsinki-dc1").unwrap(), "helsinki-dc1");
+        assert_eq!(parse_site("Tampere – Hervanta").unwrap(), "Tampere – Hervanta");
+        let err = parse_site(&"x".repeat(65)).unwrap_err().to_string();
+        assert!(err.contains("--site (KATTILA_SITE)") && err.contains("1-64 bytes"), "{err}");
+        let err = parse_site("dc\u{1b}[31m1").unwrap_err().to_string();
+        assert!(err.contains("control characters"), "{err}");
     }
 
     #[test]

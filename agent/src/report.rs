@@ -22,7 +22,8 @@ pub struct Telemetry {
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Builds the unsigned report for `telemetry` observed at `observed_at`;
-/// `timestamp`, `nonce` and `tick` are filled in by [`sign_report`].
+/// `timestamp`, `nonce` and `tick` are filled in by [`sign_report`], and
+/// `site` is left for the caller (it is configuration, not telemetry).
 pub fn build_report(agent_id: &str, observed_at: i64, telemetry: Telemetry) -> Report {
     Report {
         kind: Kind::Report,
@@ -33,6 +34,8 @@ pub fn build_report(agent_id: &str, observed_at: i64, telemetry: Telemetry) -> R
         observed_at,
         hostname: telemetry.hostname,
         agent_version: AGENT_VERSION.to_string(),
+        // Configuration, not telemetry: the caller sets it.
+        site: None,
         system: telemetry.system,
         interfaces: telemetry.interfaces,
         routes: telemetry.routes,

@@ -18,6 +18,8 @@ pub const MAX_RELAYABLE_BYTES: usize =
     MAX_BODY_BYTES - crate::MAX_RELAY_LAYERS * MAX_RELAY_LAYER_BYTES;
 pub const MAX_AGENT_ID: usize = 64;
 pub const MAX_HOSTNAME: usize = 253;
+/// The operator's site label: a short human name, at most this many bytes.
+pub const MAX_SITE: usize = 64;
 /// Any other string field (interface names, kinds, kernel release, …).
 pub const MAX_SHORT_STRING: usize = 255;
 pub const MAX_ERROR_MESSAGE: usize = 1024;
@@ -51,6 +53,21 @@ pub fn check_agent_id(id: &str) -> Result {
     }
     if !id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
         return fail("agent_id may only contain A-Z a-z 0-9 . _ -");
+    }
+    Ok(())
+}
+
+/// `site`: 1–[`MAX_SITE`] bytes of UTF-8 without control characters.
+/// Like `hostname` any other text is allowed (published pages escape it
+/// and mark hidden characters); control characters are refused because a
+/// label is one line that people read, and an empty label is no label —
+/// leave the member out instead.
+pub fn check_site(site: &str) -> Result {
+    if site.is_empty() || site.len() > MAX_SITE {
+        return fail(format!("site must be 1-{MAX_SITE} bytes"));
+    }
+    if site.chars().any(char::is_control) {
+        return fail("site may not contain control characters");
     }
     Ok(())
 }
@@ -156,6 +173,9 @@ pub fn check_report(r: &Report) -> Result {
     check_uint("spool_dropped", r.spool_dropped)?;
     check_len("hostname", &r.hostname, MAX_HOSTNAME)?;
     check_len("agent_version", &r.agent_version, MAX_SHORT_STRING)?;
+    if let Some(site) = &r.site {
+        check_site(site)?;
+    }
     check_len("system.kernel", &r.system.kernel, MAX_SHORT_STRING)?;
     if r.system.load.iter().any(|l| !l.is_finite() || *l < 0.0) {
         return fail("system.load must be three non-negative numbers");
@@ -249,6 +269,18 @@ mod tests {
         assert!(check_agent_id(&"a".repeat(65)).is_err());
         assert!(check_agent_id("../etc").is_err());
         assert!(check_agent_id("a b").is_err());
+    }
+
+    #[test]
+    fn sites() {
+        assert!(check_site("helsinki-dc1").is_ok());
+        assert!(check_site("Tampere – Hervanta").is_ok(), "any printable UTF-8");
+        assert!(check_site(&"a".repeat(MAX_SITE)).is_ok());
+        assert!(check_site(&"a".repeat(MAX_SITE + 1)).is_err());
+        assert!(check_site("").is_err());
+        for bad in ["dc1\n", "dc\t1", "dc\u{7f}1", "dc\u{85}1"] {
+            assert!(check_site(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

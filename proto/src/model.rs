@@ -28,6 +28,11 @@ pub struct Report {
     pub observed_at: i64,
     pub hostname: String,
     pub agent_version: String,
+    /// The site the operator placed this agent in ("helsinki-dc1"), when
+    /// configured; absent otherwise. Added as an optional member without a
+    /// new protocol version: receivers that predate it ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
     pub system: SystemInfo,
     #[serde(default)]
     pub interfaces: Vec<Interface>,

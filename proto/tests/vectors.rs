@@ -538,3 +538,37 @@ fn the_receiver_refuses_a_reset_as_bad_shape_even_validly_signed() {
     let relayed = wrap(&psk(), "relay-a", 1, &reset);
     assert_eq!(verify(&relayed, &keys(), at(VECTOR_TIME)).unwrap_err().code(), "bad_shape");
 }
+
+/// Vector 6 carries `site`. Receivers and relays that predate the member
+/// accept it too: a report's unknown members are ignored (this test passed
+/// against the model without `site`). The MAC covers the exact bytes,
+/// `site` included.
+#[test]
+fn report_with_a_site_verifies() {
+    let data = vector("report-site-data");
+    assert_eq!(sign_data(&psk(), data.as_bytes()), vector("report-site-hmac"));
+    let env = envelope_from_data_bytes(&psk(), data.as_bytes());
+    let v = verify(&env, &keys(), at(VECTOR_TIME)).unwrap();
+    let Message::Report(r) = v.message else { panic!("expected a report") };
+    assert_eq!(r.hostname, "edge-1");
+    assert_eq!(r.site.as_deref(), Some("helsinki-dc1"));
+    // Without the member there is no site, and none is written back.
+    let v = verify(&report_envelope(), &keys(), at(VECTOR_TIME)).unwrap();
+    let Message::Report(r) = v.message else { panic!("expected a report") };
+    assert_eq!(r.site, None);
+    assert!(!serde_json::to_string(&*r).unwrap().contains("\"site\""));
+}
+
+/// A label that breaks the limits is refused as a whole, validly signed
+/// or not, before anything is stored.
+#[test]
+fn a_bad_site_is_refused_with_bad_shape() {
+    let good = vector("report-site-data");
+    let long = format!("\"site\":\"{}\"", "x".repeat(kattila_proto::limits::MAX_SITE + 1));
+    for bad in [r#""site":"dc\n1""#, r#""site":"""#, long.as_str(), r#""site":7"#] {
+        let data = good.replace(r#""site":"helsinki-dc1""#, bad);
+        let env = envelope_from_data_bytes(&psk(), data.as_bytes());
+        let err = verify(&env, &keys(), at(VECTOR_TIME)).unwrap_err();
+        assert_eq!(err.code(), "bad_shape", "{bad}: {err}");
+    }
+}

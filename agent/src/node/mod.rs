@@ -140,7 +140,9 @@ impl Node {
     pub async fn collect_report(&self) -> Report {
         let telemetry = self.collector.lock().await.collect().await;
         self.observe(&telemetry);
-        build_report(&self.agent_id(), unix_now(), telemetry)
+        let mut report = build_report(&self.agent_id(), unix_now(), telemetry);
+        report.site = self.config.site.clone();
+        report
     }
 
     /// Signs `report` for sending now, carrying the spool's dropped count.
