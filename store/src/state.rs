@@ -307,3 +307,115 @@ pub(crate) fn json_list(text: &str) -> Vec<String> {
 fn json_text(list: &[String]) -> String {
     serde_json::to_string(list).unwrap_or_else(|_| "[]".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use kattila_fleet::Severity;
+
+    use super::*;
+    use crate::alarms::Condition;
+
+    fn peer() -> WgPeer {
+        WgPeer {
+            public_key: "k".repeat(44),
+            endpoint: Some("192.0.2.1:51820".into()),
+            allowed_ips: vec!["10.0.0.2/32".into()],
+            latest_handshake: Some(90),
+            rx_bytes: 7,
+            tx_bytes: 8,
+            persistent_keepalive: None,
+        }
+    }
+
+    #[test]
+    fn what_is_applied_loads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::open(&dir.path().join("t.db")).unwrap();
+        conn.execute(
+            "INSERT INTO agents (agent_id, hostname, agent_version, first_seen, last_seen, last_tick, reports)
+             VALUES ('a', 'host-a', 'v', 1, 1, 1, 1)",
+            [],
+        )
+        .unwrap();
+        let iface = Interface {
+            name: "eth0".into(),
+            kind: "ether".into(),
+            state: "up".into(),
+            mtu: 1500,
+            mac: None,
+            addresses: vec!["10.1.0.1/24".into()],
+            rx_bytes: 1,
+            tx_bytes: 2,
+            rx_errors: 0,
+            tx_errors: 0,
+        };
+        let routes =
+            [Route { dst: "0.0.0.0/0".into(), gateway: None, dev: None, metric: None, table: 254 }];
+        let devices = [WgDevice {
+            name: "wg0".into(),
+            public_key: "d".repeat(44),
+            listen_port: None,
+            peers: vec![],
+        }];
+        let p = peer();
+        let mut state = AgentChanges::new("a", 100);
+        state.interfaces.push(&iface);
+        state.routes = Some(&routes);
+        state.devices = Some(&devices);
+        state.peers.push(PeerUpsert {
+            device: "wg0",
+            peer: &p,
+            peer_agent_id: None,
+            rx_grew_at: Some(100),
+            health: PeerHealth::Stale,
+        });
+        let condition = Condition {
+            kind: Cow::Borrowed("peer_stale"),
+            agent_id: Cow::Borrowed("a"),
+            subject: Cow::Borrowed("wg0:k"),
+        };
+        let alarms = vec![
+            AlarmChange::Raise {
+                condition: condition.clone(),
+                severity: Severity::Warning,
+                message: "stale".into(),
+                now: 100,
+            },
+            AlarmChange::Streak { condition: condition.clone(), streak: 2 },
+        ];
+        apply(&conn, &Changes { state: Some(state), edges: vec![], alarms }).unwrap();
+
+        let rows = load_agent(&conn, "a").unwrap();
+        assert_eq!(rows.hostname.as_deref(), Some("host-a"));
+        assert_eq!(rows.interfaces[0].addresses, ["10.1.0.1/24"]);
+        assert_eq!(rows.routes, routes);
+        assert_eq!(rows.device_keys, ["d".repeat(44)]);
+        assert_eq!(rows.peers[0].health, PeerHealth::Stale);
+        assert_eq!(rows.peers[0].rx_grew_at, Some(100));
+        let loaded = crate::alarms::load(&conn).unwrap();
+        assert_eq!(loaded.active.len(), 1);
+        assert_eq!(loaded.streaks[0].1, 2);
+
+        let mut gone = AgentChanges::new("a", 200);
+        gone.interfaces_gone.push("eth0".into());
+        gone.peers_removed.push(("wg0".into(), p.public_key.clone()));
+        let touch =
+            AlarmChange::Touch { condition: condition.clone(), message: "still".into(), now: 150 };
+        apply(&conn, &Changes { state: Some(gone), edges: vec![], alarms: vec![touch] }).unwrap();
+        let rows = load_agent(&conn, "a").unwrap();
+        assert_eq!(rows.interfaces[0].state, "gone");
+        assert!(rows.peers.is_empty());
+        let expired = crate::alarms::expire(&conn, &["peer_stale"], 160, 300).unwrap();
+        assert_eq!(
+            expired,
+            [Condition {
+                kind: Cow::Owned("peer_stale".into()),
+                agent_id: Cow::Owned("a".into()),
+                subject: Cow::Owned("wg0:k".into()),
+            }]
+        );
+        assert!(crate::alarms::load(&conn).unwrap().active.is_empty());
+    }
+}

@@ -329,3 +329,79 @@ fn parse(c: Condition<'static>) -> Option<(String, Key)> {
     let kind = AlarmKind::parse(&c.kind)?;
     Some((c.agent_id.into_owned(), (kind, c.subject.into_owned())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(out: &[AlarmChange<'_>]) -> Vec<&'static str> {
+        out.iter()
+            .map(|c| match c {
+                AlarmChange::Raise { .. } => "raise",
+                AlarmChange::Touch { .. } => "touch",
+                AlarmChange::Resolve { .. } => "resolve",
+                AlarmChange::Streak { .. } => "streak",
+                AlarmChange::StreakCleared { .. } => "cleared",
+            })
+            .collect()
+    }
+
+    /// Feeds observations of one condition; returns what each one changed.
+    fn run(alarms: &mut Alarms, holds: &[bool]) -> Vec<Vec<&'static str>> {
+        let s = Settings { alarm_threshold: 2, ..Settings::default() };
+        holds
+            .iter()
+            .map(|&h| {
+                let mut out = Vec::new();
+                let obs = Observation::new(AlarmKind::InterfaceDown, "eth0", h)
+                    .saying(|| "interface eth0 is down".into());
+                alarms.observe("a", obs, &s, 0, &mut out);
+                kinds(&out)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn raised_after_the_threshold_resolved_after_as_many_clear() {
+        let mut alarms = Alarms::default();
+        let steps = run(&mut alarms, &[false, true, true, true, false, false, false]);
+        assert_eq!(
+            steps,
+            [
+                vec![],                     // clear and untracked: nothing
+                vec!["streak"],             // 1 < threshold
+                vec!["raise", "streak"],    // 2: raised
+                vec!["touch", "streak"],    // still holding
+                vec!["streak"],             // one clear is not enough
+                vec!["resolve", "cleared"], // two resolve
+                vec![],                     // forgotten again
+            ]
+        );
+        assert!(!alarms.tracks("a"));
+    }
+
+    #[test]
+    fn a_flapping_condition_never_raises() {
+        let mut alarms = Alarms::default();
+        let steps = run(&mut alarms, &[true, false, true, false, true, false]);
+        assert!(steps.iter().flatten().all(|k| *k != "raise"), "{steps:?}");
+    }
+
+    #[test]
+    fn loaded_state_continues_a_streak_and_expired_events_are_forgotten() {
+        let c = |kind: &str| Condition {
+            kind: Cow::Owned(kind.into()),
+            agent_id: Cow::Borrowed("a"),
+            subject: Cow::Borrowed("eth0"),
+        };
+        let rows =
+            AlarmRows { streaks: vec![(c("interface_down"), 1)], active: vec![c("interface_new")] };
+        let mut alarms = Alarms::load(rows);
+        assert_eq!(run(&mut alarms, &[true])[0], ["raise", "streak"], "restart keeps the streak");
+        alarms.forget(&[c("interface_new")]);
+        let mut out = Vec::new();
+        let obs = Observation::event(AlarmKind::InterfaceNew, "eth0", "new interface eth0".into());
+        alarms.observe("a", obs, &Settings::default(), 0, &mut out);
+        assert_eq!(kinds(&out), ["raise"], "an expired event raises anew");
+    }
+}

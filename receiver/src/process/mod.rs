@@ -253,3 +253,6 @@ impl Processor {
         self.alarms.forget(conditions);
     }
 }
+
+#[cfg(test)]
+mod tests;
