@@ -179,7 +179,7 @@ impl Processor {
         };
         let transitions = changes.alarms[before..].iter().any(alarms::is_transition);
         let changed = changed || hops > 0 || transitions;
-        let known = self.agents.entry(origin.to_string()).or_default();
+        let known = known_mut(&mut self.agents, origin);
         let keep_raw = changed
             || self.settings.audit_every_report
             || now - known.raw_kept_at >= self.settings.audit_interval_secs;
@@ -200,8 +200,7 @@ impl Processor {
     ) -> bool {
         let s = &self.settings;
         let id = r.agent_id.as_str();
-        debug_assert!(self.agents.contains_key(id), "the writer loads the agent first");
-        let known = self.agents.entry(id.to_string()).or_default();
+        let known = known_mut(&mut self.agents, id);
         let ctx = report::Ctx {
             settings: s,
             now,
@@ -252,6 +251,16 @@ impl Processor {
     pub fn expired(&mut self, conditions: &[Condition<'_>]) {
         self.alarms.forget(conditions);
     }
+}
+
+/// The agent as known; the writer loads it before processing its message
+/// ([`Processor::know`]), else it starts as never seen.
+fn known_mut<'k>(agents: &'k mut HashMap<String, KnownAgent>, id: &str) -> &'k mut KnownAgent {
+    if !agents.contains_key(id) {
+        debug_assert!(false, "the writer loads agent {id} first");
+        agents.insert(id.to_string(), KnownAgent::default());
+    }
+    agents.get_mut(id).expect("inserted above")
 }
 
 #[cfg(test)]

@@ -108,6 +108,12 @@ impl KnownAgent {
 
     /// The report's device keys, sorted, when they differ from the known ones.
     pub fn new_device_keys<'a>(&self, r: &'a Report) -> Option<Vec<&'a str>> {
+        // Most hosts have one device: compared without collecting.
+        if let [d] = r.wireguard.as_slice() {
+            if let [known] = self.device_keys.as_slice() {
+                return (*known != d.public_key).then(|| vec![d.public_key.as_str()]);
+            }
+        }
         let mut keys: Vec<&str> = r.wireguard.iter().map(|d| d.public_key.as_str()).collect();
         keys.sort_unstable();
         (!keys.iter().eq(self.device_keys.iter())).then_some(keys)
