@@ -17,7 +17,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
-use crate::process::{Processor, Settings};
+use crate::process::{AlarmKind, Processor, Settings};
 use kattila_store::audit as store;
 use kattila_store::checkpoint::{self, Checkpointer};
 
@@ -249,17 +249,75 @@ fn apply(conn: &Connection, state: &mut WriterState, job: &Job) -> rusqlite::Res
         Job::Message { verified, raw, received_at, .. } => {
             apply_message(conn, state, verified, raw, *received_at).map(JobOutcome::Message)
         }
-        Job::Sweep { now } => state.processor.sweep(conn, *now).map(|_| JobOutcome::Sweep),
+        Job::Sweep { now } => sweep(conn, &mut state.processor, *now).map(|_| JobOutcome::Sweep),
         Job::Admin { command, now, .. } => {
             let n = match command {
-                AdminCommand::Reset { agent } => state.processor.reset(conn, agent.as_deref())?,
+                AdminCommand::Reset { agent } => {
+                    let n = kattila_store::admin::reset(conn, agent.as_deref())?;
+                    // What processing knew of the agents is gone from disk.
+                    state.processor.invalidate();
+                    n
+                }
                 AdminCommand::Ack { alarm_id } => {
-                    state.processor.ack(conn, *alarm_id, *now)? as usize
+                    kattila_store::admin::ack(conn, *alarm_id, *now)? as usize
                 }
             };
             Ok(JobOutcome::Admin(Some(n)))
         }
     }
+}
+
+/// Loads what processing needs to know before it can take `verified`: the
+/// fleet-wide state once, the message's agent on first sight.
+fn load_known(
+    conn: &Connection,
+    processor: &mut Processor,
+    verified: Option<&Verified>,
+) -> rusqlite::Result<()> {
+    if !processor.is_loaded() {
+        let topology = kattila_store::topology::load(conn)?;
+        let alarms = kattila_store::alarms::load(conn)?;
+        processor.load(topology, alarms);
+    }
+    if let Some(origin) = verified.map(|v| v.origin().agent_id.as_str()) {
+        if !processor.knows(origin) {
+            processor.know(origin, kattila_store::state::load_agent(conn, origin)?);
+        }
+    }
+    Ok(())
+}
+
+/// Processes an accepted message and writes what it changed. Returns
+/// whether its raw copy is kept for the audit.
+fn process(
+    conn: &Connection,
+    processor: &mut Processor,
+    verified: &Verified,
+    now: i64,
+) -> rusqlite::Result<bool> {
+    load_known(conn, processor, Some(verified))?;
+    let claimed = processor.claimed_keys(verified);
+    let listings = if claimed.is_empty() {
+        Vec::new()
+    } else {
+        kattila_store::topology::peers_listing(conn, &claimed)?
+    };
+    let processed = processor.apply(verified, &listings, now);
+    kattila_store::apply(conn, &processed.changes)?;
+    Ok(processed.keep_raw)
+}
+
+/// Timer work: silent agents, expiring events, retention.
+fn sweep(conn: &Connection, processor: &mut Processor, now: i64) -> rusqlite::Result<()> {
+    load_known(conn, processor, None)?;
+    let silent = store::mark_silent(conn, processor.settings.silent_before(now))?;
+    let raised = processor.silent(&silent, now);
+    kattila_store::alarms::apply(conn, &raised)?;
+    let events = AlarmKind::EVENTS.map(AlarmKind::as_str);
+    let seen_before = now - processor.settings.event_ttl_secs;
+    let expired = kattila_store::alarms::expire(conn, &events, seen_before, now)?;
+    processor.expired(&expired);
+    kattila_store::admin::retain(conn, &processor.settings.retention(now))
 }
 
 /// Checks anti-replay for every layer, then stores and processes the
@@ -291,7 +349,7 @@ fn apply_message(
         }
     }
     store::upsert_agent(conn, verified, received_at)?;
-    let keep_raw = state.processor.apply(conn, verified, received_at)?;
+    let keep_raw = process(conn, &mut state.processor, verified, received_at)?;
     store::insert_report(conn, verified, raw, keep_raw, received_at)?;
     Ok(Outcome::Committed)
 }

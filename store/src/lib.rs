@@ -7,21 +7,35 @@
 //! - [`migrations`]: the numbered schema steps.
 //! - [`audit`]: what the writer records of every accepted message (the
 //!   agents row, the audit copy, anti-replay state).
+//! - [`state`]: an agent's current state (interfaces, routes, WireGuard
+//!   devices and peers): loading it, and applying what one message changed
+//!   ([`Changes`], [`apply`]).
+//! - [`topology`]: the edges, and what the topology model is loaded from.
+//! - [`alarms`]: alarms and their streaks.
+//! - [`history`]: history samples and their roll-up.
+//! - [`admin`]: resets, acknowledgements, retention.
 //! - [`checkpoint`]: WAL checkpoints off the writer thread.
 //! - [`snapshot`]: everything a dashboard build shows, read in one
 //!   transaction, as row types.
 //! - [`status`]: the reads behind the receiver's JSON API.
 //!
 //! The seam for a second engine (several receivers on PostgreSQL) is this
-//! crate's public functions and row types: processing and rendering never
-//! see SQL or a connection's type beyond passing it through.
+//! crate's public functions, row types and change types: processing decides
+//! changes as plain values and rendering reads row types, and neither sees
+//! SQL or a connection's type beyond passing it through.
 
+pub mod admin;
+pub mod alarms;
 pub mod audit;
 pub mod checkpoint;
+pub mod history;
 pub mod migrations;
 mod open;
 pub mod snapshot;
+pub mod state;
 pub mod status;
+pub mod topology;
 
 pub use open::{data_version, open, open_read_only, readable, schema_version};
 pub use rusqlite::Connection;
+pub use state::{apply, Changes};

@@ -1,14 +1,19 @@
-//! The alarm lifecycle. A *condition* (interface down, peer stale, …) must
-//! hold for `alarm_threshold` consecutive observations before its alarm is
-//! raised, and be clear as many times before it resolves (flap suppression).
-//! *Events* (new interface, endpoint changed) raise at once and resolve when
-//! they are older than the event TTL. Acknowledging does not resolve.
+//! The alarm lifecycle, as decisions. A *condition* (interface down, peer
+//! stale, …) must hold for `alarm_threshold` consecutive observations
+//! before its alarm is raised, and be clear as many times before it
+//! resolves (flap suppression). *Events* (new interface, endpoint changed)
+//! raise at once and resolve when they are older than the event TTL.
+//! Acknowledging does not resolve.
 //!
-//! Streaks are kept in memory and in `alarm_streaks`, so a restart neither
-//! forgets a streak nor raises twice.
+//! Streaks are kept in memory and stored (`alarm_streaks`), so a restart
+//! neither forgets a streak nor raises twice. Every decision is returned as
+//! an [`AlarmChange`] for storage to write.
+
+use std::borrow::Cow;
 
 use foldhash::HashMap;
-use rusqlite::{params, Connection};
+use kattila_fleet::Severity;
+use kattila_store::alarms::{AlarmChange, AlarmRows, Condition};
 
 use super::Settings;
 
@@ -24,23 +29,6 @@ pub enum AlarmKind {
     IdentityConflict,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
-    Critical,
-    Warning,
-    Info,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Critical => "critical",
-            Severity::Warning => "warning",
-            Severity::Info => "info",
-        }
-    }
-}
-
 impl AlarmKind {
     pub const ALL: [AlarmKind; 8] = [
         AlarmKind::InterfaceDown,
@@ -52,6 +40,9 @@ impl AlarmKind {
         AlarmKind::RelayOnly,
         AlarmKind::IdentityConflict,
     ];
+
+    /// The kinds that are events: raised at once, expired by age.
+    pub const EVENTS: [AlarmKind; 2] = [AlarmKind::InterfaceNew, AlarmKind::EndpointChanged];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -81,8 +72,8 @@ impl AlarmKind {
         }
     }
 
-    fn is_event(self) -> bool {
-        matches!(self, AlarmKind::InterfaceNew | AlarmKind::EndpointChanged)
+    pub fn is_event(self) -> bool {
+        AlarmKind::EVENTS.contains(&self)
     }
 
     /// Observations needed to raise or resolve. A report ends silence at once.
@@ -94,49 +85,69 @@ impl AlarmKind {
     }
 }
 
+/// One observation of a condition of an agent, or one event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation<'a> {
+    pub kind: AlarmKind,
+    /// What inside the agent: an interface, a peer, "" for the agent.
+    pub subject: Cow<'a, str>,
+    /// Whether the condition holds (always, for an event).
+    pub holds: bool,
+    /// The alarm's message; unused (and left empty) when clear.
+    pub message: String,
+}
+
+impl<'a> Observation<'a> {
+    pub fn new(kind: AlarmKind, subject: impl Into<Cow<'a, str>>, holds: bool) -> Self {
+        Observation { kind, subject: subject.into(), holds, message: String::new() }
+    }
+
+    /// The message, built only when the observation holds.
+    pub fn saying(mut self, message: impl FnOnce() -> String) -> Self {
+        if self.holds {
+            self.message = message();
+        }
+        self
+    }
+
+    pub fn event(kind: AlarmKind, subject: impl Into<Cow<'a, str>>, message: String) -> Self {
+        debug_assert!(kind.is_event());
+        Observation { kind, subject: subject.into(), holds: true, message }
+    }
+}
+
 /// A condition of one agent: its kind and subject.
 type Key = (AlarmKind, String);
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
 struct Tracked {
     /// > 0: consecutive observations holding; < 0: consecutive clear ones.
     streak: i64,
-    /// The active alarm, if raised.
-    alarm: Option<i64>,
+    /// Whether its alarm is active.
+    active: bool,
 }
 
 /// Every condition currently streaking or alarmed, by agent: most agents
 /// have none, and a clear observation for them costs one lookup.
 #[derive(Debug, Default)]
-pub struct Conditions {
+pub struct Alarms {
     tracked: HashMap<String, HashMap<Key, Tracked>>,
-    /// Alarms raised, refreshed by events, or resolved since start.
-    pub transitions: u64,
 }
 
-impl Conditions {
-    pub fn load(&mut self, conn: &Connection) -> rusqlite::Result<()> {
-        self.tracked.clear();
-        let mut stmt = conn.prepare("SELECT kind, agent_id, subject, streak FROM alarm_streaks")?;
-        let rows =
-            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
-        for row in rows {
-            let (kind, agent, subject, streak) = row?;
-            if let Some(kind) = AlarmKind::parse(&kind) {
-                self.entry(agent, (kind, subject)).streak = streak;
+impl Alarms {
+    pub fn load(rows: AlarmRows) -> Alarms {
+        let mut alarms = Alarms::default();
+        for (c, streak) in rows.streaks {
+            if let Some((agent, key)) = parse(c) {
+                alarms.entry(agent, key).streak = streak;
             }
         }
-        let mut stmt =
-            conn.prepare("SELECT kind, agent_id, subject, id FROM alarms WHERE state = 'active'")?;
-        let rows =
-            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
-        for row in rows {
-            let (kind, agent, subject, id) = row?;
-            if let Some(kind) = AlarmKind::parse(&kind) {
-                self.entry(agent, (kind, subject)).alarm = Some(id);
+        for c in rows.active {
+            if let Some((agent, key)) = parse(c) {
+                alarms.entry(agent, key).active = true;
             }
         }
-        Ok(())
+        alarms
     }
 
     fn entry(&mut self, agent: String, key: Key) -> &mut Tracked {
@@ -153,136 +164,123 @@ impl Conditions {
         self.tracked.contains_key(agent)
     }
 
-    /// Records one observation of a condition.
-    #[allow(clippy::too_many_arguments)]
-    pub fn observe(
+    /// Records one observation; what it changes goes to `out`.
+    pub fn observe<'a>(
         &mut self,
-        conn: &Connection,
+        agent: &'a str,
+        obs: Observation<'a>,
         s: &Settings,
-        kind: AlarmKind,
-        agent: &str,
-        subject: &str,
-        holds: bool,
         now: i64,
-        message: &str,
-    ) -> rusqlite::Result<()> {
-        if !holds && !self.tracks(agent) {
-            return Ok(()); // clear and not tracked: the common case, no I/O
+        out: &mut Vec<AlarmChange<'a>>,
+    ) {
+        if !obs.holds && !self.tracks(agent) {
+            return; // clear and not tracked: the common case, no write
         }
-        let key = (kind, subject.to_string());
-        let Some(mut t) = self.get(agent, &key).or(holds.then(Tracked::default)) else {
-            return Ok(());
+        if obs.kind.is_event() {
+            return self.event(agent, obs, now, out);
+        }
+        let key = (obs.kind, obs.subject.to_string());
+        let Some(mut t) = self.get(agent, &key).or(obs.holds.then(Tracked::default)) else {
+            return;
         };
-        let threshold = kind.threshold(s);
-        if holds {
+        let condition = condition(obs.kind, agent, obs.subject);
+        let threshold = obs.kind.threshold(s);
+        if obs.holds {
             t.streak = t.streak.max(0) + 1;
-            match t.alarm {
-                Some(id) => touch(conn, id, now, message)?,
-                None if t.streak >= threshold => {
-                    t.alarm = Some(insert(conn, kind, agent, subject, now, message)?);
-                    self.transitions += 1;
-                }
-                None => {}
+            if t.active {
+                out.push(AlarmChange::Touch {
+                    condition: condition.clone(),
+                    message: obs.message,
+                    now,
+                });
+            } else if t.streak >= threshold {
+                out.push(raise(obs.kind, condition.clone(), obs.message, now));
+                t.active = true;
             }
         } else {
             t.streak = t.streak.min(0) - 1;
-            if let Some(id) = t.alarm {
-                if -t.streak >= threshold {
-                    resolve(conn, id, now)?;
-                    t.alarm = None;
-                    self.transitions += 1;
-                }
+            if t.active && -t.streak >= threshold {
+                out.push(resolve(condition.clone(), now));
+                t.active = false;
             }
         }
-        self.store(conn, agent, key, t)
+        self.store(agent, key, t, condition, out);
     }
 
     /// Raises (or refreshes) an alarm without waiting for a streak.
-    pub fn raise_now(
+    pub fn raise_now<'a>(
         &mut self,
-        conn: &Connection,
-        kind: AlarmKind,
-        agent: &str,
-        subject: &str,
+        agent: &'a str,
+        obs: Observation<'a>,
         now: i64,
-        message: &str,
-    ) -> rusqlite::Result<()> {
-        let key = (kind, subject.to_string());
-        let mut t = self.raise_or_touch(conn, agent, &key, now, message)?;
+        out: &mut Vec<AlarmChange<'a>>,
+    ) {
+        let key = (obs.kind, obs.subject.to_string());
+        let condition = condition(obs.kind, agent, obs.subject);
+        let mut t = self.raise_or_touch(agent, &key, condition.clone(), obs.message, now, out);
         t.streak = t.streak.max(1);
-        self.store(conn, agent, key, t)
+        self.store(agent, key, t, condition, out);
     }
 
     /// An event: raised at once, refreshed if it happens again. Events have
-    /// no streak to persist; they expire instead.
-    pub fn event(
+    /// no streak to store; they expire instead.
+    fn event<'a>(
         &mut self,
-        conn: &Connection,
-        kind: AlarmKind,
-        agent: &str,
-        subject: &str,
+        agent: &'a str,
+        obs: Observation<'a>,
         now: i64,
-        message: &str,
-    ) -> rusqlite::Result<()> {
-        debug_assert!(kind.is_event());
-        let key = (kind, subject.to_string());
-        let t = self.raise_or_touch(conn, agent, &key, now, message)?;
+        out: &mut Vec<AlarmChange<'a>>,
+    ) {
+        let key = (obs.kind, obs.subject.to_string());
+        let condition = condition(obs.kind, agent, obs.subject);
+        let t = self.raise_or_touch(agent, &key, condition, obs.message, now, out);
         *self.entry(agent.to_string(), key) = t;
-        Ok(())
     }
 
     /// The condition's state after raising its alarm, or refreshing it if
     /// it is already active.
-    fn raise_or_touch(
-        &mut self,
-        conn: &Connection,
+    fn raise_or_touch<'a>(
+        &self,
         agent: &str,
         key: &Key,
+        condition: Condition<'a>,
+        message: String,
         now: i64,
-        message: &str,
-    ) -> rusqlite::Result<Tracked> {
+        out: &mut Vec<AlarmChange<'a>>,
+    ) -> Tracked {
         let mut t = self.get(agent, key).unwrap_or_default();
-        match t.alarm {
-            Some(id) => touch(conn, id, now, message)?,
-            None => {
-                t.alarm = Some(insert(conn, key.0, agent, &key.1, now, message)?);
-                self.transitions += 1;
-            }
+        if t.active {
+            out.push(AlarmChange::Touch { condition, message, now });
+        } else {
+            out.push(raise(key.0, condition, message, now));
+            t.active = true;
         }
-        Ok(t)
+        t
     }
 
-    /// Resolves events not seen again within `ttl` seconds.
-    pub fn expire_events(&mut self, conn: &Connection, now: i64, ttl: i64) -> rusqlite::Result<()> {
-        let mut stmt = conn.prepare_cached(
-            "UPDATE alarms SET state = 'resolved', resolved_at = ?1
-             WHERE state = 'active' AND kind IN ('interface_new', 'endpoint_changed') AND last_seen < ?2
-             RETURNING id",
-        )?;
-        let expired: Vec<i64> =
-            stmt.query_map(params![now, now - ttl], |r| r.get(0))?.collect::<Result<_, _>>()?;
-        if !expired.is_empty() {
-            for conditions in self.tracked.values_mut() {
-                conditions.retain(|_, t| !t.alarm.is_some_and(|id| expired.contains(&id)));
+    /// Forgets conditions whose alarms storage expired.
+    pub fn forget(&mut self, expired: &[Condition<'_>]) {
+        for c in expired {
+            let Some(kind) = AlarmKind::parse(&c.kind) else { continue };
+            if let Some(conditions) = self.tracked.get_mut(c.agent_id.as_ref()) {
+                conditions.remove(&(kind, c.subject.to_string()));
+                if conditions.is_empty() {
+                    self.tracked.remove(c.agent_id.as_ref());
+                }
             }
-            self.tracked.retain(|_, conditions| !conditions.is_empty());
         }
-        Ok(())
     }
 
-    fn store(
+    fn store<'a>(
         &mut self,
-        conn: &Connection,
         agent: &str,
         key: Key,
         t: Tracked,
-    ) -> rusqlite::Result<()> {
-        let (kind, subject) = (&key.0, &key.1);
-        if t.alarm.is_none() && t.streak <= 0 {
-            conn.prepare_cached(
-                "DELETE FROM alarm_streaks WHERE kind = ?1 AND agent_id = ?2 AND subject = ?3",
-            )?
-            .execute(params![kind.as_str(), agent, subject])?;
+        condition: Condition<'a>,
+        out: &mut Vec<AlarmChange<'a>>,
+    ) {
+        if !t.active && t.streak <= 0 {
+            out.push(AlarmChange::StreakCleared { condition });
             if let Some(conditions) = self.tracked.get_mut(agent) {
                 conditions.remove(&key);
                 if conditions.is_empty() {
@@ -290,43 +288,120 @@ impl Conditions {
                 }
             }
         } else {
-            conn.prepare_cached(
-                "INSERT INTO alarm_streaks (kind, agent_id, subject, streak) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(kind, agent_id, subject) DO UPDATE SET streak = excluded.streak",
-            )?
-            .execute(params![kind.as_str(), agent, subject, t.streak])?;
+            out.push(AlarmChange::Streak { condition, streak: t.streak });
             *self.entry(agent.to_string(), key) = t;
         }
-        Ok(())
     }
 }
 
-fn insert(
-    conn: &Connection,
-    kind: AlarmKind,
-    agent: &str,
-    subject: &str,
-    now: i64,
-    message: &str,
-) -> rusqlite::Result<i64> {
-    conn.prepare_cached(
-        "INSERT INTO alarms (kind, severity, agent_id, subject, message, state, first_seen, last_seen)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6, ?6)",
-    )?
-    .execute(params![kind.as_str(), kind.severity().as_str(), agent, subject, message, now])?;
-    tracing::info!(kind = kind.as_str(), agent, subject, "alarm raised");
-    Ok(conn.last_insert_rowid())
+/// Whether a change raises or resolves an alarm (rather than refreshing
+/// one or counting).
+pub fn is_transition(change: &AlarmChange<'_>) -> bool {
+    matches!(change, AlarmChange::Raise { .. } | AlarmChange::Resolve { .. })
 }
 
-fn touch(conn: &Connection, id: i64, now: i64, message: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE alarms SET last_seen = ?2, message = ?3 WHERE id = ?1")?
-        .execute(params![id, now, message])?;
-    Ok(())
+fn condition<'a>(kind: AlarmKind, agent: &'a str, subject: Cow<'a, str>) -> Condition<'a> {
+    Condition { kind: Cow::Borrowed(kind.as_str()), agent_id: Cow::Borrowed(agent), subject }
 }
 
-fn resolve(conn: &Connection, id: i64, now: i64) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE alarms SET state = 'resolved', resolved_at = ?2 WHERE id = ?1")?
-        .execute(params![id, now])?;
-    tracing::info!(alarm = id, "alarm resolved");
-    Ok(())
+fn raise(kind: AlarmKind, condition: Condition<'_>, message: String, now: i64) -> AlarmChange<'_> {
+    tracing::info!(
+        kind = kind.as_str(),
+        agent = %condition.agent_id,
+        subject = %condition.subject,
+        "alarm raised"
+    );
+    AlarmChange::Raise { severity: kind.severity(), condition, message, now }
+}
+
+fn resolve(condition: Condition<'_>, now: i64) -> AlarmChange<'_> {
+    tracing::info!(
+        kind = %condition.kind,
+        agent = %condition.agent_id,
+        subject = %condition.subject,
+        "alarm resolved"
+    );
+    AlarmChange::Resolve { condition, now }
+}
+
+/// A stored condition, if its kind is one this receiver knows.
+fn parse(c: Condition<'static>) -> Option<(String, Key)> {
+    let kind = AlarmKind::parse(&c.kind)?;
+    Some((c.agent_id.into_owned(), (kind, c.subject.into_owned())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(out: &[AlarmChange<'_>]) -> Vec<&'static str> {
+        out.iter()
+            .map(|c| match c {
+                AlarmChange::Raise { .. } => "raise",
+                AlarmChange::Touch { .. } => "touch",
+                AlarmChange::Resolve { .. } => "resolve",
+                AlarmChange::Streak { .. } => "streak",
+                AlarmChange::StreakCleared { .. } => "cleared",
+            })
+            .collect()
+    }
+
+    /// Feeds observations of one condition; returns what each one changed.
+    fn run(alarms: &mut Alarms, holds: &[bool]) -> Vec<Vec<&'static str>> {
+        let s = Settings { alarm_threshold: 2, ..Settings::default() };
+        holds
+            .iter()
+            .map(|&h| {
+                let mut out = Vec::new();
+                let obs = Observation::new(AlarmKind::InterfaceDown, "eth0", h)
+                    .saying(|| "interface eth0 is down".into());
+                alarms.observe("a", obs, &s, 0, &mut out);
+                kinds(&out)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn raised_after_the_threshold_resolved_after_as_many_clear() {
+        let mut alarms = Alarms::default();
+        let steps = run(&mut alarms, &[false, true, true, true, false, false, false]);
+        assert_eq!(
+            steps,
+            [
+                vec![],                     // clear and untracked: nothing
+                vec!["streak"],             // 1 < threshold
+                vec!["raise", "streak"],    // 2: raised
+                vec!["touch", "streak"],    // still holding
+                vec!["streak"],             // one clear is not enough
+                vec!["resolve", "cleared"], // two resolve
+                vec![],                     // forgotten again
+            ]
+        );
+        assert!(!alarms.tracks("a"));
+    }
+
+    #[test]
+    fn a_flapping_condition_never_raises() {
+        let mut alarms = Alarms::default();
+        let steps = run(&mut alarms, &[true, false, true, false, true, false]);
+        assert!(steps.iter().flatten().all(|k| *k != "raise"), "{steps:?}");
+    }
+
+    #[test]
+    fn loaded_state_continues_a_streak_and_expired_events_are_forgotten() {
+        let c = |kind: &str| Condition {
+            kind: Cow::Owned(kind.into()),
+            agent_id: Cow::Borrowed("a"),
+            subject: Cow::Borrowed("eth0"),
+        };
+        let rows =
+            AlarmRows { streaks: vec![(c("interface_down"), 1)], active: vec![c("interface_new")] };
+        let mut alarms = Alarms::load(rows);
+        assert_eq!(run(&mut alarms, &[true])[0], ["raise", "streak"], "restart keeps the streak");
+        alarms.forget(&[c("interface_new")]);
+        let mut out = Vec::new();
+        let obs = Observation::event(AlarmKind::InterfaceNew, "eth0", "new interface eth0".into());
+        alarms.observe("a", obs, &Settings::default(), 0, &mut out);
+        assert_eq!(kinds(&out), ["raise"], "an expired event raises anew");
+    }
 }

@@ -1,61 +1,50 @@
-//! Compact history for sparklines: at most one sample per agent per sample
-//! interval (load, traffic rates, handshake ages), rolled up to hourly means
-//! after a day and deleted after the retention period.
+//! History samples for sparklines: at most one per agent per sample
+//! interval (load, traffic rates, handshake ages). Storage rolls them up
+//! and deletes them with age.
 
 use kattila_proto::Report;
-use rusqlite::{params, Connection};
+use kattila_store::history::Sample;
 
-use super::{AgentCache, Settings};
+/// Totals behind an agent's last sample: (collection time, rx, tx).
+pub type LastSample = (i64, u64, u64);
 
-/// Writes a sample if the agent's last one is at least `sample_secs` old.
-pub(super) fn maybe_sample(
-    conn: &Connection,
-    agent_id: &str,
-    cache: &mut AgentCache,
+/// The sample this report makes, if the agent's last one is at least
+/// `sample_secs` old; `peers_healthy` is the agent's healthy peers after
+/// this report.
+pub fn sample(
+    last: &mut Option<LastSample>,
     r: &Report,
-    s: &Settings,
+    peers_healthy: usize,
+    sample_secs: i64,
     now: i64,
-) -> rusqlite::Result<bool> {
+) -> Option<Sample> {
     let ts = r.observed_at;
-    if cache.last_sample.is_some_and(|(last, _, _)| ts - last < s.sample_secs) {
-        return Ok(false);
+    if last.is_some_and(|(at, _, _)| ts - at < sample_secs) {
+        return None;
     }
     let (rx, tx) =
         r.interfaces.iter().filter(|i| i.kind != "loopback").fold((0u64, 0u64), |(rx, tx), i| {
             (rx.saturating_add(i.rx_bytes), tx.saturating_add(i.tx_bytes))
         });
     // Rates need a previous sample; a counter that went down (reboot) gives none.
-    let (rx_rate, tx_rate) = match cache.last_sample {
-        Some((last, lrx, ltx)) if ts > last && rx >= lrx && tx >= ltx => {
-            let dt = (ts - last) as f64;
+    let (rx_rate, tx_rate) = match *last {
+        Some((at, lrx, ltx)) if ts > at && rx >= lrx && tx >= ltx => {
+            let dt = (ts - at) as f64;
             (Some((rx - lrx) as f64 / dt), Some((tx - ltx) as f64 / dt))
         }
         _ => (None, None),
     };
-    let peers: Vec<_> = r.wireguard.iter().flat_map(|d| &d.peers).collect();
-    let max_age = peers.iter().filter_map(|p| p.latest_handshake).map(|hs| (now - hs).max(0)).max();
-    let healthy = cache.peers.values().flatten().filter(|(_, p)| p.health == "healthy").count();
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO history (agent_id, ts, load1, rx_rate, tx_rate, max_handshake_age, peers_healthy, peers_total)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(params![agent_id, ts, r.system.load[0], rx_rate, tx_rate, max_age, healthy as i64, peers.len() as i64])?;
-    cache.last_sample = Some((ts, rx, tx));
-    Ok(true)
-}
-
-/// Rolls samples older than a day into hourly means and drops samples older
-/// than the retention period.
-pub(super) fn roll_up(conn: &Connection, now: i64, retention: i64) -> rusqlite::Result<()> {
-    let day_ago = now - 86_400;
-    conn.execute_batch(&format!(
-        "INSERT OR REPLACE INTO history (agent_id, ts, load1, rx_rate, tx_rate, max_handshake_age, peers_healthy, peers_total)
-         SELECT agent_id, (ts / 3600) * 3600, avg(load1), avg(rx_rate), avg(tx_rate), max(max_handshake_age),
-                min(peers_healthy), max(peers_total)
-         FROM history WHERE ts < {day_ago} AND ts % 3600 != 0
-         GROUP BY agent_id, ts / 3600;
-         DELETE FROM history WHERE ts < {day_ago} AND ts % 3600 != 0;
-         DELETE FROM history WHERE ts < {};",
-        now - retention
-    ))
+    let peers = r.wireguard.iter().flat_map(|d| &d.peers);
+    let max_handshake_age =
+        peers.clone().filter_map(|p| p.latest_handshake).map(|hs| (now - hs).max(0)).max();
+    *last = Some((ts, rx, tx));
+    Some(Sample {
+        ts,
+        load1: r.system.load[0],
+        rx_rate,
+        tx_rate,
+        max_handshake_age,
+        peers_healthy: peers_healthy as i64,
+        peers_total: peers.count() as i64,
+    })
 }

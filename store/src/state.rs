@@ -1,0 +1,421 @@
+//! One agent's current state (interfaces, routes, WireGuard devices and
+//! peers): loading what is stored of it, and applying what a report
+//! changed. The receiver's processing decides the changes; this module only
+//! reads and writes them.
+
+use kattila_fleet::PeerHealth;
+use kattila_proto::model::{Interface, Route, WgDevice, WgPeer};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::alarms::{self, AlarmChange};
+use crate::history::{self, Sample};
+use crate::topology::{self, EdgeChange};
+
+/// What is stored of one agent's state, as processing needs it to compare
+/// the next report with.
+#[derive(Debug, Default)]
+pub struct AgentRows {
+    /// The hostname of its newest report (None before its first report).
+    pub hostname: Option<String>,
+    pub interfaces: Vec<InterfaceRow>,
+    pub peers: Vec<PeerRow>,
+    /// Public keys of its WireGuard devices, sorted.
+    pub device_keys: Vec<String>,
+    /// Its routes in stored order.
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InterfaceRow {
+    pub name: String,
+    pub kind: String,
+    /// Operational state, or "gone" for an interface no longer reported.
+    pub state: String,
+    pub mtu: u32,
+    pub mac: Option<String>,
+    pub addresses: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerRow {
+    pub device: String,
+    pub public_key: String,
+    pub endpoint: Option<String>,
+    pub allowed_ips: Vec<String>,
+    pub latest_handshake: Option<i64>,
+    pub rx_bytes: u64,
+    pub rx_grew_at: Option<i64>,
+    pub health: PeerHealth,
+    pub peer_agent_id: Option<String>,
+}
+
+/// Loads what is stored of one agent (empty if unknown).
+pub fn load_agent(conn: &Connection, agent_id: &str) -> rusqlite::Result<AgentRows> {
+    let hostname = conn
+        .prepare_cached("SELECT hostname FROM agents WHERE agent_id = ?1 AND reports > 0")?
+        .query_row([agent_id], |r| r.get(0))
+        .optional()?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT name, kind, state, mtu, mac, addresses FROM interfaces WHERE agent_id = ?1",
+    )?;
+    let interfaces = stmt
+        .query_map([agent_id], |r| {
+            Ok(InterfaceRow {
+                name: r.get(0)?,
+                kind: r.get(1)?,
+                state: r.get(2)?,
+                mtu: r.get(3)?,
+                mac: r.get(4)?,
+                addresses: json_list(&r.get::<_, String>(5)?),
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT device, public_key, endpoint, allowed_ips, latest_handshake, rx_bytes, rx_grew_at, health, peer_agent_id
+         FROM wg_peers WHERE agent_id = ?1",
+    )?;
+    let peers = stmt
+        .query_map([agent_id], |r| {
+            Ok(PeerRow {
+                device: r.get(0)?,
+                public_key: r.get(1)?,
+                endpoint: r.get(2)?,
+                allowed_ips: json_list(&r.get::<_, String>(3)?),
+                latest_handshake: r.get(4)?,
+                rx_bytes: r.get::<_, i64>(5)? as u64,
+                rx_grew_at: r.get(6)?,
+                health: PeerHealth::parse(&r.get::<_, String>(7)?),
+                peer_agent_id: r.get(8)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT public_key FROM wg_devices WHERE agent_id = ?1 ORDER BY public_key",
+    )?;
+    let device_keys = stmt.query_map([agent_id], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT dst, gateway, dev, metric, table_id FROM routes WHERE agent_id = ?1 ORDER BY rowid",
+    )?;
+    let routes = stmt
+        .query_map([agent_id], |row| {
+            Ok(Route {
+                dst: row.get(0)?,
+                gateway: row.get(1)?,
+                dev: row.get(2)?,
+                metric: row.get(3)?,
+                table: row.get(4)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(AgentRows { hostname, interfaces, peers, device_keys, routes })
+}
+
+/// Everything one message changes, in the order it is written: the
+/// agent's state, the topology, the alarms. Borrows from the message where
+/// it can: most of a report is written as it arrived.
+#[derive(Debug, Default)]
+pub struct Changes<'a> {
+    /// None for a message that carries no state (a registration).
+    pub state: Option<AgentChanges<'a>>,
+    pub edges: Vec<EdgeChange<'a>>,
+    pub alarms: Vec<AlarmChange<'a>>,
+}
+
+impl Changes<'_> {
+    /// Whether applying these changes writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.state.as_ref().is_none_or(AgentChanges::is_empty)
+            && self.edges.is_empty()
+            && self.alarms.is_empty()
+    }
+}
+
+/// What one report changed in its agent's state.
+#[derive(Debug)]
+pub struct AgentChanges<'a> {
+    pub agent_id: &'a str,
+    /// The receiver's clock: `first_seen` of new rows, `last_seen` of all.
+    pub now: i64,
+    /// Interfaces written whole, counters included.
+    pub interfaces: Vec<&'a Interface>,
+    /// Interfaces no longer reported: kept, marked "gone".
+    pub interfaces_gone: Vec<String>,
+    /// The new routing table, when it changed.
+    pub routes: Option<&'a [Route]>,
+    /// The new WireGuard devices, when their keys changed.
+    pub devices: Option<&'a [WgDevice]>,
+    /// Peers written whole, counters included.
+    pub peers: Vec<PeerUpsert<'a>>,
+    /// Peers no longer configured: (device, public key).
+    pub peers_removed: Vec<(String, String)>,
+    pub sample: Option<Sample>,
+}
+
+impl<'a> AgentChanges<'a> {
+    pub fn new(agent_id: &'a str, now: i64) -> Self {
+        AgentChanges {
+            agent_id,
+            now,
+            interfaces: Vec::new(),
+            interfaces_gone: Vec::new(),
+            routes: None,
+            devices: None,
+            peers: Vec::new(),
+            peers_removed: Vec::new(),
+            sample: None,
+        }
+    }
+
+    /// Whether nothing is written (not even counters or a history sample).
+    pub fn is_empty(&self) -> bool {
+        self.interfaces.is_empty()
+            && self.interfaces_gone.is_empty()
+            && self.routes.is_none()
+            && self.devices.is_none()
+            && self.peers.is_empty()
+            && self.peers_removed.is_empty()
+            && self.sample.is_none()
+    }
+}
+
+/// One WireGuard peer as written: the reported peer plus what processing
+/// concluded about it.
+#[derive(Debug)]
+pub struct PeerUpsert<'a> {
+    pub device: &'a str,
+    pub peer: &'a WgPeer,
+    /// The agent owning the peer's key; None for an external peer.
+    pub peer_agent_id: Option<String>,
+    /// When its received bytes last grew.
+    pub rx_grew_at: Option<i64>,
+    pub health: PeerHealth,
+}
+
+/// Writes everything one message changed. Runs inside the writer's batch
+/// transaction: the message commits with its changes or not at all.
+pub fn apply(conn: &Connection, changes: &Changes<'_>) -> rusqlite::Result<()> {
+    if let Some(state) = &changes.state {
+        apply_agent(conn, state)?;
+    }
+    topology::apply(conn, &changes.edges)?;
+    alarms::apply(conn, &changes.alarms)
+}
+
+fn apply_agent(conn: &Connection, c: &AgentChanges<'_>) -> rusqlite::Result<()> {
+    let (agent_id, now) = (c.agent_id, c.now);
+    for i in &c.interfaces {
+        conn.prepare_cached(
+            "INSERT INTO interfaces (agent_id, name, kind, state, mtu, mac, addresses, rx_bytes, tx_bytes,
+                                     rx_errors, tx_errors, first_seen, last_seen)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)
+             ON CONFLICT(agent_id, name) DO UPDATE SET kind = excluded.kind, state = excluded.state,
+                 mtu = excluded.mtu, mac = excluded.mac, addresses = excluded.addresses,
+                 rx_bytes = excluded.rx_bytes, tx_bytes = excluded.tx_bytes, rx_errors = excluded.rx_errors,
+                 tx_errors = excluded.tx_errors, last_seen = excluded.last_seen",
+        )?
+        .execute(params![
+            agent_id,
+            i.name,
+            i.kind,
+            i.state,
+            i.mtu,
+            i.mac,
+            json_text(&i.addresses),
+            i.rx_bytes as i64,
+            i.tx_bytes as i64,
+            i.rx_errors as i64,
+            i.tx_errors as i64,
+            now,
+        ])?;
+    }
+    for name in &c.interfaces_gone {
+        conn.prepare_cached(
+            "UPDATE interfaces SET state = 'gone', last_seen = ?3 WHERE agent_id = ?1 AND name = ?2",
+        )?
+        .execute(params![agent_id, name, now])?;
+    }
+    if let Some(routes) = c.routes {
+        conn.prepare_cached("DELETE FROM routes WHERE agent_id = ?1")?.execute([agent_id])?;
+        let mut insert = conn.prepare_cached(
+            "INSERT INTO routes (agent_id, dst, gateway, dev, metric, table_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for route in routes {
+            insert.execute(params![
+                agent_id,
+                route.dst,
+                route.gateway,
+                route.dev,
+                route.metric,
+                route.table
+            ])?;
+        }
+    }
+    if let Some(devices) = c.devices {
+        conn.prepare_cached("DELETE FROM wg_devices WHERE agent_id = ?1")?.execute([agent_id])?;
+        for d in devices {
+            conn.prepare_cached(
+                "INSERT INTO wg_devices (agent_id, name, public_key, listen_port) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![agent_id, d.name, d.public_key, d.listen_port])?;
+        }
+    }
+    for u in &c.peers {
+        let p = u.peer;
+        conn.prepare_cached(
+            "INSERT INTO wg_peers (agent_id, device, public_key, peer_agent_id, endpoint, allowed_ips,
+                 latest_handshake, rx_bytes, tx_bytes, persistent_keepalive, rx_grew_at, health, first_seen, last_seen)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)
+             ON CONFLICT(agent_id, device, public_key) DO UPDATE SET peer_agent_id = excluded.peer_agent_id,
+                 endpoint = excluded.endpoint, allowed_ips = excluded.allowed_ips,
+                 latest_handshake = excluded.latest_handshake, rx_bytes = excluded.rx_bytes,
+                 tx_bytes = excluded.tx_bytes, persistent_keepalive = excluded.persistent_keepalive,
+                 rx_grew_at = excluded.rx_grew_at, health = excluded.health, last_seen = excluded.last_seen",
+        )?
+        .execute(params![
+            agent_id,
+            u.device,
+            p.public_key,
+            u.peer_agent_id,
+            p.endpoint,
+            json_text(&p.allowed_ips),
+            p.latest_handshake,
+            p.rx_bytes as i64,
+            p.tx_bytes as i64,
+            p.persistent_keepalive,
+            u.rx_grew_at,
+            u.health.as_str(),
+            now,
+        ])?;
+    }
+    for (device, key) in &c.peers_removed {
+        conn.prepare_cached(
+            "DELETE FROM wg_peers WHERE agent_id = ?1 AND device = ?2 AND public_key = ?3",
+        )?
+        .execute(params![agent_id, device, key])?;
+    }
+    if let Some(sample) = &c.sample {
+        history::insert_sample(conn, agent_id, sample)?;
+    }
+    Ok(())
+}
+
+/// A stored JSON list of strings; a malformed one reads as empty.
+pub(crate) fn json_list(text: &str) -> Vec<String> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+fn json_text(list: &[String]) -> String {
+    serde_json::to_string(list).unwrap_or_else(|_| "[]".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use kattila_fleet::Severity;
+
+    use super::*;
+    use crate::alarms::Condition;
+
+    fn peer() -> WgPeer {
+        WgPeer {
+            public_key: "k".repeat(44),
+            endpoint: Some("192.0.2.1:51820".into()),
+            allowed_ips: vec!["10.0.0.2/32".into()],
+            latest_handshake: Some(90),
+            rx_bytes: 7,
+            tx_bytes: 8,
+            persistent_keepalive: None,
+        }
+    }
+
+    #[test]
+    fn what_is_applied_loads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::open(&dir.path().join("t.db")).unwrap();
+        conn.execute(
+            "INSERT INTO agents (agent_id, hostname, agent_version, first_seen, last_seen, last_tick, reports)
+             VALUES ('a', 'host-a', 'v', 1, 1, 1, 1)",
+            [],
+        )
+        .unwrap();
+        let iface = Interface {
+            name: "eth0".into(),
+            kind: "ether".into(),
+            state: "up".into(),
+            mtu: 1500,
+            mac: None,
+            addresses: vec!["10.1.0.1/24".into()],
+            rx_bytes: 1,
+            tx_bytes: 2,
+            rx_errors: 0,
+            tx_errors: 0,
+        };
+        let routes =
+            [Route { dst: "0.0.0.0/0".into(), gateway: None, dev: None, metric: None, table: 254 }];
+        let devices = [WgDevice {
+            name: "wg0".into(),
+            public_key: "d".repeat(44),
+            listen_port: None,
+            peers: vec![],
+        }];
+        let p = peer();
+        let mut state = AgentChanges::new("a", 100);
+        state.interfaces.push(&iface);
+        state.routes = Some(&routes);
+        state.devices = Some(&devices);
+        state.peers.push(PeerUpsert {
+            device: "wg0",
+            peer: &p,
+            peer_agent_id: None,
+            rx_grew_at: Some(100),
+            health: PeerHealth::Stale,
+        });
+        let condition = Condition {
+            kind: Cow::Borrowed("peer_stale"),
+            agent_id: Cow::Borrowed("a"),
+            subject: Cow::Borrowed("wg0:k"),
+        };
+        let alarms = vec![
+            AlarmChange::Raise {
+                condition: condition.clone(),
+                severity: Severity::Warning,
+                message: "stale".into(),
+                now: 100,
+            },
+            AlarmChange::Streak { condition: condition.clone(), streak: 2 },
+        ];
+        apply(&conn, &Changes { state: Some(state), edges: vec![], alarms }).unwrap();
+
+        let rows = load_agent(&conn, "a").unwrap();
+        assert_eq!(rows.hostname.as_deref(), Some("host-a"));
+        assert_eq!(rows.interfaces[0].addresses, ["10.1.0.1/24"]);
+        assert_eq!(rows.routes, routes);
+        assert_eq!(rows.device_keys, ["d".repeat(44)]);
+        assert_eq!(rows.peers[0].health, PeerHealth::Stale);
+        assert_eq!(rows.peers[0].rx_grew_at, Some(100));
+        let loaded = crate::alarms::load(&conn).unwrap();
+        assert_eq!(loaded.active.len(), 1);
+        assert_eq!(loaded.streaks[0].1, 2);
+
+        let mut gone = AgentChanges::new("a", 200);
+        gone.interfaces_gone.push("eth0".into());
+        gone.peers_removed.push(("wg0".into(), p.public_key.clone()));
+        let touch =
+            AlarmChange::Touch { condition: condition.clone(), message: "still".into(), now: 150 };
+        apply(&conn, &Changes { state: Some(gone), edges: vec![], alarms: vec![touch] }).unwrap();
+        let rows = load_agent(&conn, "a").unwrap();
+        assert_eq!(rows.interfaces[0].state, "gone");
+        assert!(rows.peers.is_empty());
+        let expired = crate::alarms::expire(&conn, &["peer_stale"], 160, 300).unwrap();
+        assert_eq!(
+            expired,
+            [Condition {
+                kind: Cow::Owned("peer_stale".into()),
+                agent_id: Cow::Owned("a".into()),
+                subject: Cow::Owned("wg0:k".into()),
+            }]
+        );
+        assert!(crate::alarms::load(&conn).unwrap().active.is_empty());
+    }
+}

@@ -1,0 +1,223 @@
+//! The stored topology: what the receiver's topology model is loaded from,
+//! and the edge writes it decides (`topology_edges`, and the owner of a
+//! peer's key in `wg_peers`).
+
+use kattila_fleet::{Health, PeerHealth};
+use rusqlite::{params, Connection};
+
+use crate::state::json_list;
+
+/// Everything the topology model starts from, fleet-wide.
+#[derive(Debug, Default)]
+pub struct TopologyRows {
+    /// (agent, device name, device public key) of every WireGuard device.
+    pub devices: Vec<(String, String, String)>,
+    /// Every peer whose key belongs to an agent.
+    pub agent_peers: Vec<PeerListing>,
+    /// Interfaces that are not gone.
+    pub interfaces: Vec<InterfaceAddresses>,
+    /// Every WireGuard edge.
+    pub wireguard_edges: Vec<WireguardEdgeRow>,
+}
+
+/// One agent listing one key as a WireGuard peer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerListing {
+    /// The agent whose device lists the peer.
+    pub agent_id: String,
+    pub public_key: String,
+    /// The agent owning the key, when known.
+    pub peer_agent_id: Option<String>,
+    pub health: PeerHealth,
+    pub latest_handshake: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InterfaceAddresses {
+    pub agent_id: String,
+    pub name: String,
+    pub kind: String,
+    pub addresses: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WireguardEdgeRow {
+    pub key: EdgeKey,
+    pub both_ends: bool,
+    pub health: Health,
+    pub last_seen: i64,
+}
+
+/// A WireGuard edge: (a_agent, b_agent, b_external); agent-to-agent edges
+/// have a_agent < b_agent and no external key, edges to an external peer
+/// have b_agent "" and the peer's key.
+pub type EdgeKey = (String, String, String);
+
+/// One write to the topology.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EdgeChange<'a> {
+    /// `relay` delivered a message for `inner`.
+    RelayUsed {
+        relay: &'a str,
+        inner: &'a str,
+        now: i64,
+    },
+    /// `agent` owns these device keys: peers elsewhere listing them point
+    /// at it.
+    KeysClaimed {
+        agent: &'a str,
+        keys: Vec<&'a str>,
+    },
+    WireguardUpsert {
+        key: EdgeKey,
+        both_ends: bool,
+        health: Health,
+        handshake_age: Option<i64>,
+        now: i64,
+    },
+    WireguardDelete {
+        key: EdgeKey,
+    },
+    /// `agent`'s physical edges replaced by these (other agent, subnet).
+    PhysicalReplaced {
+        agent: &'a str,
+        edges: Vec<(String, String)>,
+        now: i64,
+    },
+}
+
+/// Loads everything the topology model starts from.
+pub fn load(conn: &Connection) -> rusqlite::Result<TopologyRows> {
+    let mut stmt = conn.prepare("SELECT agent_id, name, public_key FROM wg_devices")?;
+    let devices =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare(
+        "SELECT agent_id, public_key, peer_agent_id, health, latest_handshake
+         FROM wg_peers WHERE peer_agent_id IS NOT NULL",
+    )?;
+    let agent_peers = stmt.query_map([], listing)?.collect::<Result<_, _>>()?;
+    let mut stmt = conn
+        .prepare("SELECT agent_id, kind, addresses, name FROM interfaces WHERE state != 'gone'")?;
+    let interfaces = stmt
+        .query_map([], |r| {
+            Ok(InterfaceAddresses {
+                agent_id: r.get(0)?,
+                kind: r.get(1)?,
+                addresses: json_list(&r.get::<_, String>(2)?),
+                name: r.get(3)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare(
+        "SELECT a_agent, b_agent, b_external, both_ends, health, last_seen
+         FROM topology_edges WHERE kind = 'wireguard'",
+    )?;
+    let wireguard_edges = stmt
+        .query_map([], |r| {
+            Ok(WireguardEdgeRow {
+                key: (r.get(0)?, r.get(1)?, r.get(2)?),
+                both_ends: r.get(3)?,
+                health: Health::parse(&r.get::<_, String>(4)?),
+                last_seen: r.get(5)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(TopologyRows { devices, agent_peers, interfaces, wireguard_edges })
+}
+
+/// Every peer, of any agent, whose key is one of `keys`.
+pub fn peers_listing(conn: &Connection, keys: &[&str]) -> rusqlite::Result<Vec<PeerListing>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT agent_id, public_key, peer_agent_id, health, latest_handshake
+         FROM wg_peers WHERE public_key = ?1",
+    )?;
+    let mut found = Vec::new();
+    for key in keys {
+        for row in stmt.query_map([key], listing)? {
+            found.push(row?);
+        }
+    }
+    Ok(found)
+}
+
+fn listing(r: &rusqlite::Row<'_>) -> rusqlite::Result<PeerListing> {
+    Ok(PeerListing {
+        agent_id: r.get(0)?,
+        public_key: r.get(1)?,
+        peer_agent_id: r.get(2)?,
+        health: PeerHealth::parse(&r.get::<_, String>(3)?),
+        latest_handshake: r.get(4)?,
+    })
+}
+
+/// Writes topology changes in order.
+pub fn apply(conn: &Connection, changes: &[EdgeChange<'_>]) -> rusqlite::Result<()> {
+    for change in changes {
+        match change {
+            EdgeChange::RelayUsed { relay, inner, now } => {
+                conn.prepare_cached(
+                    "INSERT INTO topology_edges (kind, a_agent, b_agent, b_external, both_ends, health, first_seen, last_seen)
+                     VALUES ('relay', ?1, ?2, '', 0, 'healthy', ?3, ?3)
+                     ON CONFLICT(kind, a_agent, b_agent, b_external) DO UPDATE SET last_seen = excluded.last_seen, health = 'healthy'",
+                )?
+                .execute(params![relay, inner, now])?;
+            }
+            EdgeChange::KeysClaimed { agent, keys } => {
+                let mut stmt = conn.prepare_cached(
+                    "UPDATE wg_peers SET peer_agent_id = ?2 WHERE public_key = ?1",
+                )?;
+                for key in keys {
+                    stmt.execute(params![key, agent])?;
+                }
+            }
+            EdgeChange::WireguardUpsert { key, both_ends, health, handshake_age, now } => {
+                conn.prepare_cached(
+                    "INSERT INTO topology_edges (kind, a_agent, b_agent, b_external, both_ends, health, handshake_age,
+                                                 first_seen, last_seen)
+                     VALUES ('wireguard', ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+                     ON CONFLICT(kind, a_agent, b_agent, b_external) DO UPDATE SET both_ends = excluded.both_ends,
+                         health = excluded.health, handshake_age = excluded.handshake_age, last_seen = excluded.last_seen",
+                )?
+                .execute(params![key.0, key.1, key.2, both_ends, health.as_str(), handshake_age, now])?;
+            }
+            EdgeChange::WireguardDelete { key } => {
+                conn.prepare_cached(
+                    "DELETE FROM topology_edges
+                     WHERE kind = 'wireguard' AND a_agent = ?1 AND b_agent = ?2 AND b_external = ?3",
+                )?
+                .execute(params![key.0, key.1, key.2])?;
+            }
+            EdgeChange::PhysicalReplaced { agent, edges, now } => {
+                // Two statements, so each uses an index (an OR would scan every
+                // physical edge of the fleet; `+kind` keeps the planner on edges_by_b).
+                for sql in [
+                    "DELETE FROM topology_edges WHERE kind = 'physical' AND a_agent = ?1",
+                    "DELETE FROM topology_edges WHERE b_agent = ?1 AND +kind = 'physical'",
+                ] {
+                    conn.prepare_cached(sql)?.execute([agent])?;
+                }
+                for (other, subnet) in edges {
+                    let (a, b) = if *agent <= other.as_str() {
+                        (*agent, other.as_str())
+                    } else {
+                        (other.as_str(), *agent)
+                    };
+                    conn.prepare_cached(
+                        "INSERT INTO topology_edges (kind, a_agent, b_agent, b_external, both_ends, health, detail, first_seen, last_seen)
+                         VALUES ('physical', ?1, ?2, '', 1, 'unknown', ?3, ?4, ?4)
+                         ON CONFLICT(kind, a_agent, b_agent, b_external) DO UPDATE SET last_seen = excluded.last_seen",
+                    )?
+                    .execute(params![a, b, subnet, now])?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Drops relay edges unused since `cutoff`: the path is no longer in use.
+pub fn expire_relay_edges(conn: &Connection, cutoff: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM topology_edges WHERE kind = 'relay' AND last_seen < ?1")?
+        .execute([cutoff])?;
+    Ok(())
+}
