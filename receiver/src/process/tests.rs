@@ -41,6 +41,7 @@ fn report(id: &str, device: char, peer: char, now: i64) -> Report {
         tick: 1,
         observed_at: now,
         hostname: format!("{id}.example"),
+        site: None,
         agent_version: "test".into(),
         system: SystemInfo { uptime_secs: 1, load: [0.5, 0.5, 0.5], kernel: "6".into() },
         interfaces: vec![
