@@ -161,10 +161,31 @@ struct Seen {
     gateway_silent: bool,
     relayed: bool,
     direct_again: bool,
+    /// Links and peers shown healthy while an end was silent (must stay
+    /// empty: the receiver decides that such a link is not known to work).
+    healthy_with_a_silent_end: Vec<String>,
 }
 
 impl Seen {
     fn poll(&mut self, c: &Connection, e: &Expect) {
+        let lies = |sql: &str| -> Vec<String> {
+            let mut stmt = c.prepare(sql).unwrap();
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0)).unwrap();
+            rows.map(Result::unwrap).collect()
+        };
+        // One snapshot of both tables, as a reader sees them.
+        c.execute_batch("BEGIN").unwrap();
+        self.healthy_with_a_silent_end.extend(lies(
+            "SELECT 'edge ' || a_agent || ' - ' || b_agent FROM topology_edges e
+             WHERE kind = 'wireguard' AND health = 'healthy' AND EXISTS
+               (SELECT 1 FROM agents s WHERE s.status = 'silent' AND s.agent_id IN (e.a_agent, e.b_agent))",
+        ));
+        self.healthy_with_a_silent_end.extend(lies(
+            "SELECT 'peer ' || p.agent_id || ' -> ' || coalesce(p.peer_agent_id, '?') FROM wg_peers p
+             WHERE p.health = 'healthy' AND EXISTS
+               (SELECT 1 FROM agents s WHERE s.status = 'silent' AND s.agent_id IN (p.agent_id, p.peer_agent_id))",
+        ));
+        c.execute_batch("COMMIT").unwrap();
         let all = |ids: &[String], f: &dyn Fn(&Heard) -> bool| {
             ids.iter().all(|a| status(c, a).as_ref().is_some_and(f))
         };
@@ -250,6 +271,11 @@ async fn demo_faults_reach_the_receiver_and_recover() {
 
     // A whole site went silent, and after its fault it reports again.
     assert!(seen.site_silent, "{seen:?}");
+    assert!(
+        seen.healthy_with_a_silent_end.is_empty(),
+        "shown healthy while an end was silent: {:?}",
+        seen.healthy_with_a_silent_end
+    );
     assert!(seen.site_back, "{seen:?}");
     for agent in &e.silent_site {
         assert!(

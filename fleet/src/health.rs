@@ -66,6 +66,9 @@ pub enum PeerHealth {
     Stale,
     /// No handshake ever.
     Never,
+    /// An agent at one end is silent, so what was last reported of this
+    /// peer can no longer be trusted.
+    Unknown,
 }
 
 impl PeerHealth {
@@ -74,6 +77,7 @@ impl PeerHealth {
             PeerHealth::Healthy => "healthy",
             PeerHealth::Stale => "stale",
             PeerHealth::Never => "never",
+            PeerHealth::Unknown => "unknown",
         }
     }
 
@@ -81,6 +85,7 @@ impl PeerHealth {
         match s {
             "healthy" => PeerHealth::Healthy,
             "stale" => PeerHealth::Stale,
+            "unknown" => PeerHealth::Unknown,
             _ => PeerHealth::Never,
         }
     }
@@ -107,6 +112,7 @@ impl PeerHealth {
             PeerHealth::Healthy => Health::Healthy,
             PeerHealth::Stale => Health::Stale,
             PeerHealth::Never => Health::Down,
+            PeerHealth::Unknown => Health::Unknown,
         }
     }
 
@@ -216,6 +222,7 @@ mod tests {
         assert_eq!(PeerHealth::judge(Some(now - 500), false, now, 180), PeerHealth::Stale);
         assert_eq!(PeerHealth::judge(Some(now - 500), true, now, 180), PeerHealth::Healthy);
         assert_eq!(PeerHealth::Never.link(), Health::Down);
+        assert_eq!(PeerHealth::parse("unknown").link(), Health::Unknown);
     }
 }
 

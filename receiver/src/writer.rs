@@ -311,8 +311,8 @@ fn process(
 fn sweep(conn: &Connection, processor: &mut Processor, now: i64) -> rusqlite::Result<()> {
     load_known(conn, processor, None)?;
     let silent = store::mark_silent(conn, processor.settings.silent_before(now))?;
-    let raised = processor.silent(&silent, now);
-    kattila_store::alarms::apply(conn, &raised)?;
+    let changes = processor.silent(&silent, now);
+    kattila_store::apply(conn, &changes)?;
     let events = AlarmKind::EVENTS.map(AlarmKind::as_str);
     let seen_before = now - processor.settings.event_ttl_secs;
     let expired = kattila_store::alarms::expire(conn, &events, seen_before, now)?;

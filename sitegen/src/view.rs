@@ -73,6 +73,8 @@ pub struct Summary {
     pub links_healthy: usize,
     pub links_stale: usize,
     pub links_down: usize,
+    /// An end is silent: not known to work.
+    pub links_unknown: usize,
     pub links_one_sided: usize,
     pub external_peers: usize,
     pub alarms_active: usize,

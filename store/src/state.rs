@@ -119,6 +119,9 @@ pub struct Changes<'a> {
     pub state: Option<AgentChanges<'a>>,
     pub edges: Vec<EdgeChange<'a>>,
     pub alarms: Vec<AlarmChange<'a>>,
+    /// Agents that went silent: the peers they list, and the peers that
+    /// list them, become unknown.
+    pub silenced: Vec<&'a str>,
 }
 
 impl Changes<'_> {
@@ -127,6 +130,7 @@ impl Changes<'_> {
         self.state.as_ref().is_none_or(AgentChanges::is_empty)
             && self.edges.is_empty()
             && self.alarms.is_empty()
+            && self.silenced.is_empty()
     }
 }
 
@@ -198,6 +202,12 @@ pub fn apply(conn: &Connection, changes: &Changes<'_>) -> rusqlite::Result<()> {
         apply_agent(conn, state)?;
     }
     topology::apply(conn, &changes.edges)?;
+    for agent in &changes.silenced {
+        conn.prepare_cached(
+            "UPDATE wg_peers SET health = ?2 WHERE agent_id = ?1 OR peer_agent_id = ?1",
+        )?
+        .execute(params![agent, PeerHealth::Unknown.as_str()])?;
+    }
     alarms::apply(conn, &changes.alarms)
 }
 

@@ -2,7 +2,7 @@
 //! and the edge writes it decides (`topology_edges`, and the owner of a
 //! peer's key in `wg_peers`).
 
-use kattila_fleet::{Health, PeerHealth};
+use kattila_fleet::{AgentStatus, Health, PeerHealth};
 use rusqlite::{params, Connection};
 
 use crate::state::json_list;
@@ -18,6 +18,8 @@ pub struct TopologyRows {
     pub interfaces: Vec<InterfaceAddresses>,
     /// Every WireGuard edge.
     pub wireguard_edges: Vec<WireguardEdgeRow>,
+    /// Agents the receiver decided are silent.
+    pub silent: Vec<String>,
 }
 
 /// One agent listing one key as a WireGuard peer.
@@ -122,7 +124,10 @@ pub fn load(conn: &Connection) -> rusqlite::Result<TopologyRows> {
             })
         })?
         .collect::<Result<_, _>>()?;
-    Ok(TopologyRows { devices, agent_peers, interfaces, wireguard_edges })
+    let mut stmt = conn.prepare("SELECT agent_id FROM agents WHERE status = ?1")?;
+    let silent =
+        stmt.query_map([AgentStatus::Silent.as_str()], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    Ok(TopologyRows { devices, agent_peers, interfaces, wireguard_edges, silent })
 }
 
 /// Every peer, of any agent, whose key is one of `keys`.

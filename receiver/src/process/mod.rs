@@ -19,9 +19,10 @@ pub mod report;
 pub mod topology;
 
 use foldhash::HashMap;
+use kattila_fleet::PeerHealth;
 use kattila_proto::{Message, Verified};
 use kattila_store::admin::Retention;
-use kattila_store::alarms::{AlarmChange, AlarmRows, Condition};
+use kattila_store::alarms::{AlarmRows, Condition};
 use kattila_store::state::AgentRows;
 use kattila_store::topology::{PeerListing, TopologyRows};
 use kattila_store::Changes;
@@ -172,6 +173,8 @@ impl Processor {
         let relay_only = Observation::new(AlarmKind::RelayOnly, "", hops > 0)
             .saying(|| format!("reachable only through {hops} relay(s)"));
         self.alarms.observe(origin, relay_only, s, now, &mut changes.alarms);
+        // Back from silence: its links are judged again.
+        self.topology.heard(origin, now, &mut changes.edges);
         let before = changes.alarms.len();
         let changed = match &message.message {
             Message::Report(report) => self.report(report, listings, now, &mut changes),
@@ -205,6 +208,7 @@ impl Processor {
             settings: s,
             now,
             owners: &self.topology.owners,
+            silent: &self.topology.silent,
             observe_clear: self.alarms.tracks(id),
         };
         let step = report::step(known, r, &ctx);
@@ -235,14 +239,30 @@ impl Processor {
         step.changed
     }
 
-    /// Raises the silent alarm of each agent in `silent` (agent, last
-    /// seen): silence is unambiguous, so no streak is needed.
-    pub fn silent<'a>(&mut self, silent: &'a [(String, i64)], now: i64) -> Vec<AlarmChange<'a>> {
-        let mut out = Vec::new();
+    /// Agents in `silent` (agent, last seen) are silent: raises their
+    /// silent alarm (silence is unambiguous, so no streak is needed), and
+    /// for those that just went silent makes every link they are an end of
+    /// and every peer entry about them unknown — a link is not healthy
+    /// when one of its ends cannot be heard.
+    pub fn silent<'a>(&mut self, silent: &'a [(String, i64)], now: i64) -> Changes<'a> {
+        let mut out = Changes::default();
         for (agent, last_seen) in silent {
             let message = format!("no report for {} s", now - last_seen);
             let observation = Observation::new(AlarmKind::AgentSilent, "", true).saying(|| message);
-            self.alarms.raise_now(agent, observation, now, &mut out);
+            self.alarms.raise_now(agent, observation, now, &mut out.alarms);
+            if self.topology.silent.contains(agent) {
+                continue;
+            }
+            self.topology.silence(agent, now, &mut out.edges);
+            // What is known of peers it lists or is listed as, as stored.
+            for (id, known) in self.agents.iter_mut() {
+                for peer in known.peers.values_mut().flat_map(|d| d.values_mut()) {
+                    if id == agent || peer.peer_agent_id.as_deref() == Some(agent.as_str()) {
+                        peer.health = PeerHealth::Unknown;
+                    }
+                }
+            }
+            out.silenced.push(agent);
         }
         out
     }

@@ -126,6 +126,9 @@ pub struct Ctx<'c> {
     /// The receiver's clock.
     pub now: i64,
     pub owners: &'c Owners,
+    /// Agents that are silent: what is reported of peers they own cannot be
+    /// trusted ([`PeerHealth::Unknown`]).
+    pub silent: &'c foldhash::HashSet<String>,
     /// Whether observations that a condition is clear matter (the agent has
     /// a condition streaking or alarmed); without, only conditions that hold
     /// are observed.
@@ -355,9 +358,14 @@ fn peers<'a>(
             } else {
                 previous.as_ref().and_then(|prev| prev.rx_grew_at)
             };
-            let health =
-                PeerHealth::judge(p.latest_handshake, rx_grew, now, ctx.settings.stale_after_secs);
             let peer_agent_id = ctx.owners.owner_of(&p.public_key);
+            // A link to a silent agent is not known to work, whatever this
+            // end still sees of it.
+            let health = if peer_agent_id.is_some_and(|owner| ctx.silent.contains(owner)) {
+                PeerHealth::Unknown
+            } else {
+                PeerHealth::judge(p.latest_handshake, rx_grew, now, ctx.settings.stale_after_secs)
+            };
             let structural = previous.as_ref().is_none_or(|prev| {
                 prev.endpoint != p.endpoint
                     || prev.allowed_ips != p.allowed_ips
@@ -400,7 +408,9 @@ fn peers<'a>(
                     health,
                 });
             }
-            let stale = !health.is_healthy();
+            // Unknown (the other end is silent) is that agent's alarm, not
+            // a stale peer here.
+            let stale = matches!(health, PeerHealth::Stale | PeerHealth::Never);
             if !(stale || ctx.observe_clear || endpoint_change) {
                 continue;
             }

@@ -256,11 +256,54 @@ fn the_silent_alarm_is_raised_at_once_and_cleared_by_one_report() {
     p.apply(&direct(report("a", 'A', 'B', T0)), &[], T0);
     let silent = vec![("a".to_string(), T0)];
     let changes = p.silent(&silent, T0 + 100);
-    assert!(matches!(&changes[0], AlarmChange::Raise { condition, message, .. }
+    assert!(matches!(&changes.alarms[0], AlarmChange::Raise { condition, message, .. }
         if condition.kind == "agent_silent" && message == "no report for 100 s"));
     let m = direct(report("a", 'A', 'B', T0 + 101));
     let out = p.apply(&m, &[], T0 + 101);
     assert!(out.changes.alarms.iter().any(
         |c| matches!(c, AlarmChange::Resolve { condition, .. } if condition.kind == "agent_silent")
     ));
+}
+
+/// A link is not healthy while one of its ends is silent, whatever the
+/// other end still sees; the agent's own peers and the peers listing it
+/// become unknown; when it reports again its links are judged again.
+#[test]
+fn a_silent_end_makes_its_links_and_peers_unknown_until_it_reports() {
+    let mut p = processor(&["a", "b"]);
+    let pair = ("a".to_string(), "b".to_string(), String::new());
+    let health_of = |edges: &[EdgeChange<'_>]| {
+        edges.iter().rev().find_map(|e| match e {
+            EdgeChange::WireguardUpsert { key, health, .. } if *key == pair => Some(*health),
+            _ => None,
+        })
+    };
+    p.apply(&direct(report("a", 'A', 'B', T0)), &[], T0);
+    let m = direct(report("b", 'B', 'A', T0));
+    let out = p.apply(&m, &[], T0);
+    assert_eq!(health_of(&out.changes.edges), Some(Health::Healthy));
+
+    let silent = vec![("a".to_string(), T0)];
+    let changes = p.silent(&silent, T0 + 100);
+    assert_eq!(changes.silenced, ["a"]);
+    assert_eq!(health_of(&changes.edges), Some(Health::Unknown), "the link of a silent end");
+    // Silence is decided once: the next sweep changes nothing more.
+    let again = p.silent(&silent, T0 + 105);
+    assert!(again.silenced.is_empty() && health_of(&again.edges).is_none());
+
+    // b still sees a handshake with a: its peer entry and the link stay unknown.
+    let m = direct(report("b", 'B', 'A', T0 + 110));
+    let out = p.apply(&m, &[], T0 + 110);
+    let peer =
+        out.changes.state.as_ref().unwrap().peers.iter().find(|u| u.peer.public_key == key('A'));
+    assert_eq!(peer.map(|u| u.health), Some(PeerHealth::Unknown));
+    assert_ne!(health_of(&out.changes.edges), Some(Health::Healthy));
+
+    // a reports again: the link is judged from both ends' views.
+    let m = direct(report("a", 'A', 'B', T0 + 120));
+    let out = p.apply(&m, &[], T0 + 120);
+    assert_eq!(health_of(&out.changes.edges), Some(Health::Healthy));
+    let peer =
+        out.changes.state.as_ref().unwrap().peers.iter().find(|u| u.peer.public_key == key('B'));
+    assert_eq!(peer.map(|u| u.health), Some(PeerHealth::Healthy), "a's own peer is judged again");
 }

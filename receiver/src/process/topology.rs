@@ -67,6 +67,8 @@ pub struct Topology {
     /// Agent → fingerprint of its peers' structure (key, owner, health) and
     /// when its edges were last brought up to date from them.
     peer_structure: HashMap<String, (u64, i64)>,
+    /// Agents that are silent: every link they are an end of is unknown.
+    pub silent: foldhash::HashSet<String>,
 }
 
 impl Topology {
@@ -110,6 +112,7 @@ impl Topology {
             }
             t.agent_subnets.insert(agent, nets);
         }
+        t.silent = rows.silent.into_iter().collect();
         for e in rows.wireguard_edges {
             let state =
                 EdgeState { both_ends: e.both_ends, health: e.health, written_at: e.last_seen };
@@ -249,17 +252,58 @@ impl Topology {
         }
     }
 
-    /// Writes the edge between two agents from both ends' current views.
+    /// `agent` went silent: every link it is an end of becomes unknown.
+    pub fn silence(&mut self, agent: &str, now: i64, out: &mut Vec<EdgeChange<'_>>) {
+        if !self.silent.insert(agent.to_string()) {
+            return;
+        }
+        self.rewrite_edges_of(agent, now, out);
+    }
+
+    /// `agent` reports again: its links are judged from the views again,
+    /// and its next peers are compared in full.
+    pub fn heard(&mut self, agent: &str, now: i64, out: &mut Vec<EdgeChange<'_>>) {
+        if !self.silent.remove(agent) {
+            return;
+        }
+        self.peer_structure.remove(agent);
+        self.rewrite_edges_of(agent, now, out);
+    }
+
+    fn rewrite_edges_of(&mut self, agent: &str, now: i64, out: &mut Vec<EdgeChange<'_>>) {
+        let write = Write { now, min_gap: i64::MAX };
+        let edges: Vec<EdgeKey> =
+            self.edges_of.get(agent).map(|e| e.iter().cloned().collect()).unwrap_or_default();
+        for key in edges {
+            if key.1.is_empty() {
+                // An external peer: unknown while its agent is silent.
+                let Some(old) = self.wg_edges.get(&key) else { continue };
+                let health =
+                    if self.silent.contains(&key.0) { Health::Unknown } else { old.health };
+                let state = EdgeState { both_ends: false, health, written_at: now };
+                self.write_edge(key, state, None, write, out);
+            } else {
+                let other = if key.0 == agent { key.1.clone() } else { key.0.clone() };
+                self.write_pair(agent, &other, write, out);
+            }
+        }
+    }
+
+    /// Writes the edge between two agents from both ends' current views;
+    /// unknown while either end is silent.
     fn write_pair(&mut self, x: &str, y: &str, write: Write, out: &mut Vec<EdgeChange<'_>>) {
         let view = |from: &str, to: &str| self.views.get(from).and_then(|m| m.get(to)).copied();
         let (view_xy, view_yx) = (view(x, y), view(y, x));
         let (a, b) = ordered(x, y);
         let edge = (a.to_string(), b.to_string(), String::new());
-        let (health, handshake) = match (view_xy, view_yx) {
+        let (mut health, handshake) = match (view_xy, view_yx) {
             (None, None) => return self.delete_edge(edge, out),
             (Some(v), None) | (None, Some(v)) => v,
             (Some(v), Some(w)) => merge(v, w),
         };
+        if self.silent.contains(x) || self.silent.contains(y) {
+            health = Health::Unknown;
+        }
         let state = EdgeState {
             both_ends: view_xy.is_some() && view_yx.is_some(),
             health,

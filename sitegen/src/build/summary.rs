@@ -25,11 +25,11 @@ pub fn summary(
             continue;
         }
         s.links_total += 1;
-        // The tiles have no "unknown": a link not known to work is down.
         match l.health {
             Health::Healthy => s.links_healthy += 1,
             Health::Stale => s.links_stale += 1,
-            Health::Down | Health::Unknown => s.links_down += 1,
+            Health::Down => s.links_down += 1,
+            Health::Unknown => s.links_unknown += 1,
         }
         if !l.both_ends {
             s.links_one_sided += 1;
