@@ -395,7 +395,8 @@ mod tests {
             },
             AlarmChange::Streak { condition: condition.clone(), streak: 2 },
         ];
-        apply(&conn, &Changes { state: Some(state), edges: vec![], alarms }).unwrap();
+        apply(&conn, &Changes { state: Some(state), edges: vec![], alarms, silenced: vec![] })
+            .unwrap();
 
         let rows = load_agent(&conn, "a").unwrap();
         assert_eq!(rows.hostname.as_deref(), Some("host-a"));
@@ -413,7 +414,11 @@ mod tests {
         gone.peers_removed.push(("wg0".into(), p.public_key.clone()));
         let touch =
             AlarmChange::Touch { condition: condition.clone(), message: "still".into(), now: 150 };
-        apply(&conn, &Changes { state: Some(gone), edges: vec![], alarms: vec![touch] }).unwrap();
+        apply(
+            &conn,
+            &Changes { state: Some(gone), edges: vec![], alarms: vec![touch], silenced: vec![] },
+        )
+        .unwrap();
         let rows = load_agent(&conn, "a").unwrap();
         assert_eq!(rows.interfaces[0].state, "gone");
         assert!(rows.peers.is_empty());
