@@ -186,6 +186,22 @@ impl Severity {
     }
 }
 
+/// An alarm kind, as stored, in words a reader understands; None for a
+/// kind this version does not know (shown as stored).
+pub fn alarm_kind_words(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "agent_silent" => "agent silent",
+        "relay_only" => "reachable only through relays",
+        "interface_down" => "interface down",
+        "interface_gone" => "interface disappeared",
+        "interface_new" => "new interface",
+        "peer_stale" => "WireGuard peer stale",
+        "endpoint_changed" => "peer endpoint changed",
+        "identity_conflict" => "agent id used by two hosts",
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,20 +240,4 @@ mod tests {
         assert_eq!(PeerHealth::Never.link(), Health::Down);
         assert_eq!(PeerHealth::parse("unknown").link(), Health::Unknown);
     }
-}
-
-/// An alarm kind, as stored, in words a reader understands; None for a
-/// kind this version does not know (shown as stored).
-pub fn alarm_kind_words(kind: &str) -> Option<&'static str> {
-    Some(match kind {
-        "agent_silent" => "agent silent",
-        "relay_only" => "reachable only through relays",
-        "interface_down" => "interface down",
-        "interface_gone" => "interface disappeared",
-        "interface_new" => "new interface",
-        "peer_stale" => "WireGuard peer stale",
-        "endpoint_changed" => "peer endpoint changed",
-        "identity_conflict" => "agent id used by two hosts",
-        _ => return None,
-    })
 }
