@@ -173,28 +173,8 @@ pub struct CollectError {
     pub message: String,
 }
 
-#[derive(Debug, Clone, Serialize, Hash)]
-pub struct InterfaceView {
-    pub name: String,
-    pub kind: String,
-    pub state: String,
-    pub mtu: i64,
-    pub mac: Option<String>,
-    pub addresses: Vec<String>,
-    pub rx_bytes: i64,
-    pub tx_bytes: i64,
-    pub rx_errors: i64,
-    pub tx_errors: i64,
-}
-
-#[derive(Debug, Clone, Serialize, Hash)]
-pub struct RouteView {
-    pub dst: String,
-    pub gateway: Option<String>,
-    pub dev: Option<String>,
-    pub metric: Option<i64>,
-    pub table: i64,
-}
+/// Interfaces and routes are shown as stored, their text anonymised.
+pub use kattila_store::snapshot::{Interface as InterfaceView, Route as RouteView};
 
 #[derive(Debug, Clone, Serialize, Hash)]
 pub struct DeviceView {

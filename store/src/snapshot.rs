@@ -12,6 +12,7 @@ use anyhow::Context;
 use kattila_fleet::AgentStatus;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Row};
+use serde::Serialize;
 
 use crate::migrations;
 
@@ -44,7 +45,9 @@ pub struct Agent {
     pub history: Vec<Sample>,
 }
 
-#[derive(Debug, Clone, Default)]
+/// An interface as pages and JSON show it (`first_seen` and `last_seen`
+/// are not published).
+#[derive(Debug, Clone, Default, Serialize, Hash)]
 pub struct Interface {
     pub name: String,
     pub kind: String,
@@ -57,17 +60,20 @@ pub struct Interface {
     pub tx_bytes: i64,
     pub rx_errors: i64,
     pub tx_errors: i64,
+    #[serde(skip)]
     pub first_seen: i64,
+    #[serde(skip)]
     pub last_seen: i64,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Hash)]
 pub struct Route {
     pub dst: String,
     pub gateway: Option<String>,
     pub dev: Option<String>,
     pub metric: Option<i64>,
-    pub table_id: i64,
+    /// The routing table (column `table_id`).
+    pub table: i64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -114,7 +120,7 @@ pub struct Edge {
     pub last_seen: i64,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Alarm {
     pub id: i64,
     pub kind: String,
@@ -324,7 +330,7 @@ impl FleetSnapshot {
                 gateway: opt_text(r, 2)?,
                 dev: opt_text(r, 3)?,
                 metric: r.get(4)?,
-                table_id: r.get(5)?,
+                table: r.get(5)?,
             });
             Ok(())
         })

@@ -40,21 +40,8 @@ pub struct AgentState {
     pub links: Vec<Link>,
 }
 
-/// One alarm.
-#[derive(Debug, Serialize)]
-pub struct Alarm {
-    pub id: i64,
-    pub kind: String,
-    pub severity: String,
-    pub agent_id: String,
-    pub subject: String,
-    pub message: String,
-    pub state: String,
-    pub first_seen: i64,
-    pub last_seen: i64,
-    pub resolved_at: Option<i64>,
-    pub acked_at: Option<i64>,
-}
+/// One alarm, as the dashboard reads it too.
+pub use crate::snapshot::Alarm;
 
 /// The fleet: every agent with its state and links, by hostname.
 pub fn agents(conn: &Connection) -> rusqlite::Result<Vec<AgentState>> {

@@ -113,6 +113,8 @@ fn interfaces(a: &Agent, anon: &mut AnonScope<'_>) -> Vec<InterfaceView> {
             tx_bytes: f.tx_bytes,
             rx_errors: f.rx_errors,
             tx_errors: f.tx_errors,
+            first_seen: f.first_seen,
+            last_seen: f.last_seen,
         })
         .collect()
 }
@@ -125,7 +127,7 @@ fn routes(a: &Agent, anon: &mut AnonScope<'_>) -> Vec<RouteView> {
             gateway: anon.opt_text(r.gateway.as_deref()),
             dev: anon.opt_text(r.dev.as_deref()),
             metric: r.metric,
-            table: r.table_id,
+            table: r.table,
         })
         .collect()
 }
