@@ -371,6 +371,11 @@ async fn demo_faults_reach_the_receiver_and_recover() {
         .unwrap();
     let needle = format!("\"site\":\"{}\"", site_label(site));
     assert!(String::from_utf8_lossy(&raw).contains(&needle), "{needle}");
+    // … and the receiver keeps it, for the dashboard to name clusters by.
+    let stored: Option<String> = c
+        .query_row("SELECT site FROM agents WHERE agent_id = ?1", [control], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stored.as_deref(), Some(site_label(site).as_str()));
 
     let _ = stop.send(());
     receiver.await.unwrap().unwrap();

@@ -827,3 +827,27 @@ fn the_overview_puts_problems_first() {
 fn hostname_of(i: usize) -> String {
     fixture::hostname(i, false)
 }
+
+/// Agents that report a site label are clustered and named by it: the
+/// operator's names, not anonymised networks.
+#[test]
+fn clusters_are_named_by_the_site_labels_agents_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = FleetSpec { site_labels: true, ..FleetSpec::new(20) };
+    let (db, _) = fixture(dir.path(), &spec);
+    let out = dir.path().join("site");
+    build(&db, &out, Anon::new(&key()));
+    let files = site_files(&out);
+    let summary: serde_json::Value =
+        serde_json::from_str(&files.iter().find(|(p, _)| p == "api/v1/summary.json").unwrap().1)
+            .unwrap();
+    let labels: Vec<&str> = summary["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["dc-00", "dc-01", "dc-02", "dc-03"]);
+    let map = &files.iter().find(|(p, _)| p == "map.html").unwrap().1;
+    assert!(map.contains(">dc-02<"), "the fleet map names the sites");
+}

@@ -91,9 +91,9 @@ pub fn upsert_agent(
         "INSERT INTO agents (agent_id, hostname, agent_version, first_seen, last_seen,
                              last_observed_at, last_tick, relay_hops, via_agent, reachability,
                              kernel, uptime_secs, load1, load5, load15, spool_dropped, collect_errors, reports,
-                             status)
+                             status, site)
          VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?9,
-                 ?10, ?11, ?12, ?13, ?14, ?15, coalesce(?16, '[]'), ?17, ?18)
+                 ?10, ?11, ?12, ?13, ?14, ?15, coalesce(?16, '[]'), ?17, ?18, ?19)
          ON CONFLICT(agent_id) DO UPDATE SET
              hostname = excluded.hostname,
              agent_version = excluded.agent_version,
@@ -112,7 +112,8 @@ pub fn upsert_agent(
              spool_dropped = agents.spool_dropped + excluded.spool_dropped,
              collect_errors = CASE WHEN ?16 IS NULL THEN agents.collect_errors ELSE excluded.collect_errors END,
              reports = agents.reports + excluded.reports,
-             status = excluded.status",
+             status = excluded.status,
+             site = CASE WHEN ?17 = 1 THEN excluded.site ELSE agents.site END",
     )?
     .execute(params![
         origin.agent_id,
@@ -133,6 +134,9 @@ pub fn upsert_agent(
         errors,
         i64::from(report.is_some()),
         status.as_str(),
+        // A report says the site (or that there is none); a registration
+        // leaves it as it was.
+        report.and_then(|r| r.site.as_deref()),
     ])?;
     Ok(())
 }

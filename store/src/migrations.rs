@@ -208,6 +208,11 @@ const STEPS: &[&str] = &[
     UPDATE agents SET status = 'silent' WHERE agent_id IN
         (SELECT agent_id FROM alarms WHERE kind = 'agent_silent' AND state = 'active');
     "#,
+    // 9: the site label an agent reports (its operator's name for where it
+    // is); NULL when it reports none.
+    r#"
+    ALTER TABLE agents ADD COLUMN site TEXT;
+    "#,
 ];
 
 /// The first schema version with the state, topology, alarm and history
@@ -215,6 +220,8 @@ const STEPS: &[&str] = &[
 pub const STATE_TABLES: i64 = 2;
 /// The first schema version with `agents.status`.
 pub const AGENT_STATUS: i64 = 8;
+/// The first schema version with `agents.site`.
+pub const AGENT_SITE: i64 = 9;
 
 pub const LATEST: usize = STEPS.len();
 

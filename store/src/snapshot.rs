@@ -37,6 +37,8 @@ pub struct Agent {
     pub reachability: String,
     /// As the receiver decided it.
     pub status: AgentStatus,
+    /// The site label the agent reports, if any.
+    pub site: Option<String>,
     pub reports: i64,
     pub interfaces: Vec<Interface>,
     pub routes: Vec<Route>,
@@ -242,11 +244,12 @@ impl FleetSnapshot {
         let schema_version = crate::schema_version(conn)?;
         let full = schema_version >= migrations::STATE_TABLES;
         let status = if schema_version >= migrations::AGENT_STATUS { "status" } else { "'up'" };
+        let site = if schema_version >= migrations::AGENT_SITE { "site" } else { "NULL" };
         let sql = if full {
             &format!(
                 "SELECT agent_id, hostname, agent_version, first_seen, last_seen, last_observed_at,
                         last_tick, relay_hops, via_agent, kernel, uptime_secs, load1, load5, load15,
-                        spool_dropped, collect_errors, reachability, reports, {status}
+                        spool_dropped, collect_errors, reachability, reports, {status}, {site}
                  FROM agents ORDER BY hostname, agent_id"
             )
         } else {
@@ -283,6 +286,7 @@ impl FleetSnapshot {
                     a.reachability = text(r, 16)?;
                     a.reports = r.get(17)?;
                     a.status = AgentStatus::parse(&text(r, 18)?);
+                    a.site = opt_text(r, 19)?.filter(|s| !s.is_empty());
                 }
                 Ok(a)
             })?

@@ -1,5 +1,6 @@
-//! Clusters: agents grouped by the network of their first LAN address
-//! (else their first global IPv6 network, else their WireGuard network),
+//! Clusters: agents grouped by the site label they report, else by the
+//! network of their first LAN address (else their first global IPv6
+//! network, else their WireGuard network),
 //! each with its agents' statuses counted and a health word for its map
 //! node. Sets each agent's `cluster`.
 
@@ -33,9 +34,11 @@ pub fn clusters(
     }
     let mut by_label: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, a) in snap.agents.iter().enumerate() {
-        let label = match cluster_key(a) {
-            Some(k) => anon.network(&k),
-            None => "unaddressed".to_string(),
+        // The operator's site label names the cluster when there is one.
+        let label = match (&a.site, cluster_key(a)) {
+            (Some(site), _) => anon.text(site),
+            (None, Some(k)) => anon.network(&k),
+            (None, None) => "unaddressed".to_string(),
         };
         by_label.entry(label).or_default().push(i);
     }

@@ -34,6 +34,8 @@ pub struct FleetSpec {
     pub silent_site: Option<usize>,
     /// The second agent reports the first one's hostname.
     pub duplicate_hostname: bool,
+    /// Agents report site labels ("dc-00", "dc-01", … by site).
+    pub site_labels: bool,
 }
 
 impl FleetSpec {
@@ -46,6 +48,7 @@ impl FleetSpec {
             hostile: false,
             silent_site: None,
             duplicate_hostname: false,
+            site_labels: false,
         }
     }
 }
@@ -555,6 +558,14 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
                 ])
                 .unwrap();
         }
+    }
+    // last_tick is 1000 + the agent's number (see above): its site by number.
+    if spec.site_labels {
+        tx.execute(
+            "UPDATE agents SET site = 'dc-' || printf('%02d', (last_tick - 1000) / ?1)",
+            [SITE_SIZE as i64],
+        )
+        .unwrap();
     }
     tx.commit().unwrap();
     // Loopback addresses (127.0.0.1/8, ::1/128 on every agent) name no
