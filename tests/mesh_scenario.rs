@@ -592,7 +592,18 @@ fn mesh_of_namespaces_through_relay_link_failure_rotation_and_silence() {
     lab.spawn(
         "sitegen",
         &hq,
-        &[SITEGEN, "--watch", "--db", &db, "--out", &out, "--poll-ms", "200"],
+        &[
+            SITEGEN,
+            "--watch",
+            "--db",
+            &db,
+            "--out",
+            &out,
+            "--poll-ms",
+            "200",
+            "--refresh-secs",
+            "5",
+        ],
         &[("RUST_LOG", "info")],
     );
     for i in 0..lab.hosts.len() {

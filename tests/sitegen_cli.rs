@@ -117,6 +117,34 @@ fn watch_mode_rebuilds_after_each_commit_of_the_real_receiver() {
     assert_eq!(summary["summary"]["agents_total"], 6);
 }
 
+/// A steady fleet reporting moves only counters and times: watch mode does
+/// not rebuild for that (but once per --refresh-secs), while an agent
+/// joining is built at once.
+#[test]
+fn watch_mode_builds_changes_at_once_and_a_steady_fleet_only_on_refresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kattila.db");
+    let receiver = Receiver::start(&db, PSK);
+    let out = dir.path().join("site");
+    let watcher = Watcher::start(&db, &out, &["--poll-ms", "100", "--refresh-secs", "3600"]);
+    watcher.wait_for("built 0 agents");
+    let state = dir.path().join("sim");
+    // First contact, then a few rounds for the fleet to settle (peers find
+    // their agents).
+    simulate(&receiver, &state, 4, 5);
+    watcher.wait_for("built 4 agents");
+    std::thread::sleep(Duration::from_secs(2));
+    while watcher.lines.try_recv().is_ok() {}
+    // Thirty more rounds of the same fleet: counters and handshakes move.
+    simulate(&receiver, &state, 4, 30);
+    std::thread::sleep(Duration::from_secs(1));
+    let builds: Vec<String> = watcher.lines.try_iter().filter(|l| l.contains("built")).collect();
+    assert!(builds.is_empty(), "rebuilt for counters: {builds:?}");
+    // A new agent is a change: built at once.
+    simulate(&receiver, &state, 5, 1);
+    watcher.wait_for("built 5 agents");
+}
+
 #[test]
 fn no_address_from_the_receivers_database_is_published() {
     let dir = tempfile::tempdir().unwrap();

@@ -116,8 +116,12 @@ impl Writer {
         // Bounded: when the disk falls behind, handlers wait instead of
         // piling up memory.
         let (tx, rx) = mpsc::channel(max_batch * 8);
-        let state =
-            WriterState { windows: HashMap::new(), processor: Processor::new(settings), metrics };
+        let state = WriterState {
+            windows: HashMap::new(),
+            processor: Processor::new(settings),
+            metrics,
+            fleet_changed: false,
+        };
         let thread = std::thread::Builder::new()
             .name("kattila-writer".into())
             .spawn(move || run(conn, rx, max_batch, state, checkpointer))?;
@@ -138,6 +142,8 @@ struct WriterState {
     windows: HashMap<String, ReplayWindow>,
     processor: Processor,
     metrics: Arc<Metrics>,
+    /// A job of the current batch changed what the dashboard shows.
+    fleet_changed: bool,
 }
 
 fn run(
@@ -231,8 +237,14 @@ fn try_commit(
 ) -> rusqlite::Result<Vec<JobOutcome>> {
     let result = (|| {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        state.fleet_changed = false;
         let outcomes =
             batch.iter().map(|job| apply(&tx, state, job)).collect::<rusqlite::Result<Vec<_>>>()?;
+        // Once per batch, so readers (sitegen --watch) can tell a change
+        // of the fleet from counters moving.
+        if state.fleet_changed {
+            store::fleet_changed(&tx)?;
+        }
         tx.commit()?;
         Ok(outcomes)
     })();
@@ -249,7 +261,10 @@ fn apply(conn: &Connection, state: &mut WriterState, job: &Job) -> rusqlite::Res
         Job::Message { verified, raw, received_at, .. } => {
             apply_message(conn, state, verified, raw, *received_at).map(JobOutcome::Message)
         }
-        Job::Sweep { now } => sweep(conn, &mut state.processor, *now).map(|_| JobOutcome::Sweep),
+        Job::Sweep { now } => {
+            state.fleet_changed |= sweep(conn, &mut state.processor, *now)?;
+            Ok(JobOutcome::Sweep)
+        }
         Job::Admin { command, now, .. } => {
             let n = match command {
                 AdminCommand::Reset { agent } => {
@@ -262,6 +277,7 @@ fn apply(conn: &Connection, state: &mut WriterState, job: &Job) -> rusqlite::Res
                     kattila_store::admin::ack(conn, *alarm_id, *now)? as usize
                 }
             };
+            state.fleet_changed = true;
             Ok(JobOutcome::Admin(Some(n)))
         }
     }
@@ -288,13 +304,14 @@ fn load_known(
 }
 
 /// Processes an accepted message and writes what it changed. Returns
-/// whether its raw copy is kept for the audit.
+/// whether its raw copy is kept for the audit, and whether it changed what
+/// the dashboard shows.
 fn process(
     conn: &Connection,
     processor: &mut Processor,
     verified: &Verified,
     now: i64,
-) -> rusqlite::Result<bool> {
+) -> rusqlite::Result<(bool, bool)> {
     load_known(conn, processor, Some(verified))?;
     let claimed = processor.claimed_keys(verified);
     let listings = if claimed.is_empty() {
@@ -304,20 +321,24 @@ fn process(
     };
     let processed = processor.apply(verified, &listings, now);
     kattila_store::apply(conn, &processed.changes)?;
-    Ok(processed.keep_raw)
+    Ok((processed.keep_raw, processed.visible))
 }
 
-/// Timer work: silent agents, expiring events, retention.
-fn sweep(conn: &Connection, processor: &mut Processor, now: i64) -> rusqlite::Result<()> {
+/// Timer work: silent agents, expiring events, retention. Returns whether
+/// what the dashboard shows changed.
+fn sweep(conn: &Connection, processor: &mut Processor, now: i64) -> rusqlite::Result<bool> {
     load_known(conn, processor, None)?;
     let silent = store::mark_silent(conn, processor.settings.silent_before(now))?;
     let changes = processor.silent(&silent, now);
     kattila_store::apply(conn, &changes)?;
+    let visible = !changes.silenced.is_empty()
+        || changes.alarms.iter().any(crate::process::alarms::is_transition);
     let events = AlarmKind::EVENTS.map(AlarmKind::as_str);
     let seen_before = now - processor.settings.event_ttl_secs;
     let expired = kattila_store::alarms::expire(conn, &events, seen_before, now)?;
     processor.expired(&expired);
-    kattila_store::admin::retain(conn, &processor.settings.retention(now))
+    kattila_store::admin::retain(conn, &processor.settings.retention(now))?;
+    Ok(visible || !expired.is_empty())
 }
 
 /// Checks anti-replay for every layer, then stores and processes the
@@ -349,7 +370,8 @@ fn apply_message(
         }
     }
     store::upsert_agent(conn, verified, received_at)?;
-    let keep_raw = process(conn, &mut state.processor, verified, received_at)?;
+    let (keep_raw, visible) = process(conn, &mut state.processor, verified, received_at)?;
+    state.fleet_changed |= visible;
     store::insert_report(conn, verified, raw, keep_raw, received_at)?;
     Ok(Outcome::Committed)
 }

@@ -144,12 +144,17 @@ fn bench_watch(n: usize) {
         std::thread::sleep(quiet);
         let before = link(&out);
         let t = Instant::now();
+        // A change of what the dashboard shows, as the receiver commits it:
+        // the row and the fleet state version in one transaction.
+        writer.execute_batch("BEGIN").unwrap();
         writer
             .execute(
                 "UPDATE agents SET last_seen = last_seen + 1 WHERE rowid = ?1",
                 [k % n as i64 + 1],
             )
             .unwrap();
+        kattila_store::audit::fleet_changed(&writer).unwrap();
+        writer.execute_batch("COMMIT").unwrap();
         while link(&out) == before {
             std::thread::sleep(Duration::from_millis(2));
         }

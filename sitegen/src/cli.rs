@@ -44,6 +44,13 @@ pub struct Args {
     #[arg(long, default_value_t = 50)]
     pub debounce_ms: u64,
 
+    /// In --watch mode, commits that change only counters and times (a
+    /// steady fleet reporting) are built at most this often (seconds);
+    /// changes of state, status, health or alarms are built at once.
+    #[arg(long, env = "KATTILA_REFRESH", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub refresh_secs: u64,
+
     /// How long to wait for a locked database (ms).
     #[arg(long, default_value_t = 5000)]
     pub busy_timeout_ms: u64,
@@ -186,6 +193,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let opts = crate::watch::WatchOptions {
         fallback: Duration::from_millis(args.poll_ms.clamp(10, 60_000)),
         debounce: Duration::from_millis(args.debounce_ms.min(5_000)),
+        refresh: Duration::from_secs(args.refresh_secs),
     };
     crate::watch::watch(&args.db, &mut builder, git.as_mut(), &opts, || false)
 }

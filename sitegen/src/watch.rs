@@ -8,6 +8,13 @@
 //! fallback timer fires, in case an event was missed — one long-lived read
 //! connection asks `PRAGMA data_version`, which changes exactly when another
 //! connection committed. Bursts are debounced before building.
+//!
+//! Most commits of a steady fleet move only counters and times. The
+//! receiver raises `fleet_state.version` in every commit that changes what
+//! the dashboard shows otherwise (state, status, health, alarms): such a
+//! commit is built at once, a commit of counters alone at most once per
+//! `refresh`, so an unchanged fleet costs a build a minute, not one per
+//! report.
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -17,7 +24,7 @@ use notify::{RecursiveMode, Watcher};
 
 use crate::git::{GitOutcome, GitSnapshots};
 use crate::Builder;
-use kattila_store::{data_version, open_read_only};
+use kattila_store::{data_version, fleet_version, open_read_only};
 
 /// After a file event, the database is checked again this often …
 const RECHECK: Duration = Duration::from_millis(5);
@@ -31,11 +38,18 @@ pub struct WatchOptions {
     /// After a change, wait until the database has been quiet this long
     /// (at most four times as long in all) before building.
     pub debounce: Duration,
+    /// Commits that change only counters and times are built at most this
+    /// often.
+    pub refresh: Duration,
 }
 
 impl Default for WatchOptions {
     fn default() -> Self {
-        WatchOptions { fallback: Duration::from_millis(500), debounce: Duration::from_millis(50) }
+        WatchOptions {
+            fallback: Duration::from_millis(500),
+            debounce: Duration::from_millis(50),
+            refresh: Duration::from_secs(60),
+        }
     }
 }
 
@@ -98,15 +112,38 @@ pub fn watch(
     let mut recheck = 0u32;
     let mut pending_git: Option<(std::path::PathBuf, std::sync::Arc<crate::changes::StateDigest>)> =
         None;
+    // The fleet state version of the last build, when it was, and whether
+    // counters moved since.
+    let mut built_fleet: Option<Option<i64>> = None;
+    let mut built_at = Instant::now();
+    let mut counters_moved = false;
     while !stop() {
-        match data_version(&conn) {
+        let due = match data_version(&conn) {
             Ok(version) if last_version != Some(version) => {
-                if last_version.is_some() {
-                    settle(&rx, opts.debounce, opts.debounce * 4);
-                }
-                // Read the version again after settling: a commit after this
-                // point triggers another build.
-                last_version = Some(data_version(&conn).unwrap_or(version));
+                last_version = Some(version);
+                let fleet = fleet_version(&conn).ok().flatten();
+                // Databases without the version: every commit counts.
+                let changed = fleet.is_none() || built_fleet != Some(fleet);
+                counters_moved = true;
+                changed || built_at.elapsed() >= opts.refresh
+            }
+            Ok(_) => counters_moved && built_at.elapsed() >= opts.refresh,
+            Err(e) => {
+                eprintln!("sitegen: cannot read the database: {e}");
+                false
+            }
+        };
+        if due {
+            if built_fleet.is_some() {
+                settle(&rx, opts.debounce, opts.debounce * 4);
+            }
+            // Read the versions again after settling: a commit after this
+            // point triggers another build.
+            last_version = data_version(&conn).ok().or(last_version);
+            built_fleet = Some(fleet_version(&conn).ok().flatten());
+            built_at = Instant::now();
+            counters_moved = false;
+            {
                 match builder.build(&conn, kattila_fleet::unix_now()) {
                     Ok(report) => {
                         println!("{}", report.line());
@@ -115,8 +152,6 @@ pub fn watch(
                     Err(e) => eprintln!("sitegen: build failed: {e:#}"),
                 }
             }
-            Ok(_) => {}
-            Err(e) => eprintln!("sitegen: cannot read the database: {e}"),
         }
         if let (Some(g), Some((site, digest))) = (git.as_deref_mut(), &pending_git) {
             match g.after_build(site, digest, kattila_fleet::unix_now()) {

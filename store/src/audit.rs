@@ -186,3 +186,10 @@ pub fn mark_silent(conn: &Connection, heard_before: i64) -> rusqlite::Result<Vec
     let silent = stmt.query_map([heard_before], |r| Ok((r.get(0)?, r.get(1)?)))?;
     silent.collect()
 }
+
+/// Records that this transaction changes what the dashboard shows (more
+/// than counters and ages): readers see `fleet_state.version` move.
+pub fn fleet_changed(conn: &Connection) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE fleet_state SET version = version + 1 WHERE id = 1")?.execute([])?;
+    Ok(())
+}

@@ -36,6 +36,6 @@ pub mod state;
 pub mod status;
 pub mod topology;
 
-pub use open::{data_version, open, open_read_only, readable, schema_version};
+pub use open::{data_version, fleet_version, open, open_read_only, readable, schema_version};
 pub use rusqlite::Connection;
 pub use state::{apply, Changes};

@@ -213,6 +213,17 @@ const STEPS: &[&str] = &[
     r#"
     ALTER TABLE agents ADD COLUMN site TEXT;
     "#,
+    // 10: a counter the receiver raises in every transaction that changes
+    // what the dashboard shows beyond counters and ages (state, status,
+    // health, alarms), so a reader can tell at a glance whether anything
+    // it shows changed.
+    r#"
+    CREATE TABLE fleet_state (
+        id      INTEGER PRIMARY KEY CHECK (id = 1),
+        version INTEGER NOT NULL
+    );
+    INSERT INTO fleet_state (id, version) VALUES (1, 0);
+    "#,
 ];
 
 /// The first schema version with the state, topology, alarm and history
@@ -222,6 +233,8 @@ pub const STATE_TABLES: i64 = 2;
 pub const AGENT_STATUS: i64 = 8;
 /// The first schema version with `agents.site`.
 pub const AGENT_SITE: i64 = 9;
+/// The first schema version with `fleet_state`.
+pub const FLEET_STATE: i64 = 10;
 
 pub const LATEST: usize = STEPS.len();
 

@@ -66,6 +66,15 @@ pub fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA data_version", [], |r| r.get(0))
 }
 
+/// The fleet state version (see `audit::fleet_changed`), or None for a
+/// database too old to keep one.
+pub fn fleet_version(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    if schema_version(conn)? < migrations::FLEET_STATE {
+        return Ok(None);
+    }
+    conn.query_row("SELECT version FROM fleet_state WHERE id = 1", [], |r| r.get(0))
+}
+
 /// Whether a reader can read the schema: the readiness probe's question.
 pub fn readable(path: &Path) -> anyhow::Result<()> {
     let conn = open_read_only(path)?;

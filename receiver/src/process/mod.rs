@@ -94,6 +94,9 @@ impl Settings {
 pub struct Processed<'a> {
     pub changes: Changes<'a>,
     pub keep_raw: bool,
+    /// Whether the message changed what the dashboard shows beyond
+    /// counters and ages: state, status, health, alarms.
+    pub visible: bool,
 }
 
 /// What the writer thread knows of the fleet between messages.
@@ -174,22 +177,26 @@ impl Processor {
             .saying(|| format!("reachable only through {hops} relay(s)"));
         self.alarms.observe(origin, relay_only, s, now, &mut changes.alarms);
         // Back from silence: its links are judged again.
-        self.topology.heard(origin, now, &mut changes.edges);
+        let was_silent = self.topology.heard(origin, now, &mut changes.edges);
         let before = changes.alarms.len();
         let changed = match &message.message {
             Message::Report(report) => self.report(report, listings, now, &mut changes),
             Message::Register(_) => true,
         };
         let transitions = changes.alarms[before..].iter().any(alarms::is_transition);
-        let changed = changed || hops > 0 || transitions;
         let known = known_mut(&mut self.agents, origin);
+        // Reached through relays now and not before, or the other way: its
+        // status changed.
+        let relayed = known.relayed.replace(hops > 0).is_some_and(|was| was != (hops > 0));
+        let visible = changed || transitions || was_silent || relayed;
+        let changed = changed || hops > 0 || transitions;
         let keep_raw = changed
             || self.settings.audit_every_report
             || now - known.raw_kept_at >= self.settings.audit_interval_secs;
         if keep_raw {
             known.raw_kept_at = now;
         }
-        Processed { changes, keep_raw }
+        Processed { changes, keep_raw, visible }
     }
 
     /// One report: its agent's state, then the topology, then the alarms.

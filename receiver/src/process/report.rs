@@ -41,6 +41,8 @@ pub struct KnownAgent {
     pub(super) raw_kept_at: i64,
     /// Reports processed since the agent was loaded.
     reports: u64,
+    /// Whether its last message came through relays (None: none yet).
+    pub(super) relayed: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

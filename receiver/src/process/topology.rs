@@ -261,13 +261,15 @@ impl Topology {
     }
 
     /// `agent` reports again: its links are judged from the views again,
-    /// and its next peers are compared in full.
-    pub fn heard(&mut self, agent: &str, now: i64, out: &mut Vec<EdgeChange<'_>>) {
+    /// and its next peers are compared in full. Returns whether it was
+    /// silent.
+    pub fn heard(&mut self, agent: &str, now: i64, out: &mut Vec<EdgeChange<'_>>) -> bool {
         if !self.silent.remove(agent) {
-            return;
+            return false;
         }
         self.peer_structure.remove(agent);
         self.rewrite_edges_of(agent, now, out);
+        true
     }
 
     fn rewrite_edges_of(&mut self, agent: &str, now: i64, out: &mut Vec<EdgeChange<'_>>) {
