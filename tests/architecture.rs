@@ -206,6 +206,63 @@ fn every_source_file_starts_with_a_module_comment() {
     );
 }
 
+/// Rule f: inside a program crate, no two modules use each other: the
+/// dependencies between modules go one way, so each can be read (and
+/// changed) knowing only those below it.
+#[test]
+fn no_two_modules_of_a_program_use_each_other() {
+    let ws = Workspace::load();
+    let mut bad = Vec::new();
+    for pkg in ws.packages.iter().filter(|p| PROGRAMS.contains(&p.name.as_str())) {
+        let src = pkg.dir.join("src");
+        // A module is a file or directory right under src/ (lib.rs and the
+        // binaries' mains are the crate's root, which may use anything).
+        let module_of = |file: &Path| -> Option<String> {
+            let rel = file.strip_prefix(&src).ok()?;
+            let first = rel.components().next()?.as_os_str().to_string_lossy().into_owned();
+            let name = first.trim_end_matches(".rs").to_string();
+            (!matches!(name.as_str(), "lib" | "main" | "bin")).then_some(name)
+        };
+        let files = rust_files(&src);
+        let modules: std::collections::BTreeSet<String> =
+            files.iter().filter_map(|f| module_of(f)).collect();
+        let mut uses: std::collections::BTreeMap<(String, String), String> = Default::default();
+        for file in &files {
+            let Some(from) = module_of(file) else { continue };
+            let code = Lexed::read(file).code;
+            let mut at = 0;
+            while let Some(p) = find_word(&code, "crate", at) {
+                at = p + 5;
+                let mut end = code.len().min(at + 200);
+                while !code.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let rest = squeeze_paths(&code[at..end]);
+                let Some(path) = rest.strip_prefix("::") else { continue };
+                let target: String = path.chars().take_while(|&c| is_ident(c)).collect();
+                if target != from && modules.contains(&target) {
+                    let line = code[..p].matches('\n').count() + 1;
+                    uses.entry((from.clone(), target))
+                        .or_insert_with(|| format!("{}:{line}", ws.relative(file)));
+                }
+            }
+        }
+        for ((a, b), place) in &uses {
+            if a < b {
+                if let Some(back) = uses.get(&(b.clone(), a.clone())) {
+                    bad.push(format!("{place}: {a} uses {b}, and {back}: {b} uses {a}"));
+                }
+            }
+        }
+    }
+    report(
+        "no two modules of a program crate use each other",
+        "module dependencies that go one way let a reader understand a module from those below \
+         it; a cycle means two modules are one job split in two, or a type in the wrong place.",
+        bad,
+    );
+}
+
 /// Fails with the rule, its reason and every violation, one per line.
 fn report(rule: &str, why: &str, mut bad: Vec<String>) {
     if bad.is_empty() {

@@ -19,11 +19,18 @@ pub enum PushError {
 }
 
 impl PushError {
+    /// What becomes of the message, by the one retry policy ([`Verdict`]).
+    pub fn verdict(&self) -> Verdict {
+        match self {
+            PushError::Unreachable { .. } => Verdict::Unavailable,
+            PushError::Refused { status, .. } => Verdict::of_status(*status),
+        }
+    }
+
     /// Whether the receiver could not take the message for now (no answer,
-    /// 5xx): trying again later or through another path can help. See
-    /// [`Verdict`] for the whole policy.
+    /// 5xx): trying again later or through another path can help.
     pub fn is_retryable(&self) -> bool {
-        Verdict::of(self) == Verdict::Unavailable
+        self.verdict() == Verdict::Unavailable
     }
 }
 

@@ -1,9 +1,8 @@
 //! The one retry policy: what becomes of a message the receiver did not
 //! commit — kept for a later attempt, or dropped because no attempt will
 //! ever pass. The agent's delivery (spool or drop) and the simulator's
-//! counts (unreachable or refused) both read it from here.
-
-use crate::push::PushError;
+//! counts (unreachable or refused) both read it from here; a failed push
+//! gives its verdict with `PushError::verdict`.
 
 /// Why a message was not committed, as far as trying again is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,14 +24,6 @@ impl Verdict {
             500.. => Verdict::Unavailable,
             401 => Verdict::NotYet,
             _ => Verdict::Never,
-        }
-    }
-
-    /// The verdict on a push that did not succeed.
-    pub fn of(error: &PushError) -> Verdict {
-        match error {
-            PushError::Unreachable { .. } => Verdict::Unavailable,
-            PushError::Refused { status, .. } => Verdict::of_status(*status),
         }
     }
 

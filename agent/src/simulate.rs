@@ -717,7 +717,7 @@ async fn agent_loop(i: usize, shared: Arc<Shared>, offset: Duration) -> anyhow::
             // The agent's retry policy: what it would keep for a later
             // attempt because the receiver was not there counts as
             // unreachable; any refusal, as refused.
-            Err(e) if Verdict::of(&e) == Verdict::Unavailable => {
+            Err(e) if e.verdict() == Verdict::Unavailable => {
                 stats.unreachable.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(agent = %agent_id, error = %e, "push failed");
             }
