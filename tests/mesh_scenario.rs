@@ -673,7 +673,8 @@ fn mesh_of_namespaces_through_relay_link_failure_rotation_and_silence() {
     let matrix = page(&lab, "matrix.html");
     for x in &ids {
         for y in ids.iter().filter(|y| *y != x) {
-            let cell = format!("{} — {}: both ends list each other", name_of(x), name_of(y));
+            let cell =
+                format!("{} — {}: healthy; both ends list each other", name_of(x), name_of(y));
             assert!(matrix.contains(&cell), "matrix lacks «{cell}»");
         }
     }

@@ -51,7 +51,9 @@
   }
 
   function refresh(first) {
-    if (!window.fetch) return tick();
+    // A page opened from a file cannot ask the site (browsers refuse
+    // fetches from file://): it judges by itself.
+    if (!window.fetch || location.protocol === "file:") return tick();
     fetch(root + "api/v1/summary.json", { cache: "no-store" })
       .then(function (r) { return r.ok ? r.json() : null; })
       .then(function (j) {
