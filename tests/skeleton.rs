@@ -73,7 +73,7 @@ fn simulated_fleet_reaches_the_published_page() {
         assert!(page.contains(&agent.hostname), "page misses {}", agent.hostname);
     }
     assert_eq!(page.matches("<tr>").count(), 1 + 4, "header row plus exactly the four agents");
-    assert!(page.contains("4 agents known"));
+    assert!(page.contains("agents (4)"), "the overview counts the four agents");
 
     // A second run continues the persisted ticks: nothing is refused as a replay.
     let (code, _, stderr) = run(
