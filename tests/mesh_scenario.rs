@@ -969,6 +969,11 @@ fn network_addresses(lab: &Lab) -> BTreeSet<String> {
                     continue;
                 };
                 let ip: IpAddr = local.parse().unwrap();
+                // Loopback and the like name no host and are published as
+                // they are (docs/sitegen.md, "Anonymisation").
+                if kattila_fleet::AddressClass::of(&ip) == kattila_fleet::AddressClass::NoHost {
+                    continue;
+                }
                 set.insert(ip.to_string());
                 let net = match ip {
                     IpAddr::V4(v4) => {
@@ -980,7 +985,13 @@ fn network_addresses(lab: &Lab) -> BTreeSet<String> {
                         IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
                     }
                 };
-                if !net.is_unspecified() {
+                // A link-local network (fe80::/64) is the prefix every host
+                // has, kept on purpose; its hosts' addresses are not.
+                let link_local_prefix = matches!(
+                    kattila_fleet::AddressClass::of(&net),
+                    kattila_fleet::AddressClass::LinkLocal { prefix: block } if prefix <= u64::from(block)
+                );
+                if !net.is_unspecified() && !link_local_prefix {
                     set.insert(net.to_string());
                 }
             }
