@@ -51,7 +51,9 @@
   }
 
   function refresh(first) {
-    if (!window.fetch) return tick();
+    // From file:// a fetch is refused (and logged as an error): judge by
+    // the page alone.
+    if (!window.fetch || location.protocol === "file:") return tick();
     fetch(root + "api/v1/summary.json", { cache: "no-store" })
       .then(function (r) { return r.ok ? r.json() : null; })
       .then(function (j) {
