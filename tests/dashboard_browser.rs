@@ -28,7 +28,8 @@ use serde_json::{json, Value};
 /// built into `dir/site`; returns the directory of the published site.
 fn site(dir: &Path, agents: usize, silent_site: usize) -> PathBuf {
     let db = dir.join("kattila.db");
-    let spec = fixture::FleetSpec { silent_site: Some(silent_site), ..fixture::FleetSpec::new(agents) };
+    let spec =
+        fixture::FleetSpec { silent_site: Some(silent_site), ..fixture::FleetSpec::new(agents) };
     fixture::create(&db, &spec);
     let conn = kattila_store::open_read_only(&db).unwrap();
     let out = dir.join("site");
@@ -210,7 +211,8 @@ fn nothing_with_a_silent_end_is_shown_healthy() {
         let own_silent = silent_ids.contains(a["agent_id"].as_str().unwrap());
         for d in a["wireguard"].as_array().unwrap() {
             for p in d["peers"].as_array().unwrap() {
-                let peer_silent = p["peer_agent_id"].as_str().is_some_and(|id| silent_ids.contains(id));
+                let peer_silent =
+                    p["peer_agent_id"].as_str().is_some_and(|id| silent_ids.contains(id));
                 if own_silent || peer_silent {
                     peers += 1;
                     if p["health"] == "healthy" {
@@ -243,7 +245,10 @@ fn nothing_with_a_silent_end_is_shown_healthy() {
             if silent_hosts.contains(a) || silent_hosts.contains(b) {
                 lines += 1;
                 if class.split_whitespace().any(|c| c == "healthy") || title.contains(": healthy") {
-                    failures.push(format!("{}: a healthy line with a silent end: {title}", path.display()));
+                    failures.push(format!(
+                        "{}: a healthy line with a silent end: {title}",
+                        path.display()
+                    ));
                 }
             }
         }

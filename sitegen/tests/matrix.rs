@@ -267,9 +267,15 @@ fn agent_matrix_shows_health_direction_and_silent_agents() {
     let legend = &elements(&html, "ul").into_iter().find(|u| u.has_class("matrix-legend")).unwrap();
     let legend = text(&legend.inner);
     // (The silent agent's links are unknown, as the receiver stores them.)
-    for want in
-        ["✕ down", "◐ stale", "● healthy", "? unknown", "⇄ both ends", "→ only the row's", "✕ silent"]
-    {
+    for want in [
+        "✕ down",
+        "◐ stale",
+        "● healthy",
+        "? unknown",
+        "⇄ both ends",
+        "→ only the row's",
+        "✕ silent",
+    ] {
         assert!(legend.contains(want), "legend lacks {want}: {legend}");
     }
     assert!(!legend.contains("relay"), "{legend}");
