@@ -11,7 +11,11 @@
 //! or reachable only through a relay; alarms are active and resolved.
 //!
 //! Agent statuses and the topology edges are stored as the receiver
-//! decides and infers them: sitegen shows them and derives neither.
+//! decides and infers them: sitegen shows them and derives neither. As the
+//! receiver does, every peer entry and link with a silent end (and the
+//! external peers and relay links of a silent agent) is stored `unknown`:
+//! what a silent agent last said is no evidence that a link works now.
+//! (Relay links stay as the receiver writes them: `healthy` when used.)
 #![allow(dead_code)]
 
 use std::path::Path;
@@ -234,6 +238,15 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
             s if s % 17 == 0 => "stale",
             _ => "healthy",
         };
+        // The health the receiver stores for the peer entry or link of
+        // `a` and `b` (`down` instead of `never` for links).
+        let stored_health = |a: usize, b: usize| {
+            if silent(a) || silent(b) {
+                "unknown"
+            } else {
+                pair_health(a, b)
+            }
+        };
         let handshake = |a: usize, b: usize| match pair_health(a, b) {
             "never" => None,
             "stale" => Some(now - 900 - (pair_seed(a, b) % 600) as i64),
@@ -351,7 +364,7 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
                 if one_sided(i, p) && i > p {
                     continue;
                 }
-                let h = pair_health(i, p);
+                let h = stored_health(i, p);
                 if h == "healthy" {
                     healthy += 1;
                 }
@@ -391,7 +404,7 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
                         100,
                         200,
                         now - 60,
-                        "healthy",
+                        if silent(i) { "unknown" } else { "healthy" },
                         now - 86_400,
                         last_seen,
                         wg_dev,
@@ -405,7 +418,7 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
                         "",
                         format!("EXTERNAL{:036}=", i),
                         0,
-                        "healthy",
+                        if silent(i) { "unknown" } else { "healthy" },
                         60,
                         Option::<String>::None,
                         now - 86_400,
@@ -430,7 +443,7 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
             }
             for &p in peers[i].iter().filter(|&&p| p > i) {
                 let (a, b) = if ids[i] < ids[p] { (i, p) } else { (p, i) };
-                let h = match pair_health(i, p) {
+                let h = match stored_health(i, p) {
                     "never" => "down",
                     h => h,
                 };
