@@ -325,11 +325,7 @@ async fn demo_faults_reach_the_receiver_and_recover() {
     };
     let mut whole_site = e.silent_site.clone();
     whole_site.sort();
-    assert!(
-        listed("site_silent", &e.silent_label).iter().any(|a| *a == whole_site),
-        "{:?}",
-        seen.incidents
-    );
+    assert!(listed("site_silent", &e.silent_label).contains(&whole_site), "{:?}", seen.incidents);
     let mut gateway_and_relayed: Vec<String> =
         [e.down_gateway.clone()].into_iter().chain(e.relayed.iter().cloned()).collect();
     gateway_and_relayed.sort();
