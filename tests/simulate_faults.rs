@@ -27,6 +27,9 @@ const ROUNDS: u64 = 25;
 /// What the schedule says the receiver must see, as agent ids.
 struct Expect {
     silent_site: Vec<String>,
+    /// The site labels of the silent site and of the gateway's site.
+    silent_label: String,
+    gateway_label: String,
     down_gateway: String,
     relayed: Vec<String>,
     /// Gateways that may relay for the cut-off site (all but its own).
@@ -94,6 +97,8 @@ fn expect(fleet: &SimFleet) -> Expect {
         .expect("an untouched agent");
     Expect {
         silent_site: site_agents(silent),
+        silent_label: site_label(silent),
+        gateway_label: site_label(gateway_site),
         down_gateway: id(SimFleet::gateway(gateway_site)),
         relayed: (gateway_site * SITE_SIZE + 1..(gateway_site + 1) * SITE_SIZE).map(id).collect(),
         relayers: (0..fleet.sites())
@@ -164,6 +169,8 @@ struct Seen {
     /// Links and peers shown healthy while an end was silent (must stay
     /// empty: the receiver decides that such a link is not known to work).
     healthy_with_a_silent_end: Vec<String>,
+    /// (kind, site, agents) of every incident seen active.
+    incidents: HashSet<(String, String, String)>,
 }
 
 impl Seen {
@@ -186,6 +193,10 @@ impl Seen {
                (SELECT 1 FROM agents s WHERE s.status = 'silent' AND s.agent_id IN (p.agent_id, p.peer_agent_id))",
         ));
         c.execute_batch("COMMIT").unwrap();
+        let mut stmt =
+            c.prepare("SELECT kind, site, agents FROM incidents WHERE state = 'active'").unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
+        self.incidents.extend(rows.map(Result::unwrap));
         let all = |ids: &[String], f: &dyn Fn(&Heard) -> bool| {
             ids.iter().all(|a| status(c, a).as_ref().is_some_and(f))
         };
@@ -302,6 +313,57 @@ async fn demo_faults_reach_the_receiver_and_recover() {
         count(&c, "SELECT count(*) FROM topology_edges WHERE kind = 'relay'", []) > 0,
         "relay edges"
     );
+
+    // The receiver grouped both into one incident each, naming the site by
+    // its label and listing its agents, and resolved them after recovery.
+    let listed = |kind: &str, site: &str| -> Vec<Vec<String>> {
+        seen.incidents
+            .iter()
+            .filter(|(k, s, _)| k == kind && s == site)
+            .map(|(_, _, agents)| serde_json::from_str(agents).unwrap())
+            .collect()
+    };
+    let mut whole_site = e.silent_site.clone();
+    whole_site.sort();
+    assert!(listed("site_silent", &e.silent_label).contains(&whole_site), "{:?}", seen.incidents);
+    let mut gateway_and_relayed: Vec<String> =
+        [e.down_gateway.clone()].into_iter().chain(e.relayed.iter().cloned()).collect();
+    gateway_and_relayed.sort();
+    assert!(
+        listed("gateway_down", &e.gateway_label).iter().any(|a| {
+            a[0] == e.down_gateway && {
+                let mut a = a.clone();
+                a.sort();
+                a == gateway_and_relayed
+            }
+        }),
+        "{:?}",
+        seen.incidents
+    );
+    // The sweep after the last status change may still be due.
+    let settled = Instant::now() + Duration::from_secs(10);
+    for (kind, site) in [("site_silent", &e.silent_label), ("gateway_down", &e.gateway_label)] {
+        let active = |c: &Connection| {
+            count(
+                c,
+                "SELECT count(*) FROM incidents WHERE kind = ?1 AND site = ?2 AND state = 'active'",
+                [kind, site.as_str()],
+            )
+        };
+        while active(&read_only(&db)) > 0 && Instant::now() < settled {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(active(&read_only(&db)), 0, "{kind} {site} resolved after recovery");
+        assert!(
+            count(
+                &c,
+                "SELECT count(*) FROM incidents WHERE kind = ?1 AND site = ?2 AND state = 'resolved'
+                   AND resolved_at >= first_seen",
+                [kind, site.as_str()],
+            ) > 0,
+            "{kind} {site}"
+        );
+    }
 
     // A link stale at both ends, and the link seen so.
     let (a, b) = &e.stale;

@@ -7,9 +7,11 @@
 
 mod health;
 mod net;
+mod site;
 
 pub use health::{alarm_kind_words, AgentStatus, Health, PeerHealth, Severity};
 pub use net::{masked_network, network_of, shared_scope, AddressClass};
+pub use site::{site_network, site_of};
 
 /// Reports an agent may miss before it counts as silent: three intervals
 /// ride out one lost report and one slow relay without crying wolf.

@@ -324,8 +324,8 @@ fn process(
     Ok((processed.keep_raw, processed.visible))
 }
 
-/// Timer work: silent agents, expiring events, retention. Returns whether
-/// what the dashboard shows changed.
+/// Timer work: silent agents, expiring events, incidents, retention.
+/// Returns whether what the dashboard shows changed.
 fn sweep(conn: &Connection, processor: &mut Processor, now: i64) -> rusqlite::Result<bool> {
     load_known(conn, processor, None)?;
     let silent = store::mark_silent(conn, processor.settings.silent_before(now))?;
@@ -337,8 +337,14 @@ fn sweep(conn: &Connection, processor: &mut Processor, now: i64) -> rusqlite::Re
     let seen_before = now - processor.settings.event_ttl_secs;
     let expired = kattila_store::alarms::expire(conn, &events, seen_before, now)?;
     processor.expired(&expired);
+    // After the statuses above, so incidents group what holds now.
+    let inputs = kattila_store::incidents::load(conn)?;
+    let found = crate::process::incidents::find(&inputs);
+    let (incidents, incidents_changed) =
+        crate::process::incidents::changes(found, &inputs.active, now);
+    kattila_store::incidents::apply(conn, &incidents)?;
     kattila_store::admin::retain(conn, &processor.settings.retention(now))?;
-    Ok(visible || !expired.is_empty())
+    Ok(visible || !expired.is_empty() || incidents_changed)
 }
 
 /// Checks anti-replay for every layer, then stores and processes the

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::files::SiteFile;
 use crate::format::iso_time;
-use crate::view::{AgentView, AlarmView, ClusterView, LinkView, Site, Summary};
+use crate::view::{AgentView, AlarmView, ClusterView, IncidentView, LinkView, Site, Summary};
 
 /// The published schemas: (file name under api/v1/schema/, text).
 pub const SCHEMAS: &[(&str, &str)] = &[
@@ -101,6 +101,8 @@ struct AlarmsFile<'a> {
     #[serde(flatten)]
     header: Header<'a>,
     alarms: &'a [AlarmView],
+    /// Related alarms of one site, grouped by the receiver.
+    incidents: &'a [IncidentView],
 }
 
 #[derive(Serialize)]
@@ -252,6 +254,7 @@ pub fn files(site: &Site) -> anyhow::Result<Vec<SiteFile>> {
             to_bytes(&AlarmsFile {
                 header: header(site, "schema/alarms.schema.json"),
                 alarms: &site.alarms,
+                incidents: &site.incidents,
             })
         }),
         ("api/v1/topology.json", |site| {

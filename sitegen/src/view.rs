@@ -25,6 +25,8 @@ pub struct Site {
     pub summary: Summary,
     pub agents: Vec<AgentView>,
     pub alarms: Vec<AlarmView>,
+    /// Active first, then newest first.
+    pub incidents: Vec<IncidentView>,
     pub links: Vec<LinkView>,
     pub clusters: Vec<ClusterView>,
     pub problems: Problems,
@@ -226,6 +228,34 @@ impl Hash for PeerView {
         (allowed_ips, latest_handshake, handshake_band, rx_bytes, tx_bytes).hash(h);
         (persistent_keepalive, health).hash(h);
     }
+}
+
+/// An incident: related alarms of one site, grouped by the receiver.
+#[derive(Debug, Clone, Serialize, Hash)]
+pub struct IncidentView {
+    pub id: i64,
+    /// 'site_silent' | 'gateway_down' | 'links_stale'.
+    pub kind: String,
+    /// 'critical' | 'warning' | 'info'.
+    pub severity: String,
+    /// The cluster of its agents (id, label, page); None when none of them
+    /// is known any more.
+    pub cluster: Option<String>,
+    pub cluster_label: Option<String>,
+    pub cluster_page: Option<String>,
+    /// What is wrong, without the site's name.
+    pub summary: String,
+    /// The agents involved, as stored.
+    #[serde(rename = "agents")]
+    pub agent_ids: Vec<String>,
+    /// Indices into `Site::agents` of those still known.
+    #[serde(skip)]
+    pub agents: Vec<usize>,
+    /// 'active' | 'resolved'.
+    pub state: String,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub resolved_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Hash)]

@@ -800,6 +800,19 @@ fn the_overview_puts_problems_first() {
     let first_warning = index.find("<li class=\"warning\">").expect("warnings too");
     assert!(site3 < first_warning, "critical lines first");
     assert_eq!(index.matches(": all 5 agents silent").count(), 1);
+    // That line is the receiver's incident: it links to the site's cluster
+    // page, and the line of silent agents does not name its agents again.
+    let item = &index[index[..site3].rfind("<li").unwrap()..site3];
+    assert!(item.contains("href=\"map/net-"), "{item}");
+    let overview = &index[verdict..index.find("<table").unwrap()];
+    assert!(!overview.contains("site3-"), "{overview}");
+    assert!(overview.contains("site7-node01"), "other silent agents keep their line");
+    let alarms_json: serde_json::Value = serde_json::from_str(file("api/v1/alarms.json")).unwrap();
+    let incidents = alarms_json["incidents"].as_array().unwrap();
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    assert_eq!(incidents[0]["kind"], "site_silent");
+    assert_eq!(incidents[0]["agents"].as_array().unwrap().len(), 5);
+    assert!(incidents[0]["cluster_page"].as_str().unwrap().starts_with("map/net-"));
     // Every link to the problems page names an anchor that exists.
     for (at, _) in index.match_indices("href=\"problems.html#") {
         let anchor = &index[at + 20..at + 20 + index[at + 20..].find('"').unwrap()];

@@ -12,6 +12,7 @@
 //!   ([`Changes`], [`apply`]).
 //! - [`topology`]: the edges, and what the topology model is loaded from.
 //! - [`alarms`]: alarms and their streaks.
+//! - [`incidents`]: related alarms of one site grouped into one.
 //! - [`history`]: history samples and their roll-up.
 //! - [`admin`]: resets, acknowledgements, retention.
 //! - [`checkpoint`]: WAL checkpoints off the writer thread.
@@ -29,6 +30,7 @@ pub mod alarms;
 pub mod audit;
 pub mod checkpoint;
 pub mod history;
+pub mod incidents;
 pub mod migrations;
 mod open;
 pub mod snapshot;

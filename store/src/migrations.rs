@@ -224,6 +224,25 @@ const STEPS: &[&str] = &[
     );
     INSERT INTO fleet_state (id, version) VALUES (1, 0);
     "#,
+    // 11: incidents: related alarms of one site grouped by the receiver
+    // (a whole site silent, a gateway down with its site relayed, many
+    // links stale at once), one active incident per (kind, site).
+    r#"
+    CREATE TABLE incidents (
+        id          INTEGER PRIMARY KEY,
+        kind        TEXT NOT NULL,   -- site_silent, gateway_down, links_stale
+        site        TEXT NOT NULL,   -- kattila_fleet::site_of: site label, else network
+        severity    TEXT NOT NULL,   -- 'critical' | 'warning' | 'info'
+        summary     TEXT NOT NULL,   -- what is wrong, without the site's name
+        agents      TEXT NOT NULL,   -- JSON array of the agent ids involved
+        state       TEXT NOT NULL CHECK (state IN ('active', 'resolved')),
+        first_seen  INTEGER NOT NULL,
+        last_seen   INTEGER NOT NULL,
+        resolved_at INTEGER
+    );
+    CREATE UNIQUE INDEX one_active_incident ON incidents(kind, site) WHERE state = 'active';
+    CREATE INDEX incidents_by_state ON incidents(state, first_seen);
+    "#,
 ];
 
 /// The first schema version with the state, topology, alarm and history
@@ -235,6 +254,8 @@ pub const AGENT_STATUS: i64 = 8;
 pub const AGENT_SITE: i64 = 9;
 /// The first schema version with `fleet_state`.
 pub const FLEET_STATE: i64 = 10;
+/// The first schema version with `incidents`.
+pub const INCIDENTS: i64 = 11;
 
 pub const LATEST: usize = STEPS.len();
 

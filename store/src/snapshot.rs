@@ -139,6 +139,27 @@ pub struct Alarm {
     pub acked_at: Option<i64>,
 }
 
+/// An incident: related alarms of one site, grouped by the receiver.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Incident {
+    pub id: i64,
+    /// 'site_silent' | 'gateway_down' | 'links_stale'.
+    pub kind: String,
+    /// The site's label, else its network (`kattila_fleet::site_of`).
+    pub site: String,
+    /// 'critical' | 'warning' | 'info'.
+    pub severity: String,
+    /// What is wrong, without the site's name.
+    pub summary: String,
+    /// The agent ids involved.
+    pub agents: Vec<String>,
+    /// 'active' | 'resolved'.
+    pub state: String,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub resolved_at: Option<i64>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Sample {
     pub ts: i64,
@@ -170,6 +191,9 @@ pub struct FleetSnapshot {
     pub edges: Vec<Edge>,
     /// Newest first.
     pub alarms: Vec<Alarm>,
+    /// Active ones first, then newest first; empty before schema step
+    /// `migrations::INCIDENTS`.
+    pub incidents: Vec<Incident>,
 }
 
 /// How much history the agent pages show.
@@ -449,6 +473,31 @@ impl FleetSnapshot {
             })?
             .collect::<rusqlite::Result<Vec<_>>>()
             .context("reading alarms")?;
+
+        if schema_version >= migrations::INCIDENTS {
+            let mut stmt = conn.prepare(
+                "SELECT id, kind, site, severity, summary, agents, state, first_seen, last_seen,
+                        resolved_at
+                 FROM incidents ORDER BY state = 'active' DESC, first_seen DESC, id DESC",
+            )?;
+            snap.incidents = stmt
+                .query_map([], |r| {
+                    Ok(Incident {
+                        id: r.get(0)?,
+                        kind: text(r, 1)?,
+                        site: text(r, 2)?,
+                        severity: text(r, 3)?,
+                        summary: text(r, 4)?,
+                        agents: string_list(&text(r, 5)?),
+                        state: text(r, 6)?,
+                        first_seen: r.get(7)?,
+                        last_seen: r.get(8)?,
+                        resolved_at: r.get(9)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .context("reading incidents")?;
+        }
         snap.agents = agents;
         Ok(snap)
     }

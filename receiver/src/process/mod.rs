@@ -8,6 +8,7 @@
 //! - [`topology`]: the fleet's links as an in-memory model.
 //! - [`alarms`]: the alarm lifecycle (streaks, flap suppression, events).
 //! - [`history`]: history samples.
+//! - [`incidents`]: related alarms of one site grouped into incidents.
 //!
 //! What is known is kept in memory between messages, loaded on first use,
 //! so that a report which changes nothing but counters writes little: the
@@ -15,6 +16,7 @@
 
 pub mod alarms;
 pub mod history;
+pub mod incidents;
 pub mod report;
 pub mod topology;
 

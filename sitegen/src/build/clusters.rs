@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use kattila_fleet::{network_of, shared_scope, AgentStatus, Severity};
+use kattila_fleet::{site_network, AgentStatus, Severity};
 use kattila_store::snapshot::{Agent, FleetSnapshot};
 
 use crate::anon::Anon;
@@ -96,18 +96,8 @@ fn cluster(
     }
 }
 
-/// The network an agent is clustered by: its first LAN IPv4 network, else
-/// its first global IPv6 network, else its WireGuard network.
+/// The network an agent without a site label is clustered by: the
+/// receiver groups incidents by the same rule (`kattila_fleet::site_of`).
 fn cluster_key(agent: &Agent) -> Option<String> {
-    let pick = |wireguard: bool, v4: bool| {
-        agent
-            .interfaces
-            .iter()
-            .filter(|i| i.kind != "loopback" && (i.kind == "wireguard") == wireguard)
-            .flat_map(|i| i.addresses.iter())
-            .filter_map(|a| network_of(a))
-            .find(|(net, len)| shared_scope(net) && net.is_ipv4() == v4 && *len > 0)
-            .map(|(net, len)| format!("{net}/{len}"))
-    };
-    pick(false, true).or_else(|| pick(false, false)).or_else(|| pick(true, true))
+    site_network(agent.interfaces.iter().map(|i| (i.kind.as_str(), i.addresses.as_slice())))
 }

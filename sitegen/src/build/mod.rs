@@ -1,5 +1,5 @@
 //! Making the public view ([`crate::view`]) from one snapshot, part by
-//! part: who is who, alarms, links, agents, clusters, summary. Each part
+//! part: who is who, alarms, links, agents, clusters, incidents, summary. Each part
 //! reads the snapshot and what the parts before it made, and passes every
 //! string it keeps through the anonymiser. Nothing the receiver stored is
 //! decided again here: agent status, peer and link health and whether both
@@ -8,6 +8,7 @@
 mod agents;
 mod alarms;
 mod clusters;
+mod incidents;
 mod links;
 mod pages;
 mod problems;
@@ -30,9 +31,17 @@ impl Site {
         };
         let mut agents = agents::agents(snap, &directory, &active_alarms, &both_ends, anon, now);
         let clusters = clusters::clusters(snap, &mut agents, &links, &directory.index, anon);
+        let incidents = incidents::incidents(snap, &agents, &clusters, &directory.index, anon);
         let summary = summary::summary(&agents, &links, &alarms, clusters.len());
-        let problems =
-            problems::problems(&agents, &links, &clusters, &alarms, &summary, &directory.index);
+        let problems = problems::problems(
+            &agents,
+            &links,
+            &clusters,
+            &incidents,
+            &alarms,
+            &summary,
+            &directory.index,
+        );
         Site {
             schema_version: SCHEMA_VERSION,
             generated_at: now,
@@ -40,6 +49,7 @@ impl Site {
             summary,
             agents,
             alarms,
+            incidents,
             links,
             clusters,
             problems,

@@ -1,16 +1,21 @@
 //! What needs attention, most severe first: the overview's one-sentence
-//! verdict, one line per problem (a whole cluster silent is one line, not
-//! one per agent), and the lists behind every count (silent and
-//! relay-only agents; links down, unknown, stale and listed by one end
+//! verdict, one line per problem, and the lists behind every count (silent
+//! and relay-only agents; links down, unknown, stale and listed by one end
 //! only). Lists are in natural order of names.
+//!
+//! The receiver's active incidents come first, one line each (a whole site
+//! silent is one line, not one per agent); the lines made here leave out
+//! what an incident already says, and the lists and counts keep it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use kattila_fleet::{AgentStatus, Health};
 
 use crate::natural::natural_cmp;
 use crate::shown::Pieces;
-use crate::view::{AgentView, AlarmView, ClusterView, LinkView, ProblemLine, Problems, Summary};
+use crate::view::{
+    AgentView, AlarmView, ClusterView, IncidentView, LinkView, ProblemLine, Problems, Summary,
+};
 
 /// Names listed in a problem line before it says "and N more".
 const NAMES_IN_A_LINE: usize = 3;
@@ -19,6 +24,7 @@ pub fn problems(
     agents: &[AgentView],
     links: &[LinkView],
     clusters: &[ClusterView],
+    incidents: &[IncidentView],
     alarms: &[AlarmView],
     summary: &Summary,
     index: &std::collections::HashMap<String, usize>,
@@ -57,40 +63,46 @@ pub fn problems(
         }
     }
 
-    // Silent agents: a cluster silent as a whole is one line.
-    let mut silent_clusters = Vec::new();
-    let mut silent_alone = Vec::new();
-    let cluster_of: BTreeMap<&str, &ClusterView> =
-        clusters.iter().map(|c| (c.id.as_str(), c)).collect();
-    for &i in &p.silent {
-        match cluster_of.get(agents[i].cluster.as_str()) {
-            Some(c) if c.agents.len() > 1 && c.silent == c.agents.len() => {
-                if !silent_clusters.contains(&c.id.as_str()) {
-                    silent_clusters.push(c.id.as_str());
-                }
-            }
-            _ => silent_alone.push(i),
+    // The receiver's incidents, one line each, linking to their cluster.
+    // What they involve is not said again below: silent and relayed agents
+    // of a silent site or a gateway down, links stale at a troubled site.
+    let mut covered_agents = HashSet::new();
+    let mut covered_link_ends = HashSet::new();
+    for inc in incidents.iter().filter(|i| i.state == "active") {
+        let text = match &inc.cluster_label {
+            Some(label) => Pieces::new().and("Cluster ").and(label.as_str()).and(": "),
+            None => Pieces::new(),
         }
+        .and(inc.summary.as_str());
+        let (severity, mark) = match inc.severity.as_str() {
+            "critical" => ("critical", "✕"),
+            _ => ("warning", if inc.kind == "links_stale" { "◐" } else { "!" }),
+        };
+        let href = inc.cluster_page.as_deref().unwrap_or("problems.html");
+        p.lines.push(line(severity, mark, text, href));
+        let into =
+            if inc.kind == "links_stale" { &mut covered_link_ends } else { &mut covered_agents };
+        into.extend(inc.agents.iter().copied());
     }
-    for id in silent_clusters {
-        let c = cluster_of[id];
-        p.lines.push(line(
-            "critical",
-            "✕",
-            Pieces::new()
-                .and("Cluster ")
-                .and(c.label.as_str())
-                .and(format!(": all {} agents silent", c.agents.len())),
-            &c.page,
-        ));
-    }
+    let silent_alone: Vec<usize> =
+        p.silent.iter().copied().filter(|i| !covered_agents.contains(i)).collect();
     if !silent_alone.is_empty() {
         let text = names(agents, &silent_alone, "silent", "agent", "agents");
         p.lines.push(line("critical", "✕", text, "problems.html#silent"));
     }
-    if !p.links_down.is_empty() {
-        let to_silent = p
-            .links_down
+    // A stale or down link with an end at a site whose links are one
+    // incident is said by that incident.
+    let covered_link = |l: usize| {
+        [&links[l].a, &links[l].b]
+            .iter()
+            .any(|id| index.get(id.as_str()).is_some_and(|i| covered_link_ends.contains(i)))
+    };
+    let links_down: Vec<usize> =
+        p.links_down.iter().copied().filter(|&l| !covered_link(l)).collect();
+    let links_stale: Vec<usize> =
+        p.links_stale.iter().copied().filter(|&l| !covered_link(l)).collect();
+    if !links_down.is_empty() {
+        let to_silent = links_down
             .iter()
             .filter(|&&l| {
                 [&links[l].a, &links[l].b].iter().any(|id| {
@@ -98,7 +110,7 @@ pub fn problems(
                 })
             })
             .count();
-        let n = p.links_down.len();
+        let n = links_down.len();
         let mut text = format!("{n} WireGuard link{} down", plural(n));
         if to_silent > 0 {
             text.push_str(&format!(" ({to_silent} of them to silent agents)"));
@@ -107,15 +119,18 @@ pub fn problems(
     }
     // Agents reached only through relays, by cluster: usually their way
     // out (a gateway, an uplink) is broken.
-    if !p.relay.is_empty() {
+    let relay: Vec<usize> =
+        p.relay.iter().copied().filter(|i| !covered_agents.contains(i)).collect();
+    if !relay.is_empty() {
         let mut by_cluster: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        for &i in &p.relay {
+        for &i in &relay {
             by_cluster.entry(agents[i].cluster.as_str()).or_default().push(i);
         }
         if by_cluster.len() <= NAMES_IN_A_LINE {
             for (id, members) in by_cluster {
-                let mut text = match cluster_of.get(id) {
-                    Some(c) => Pieces::new().and("Cluster ").and(c.label.as_str()).and(": "),
+                let mut text = match clusters.iter().find(|c| c.id == id).map(|c| c.label.as_str())
+                {
+                    Some(label) => Pieces::new().and("Cluster ").and(label).and(": "),
                     None => Pieces::new(),
                 };
                 text = text.join(names(
@@ -128,7 +143,7 @@ pub fn problems(
                 p.lines.push(line("warning", "↪", text, "problems.html#relay"));
             }
         } else {
-            let n = p.relay.len();
+            let n = relay.len();
             let text = format!(
                 "{n} agent{} in {} clusters reachable only through relays",
                 plural(n),
@@ -144,7 +159,7 @@ pub fn problems(
             "?",
             "links-unknown",
         ),
-        (&p.links_stale, "stale (no recent handshake, no traffic)", "◐", "links-stale"),
+        (&links_stale, "stale (no recent handshake, no traffic)", "◐", "links-stale"),
         (&p.links_one_sided, "listed by one end only", "⇢", "links-one-sided"),
     ] {
         if !list.is_empty() {

@@ -580,6 +580,30 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
         )
         .unwrap();
     }
+    // The receiver's sweep groups the silent site into one incident
+    // (receiver/src/process/incidents.rs); stored here as it would be, its
+    // site named by kattila_fleet::site_of: the label, else the LAN.
+    if let Some(s) = spec.silent_site {
+        let site = if spec.site_labels {
+            format!("dc-{s:02}")
+        } else {
+            format!("10.{}.{}.0/24", 20 + s / 256, s % 256)
+        };
+        let members: Vec<&String> =
+            fx.agent_ids.iter().skip(s * SITE_SIZE).take(SITE_SIZE).collect();
+        tx.execute(
+            "INSERT INTO incidents (kind, site, severity, summary, agents, state, first_seen, last_seen)
+             VALUES ('site_silent', ?1, 'critical', ?2, ?3, 'active', ?4, ?5)",
+            params![
+                site,
+                format!("all {} agents silent", members.len()),
+                serde_json::to_string(&members).unwrap(),
+                now - 3000,
+                now
+            ],
+        )
+        .unwrap();
+    }
     tx.commit().unwrap();
     // Loopback addresses (127.0.0.1/8, ::1/128 on every agent) name no
     // host and are published as they are; see sitegen/src/pseudonym.rs.
