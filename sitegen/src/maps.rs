@@ -173,13 +173,13 @@ pub fn overview(site: &Site, cache: &LayoutCache, depth: usize) -> Option<SvgGra
                 label: cut(&cl.label),
                 sublabel: cluster_sublabel(cl),
                 title: Pieces::new().and(cl.label.as_str()).and(format!(
-                    ": {} agents ({} up, {} silent, {} relay only), {} links not healthy, {} active alarms",
-                    cl.agents.len(),
+                    ": {} ({} up, {} silent, {} relay only), {} not healthy, {}",
+                    count(cl.agents.len(), "agent"),
                     cl.up,
                     cl.silent,
                     cl.relay,
-                    cl.links_not_healthy,
-                    cl.alarms_active
+                    count(cl.links_not_healthy, "link"),
+                    count(cl.alarms_active, "active alarm"),
                 )),
                 href: Some(format!("{root}{}", cl.page)),
                 class: format!("cluster {}", cl.health),
@@ -260,19 +260,22 @@ pub fn overview(site: &Site, cache: &LayoutCache, depth: usize) -> Option<SvgGra
     })
 }
 
+/// "1 link", "3 links".
+fn count(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
+/// What fits under a cluster's name in its box: the worst first.
 fn cluster_sublabel(cl: &ClusterView) -> String {
-    let mut parts =
-        vec![format!("{} agent{}", cl.agents.len(), if cl.agents.len() == 1 { "" } else { "s" })];
     if cl.silent > 0 {
-        parts.push(format!("{} silent", cl.silent));
+        format!("{} of {} silent", cl.silent, cl.agents.len())
+    } else if cl.relay > 0 {
+        format!("{} of {} relay only", cl.relay, cl.agents.len())
+    } else if cl.links_not_healthy > 0 {
+        format!("{}, {} bad", count(cl.agents.len(), "agent"), count(cl.links_not_healthy, "link"))
+    } else {
+        count(cl.agents.len(), "agent")
     }
-    if cl.relay > 0 {
-        parts.push(format!("{} relay", cl.relay));
-    }
-    if cl.links_not_healthy > 0 && cl.silent == 0 {
-        parts.push(format!("{} links", cl.links_not_healthy));
-    }
-    parts.join(", ")
 }
 
 /// The clusters the fleet map draws one by one, in cluster order: all of
@@ -379,11 +382,11 @@ pub fn cluster(
             sublabel: a.status.as_str().into(),
             title: Pieces::new().and(a.hostname.as_str()).and(" (").and(a.agent_id.as_str()).and(
                 format!(
-                    "): {}, {} of {} peers healthy, {} active alarms",
+                    "): {}, {} of {} peers healthy, {}",
                     a.status.as_str(),
                     a.peers_healthy,
                     a.peers_total,
-                    a.alarms_active
+                    count(a.alarms_active, "active alarm")
                 ),
             ),
             href: Some(format!("{root}{}", a.page)),
