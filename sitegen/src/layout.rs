@@ -25,7 +25,7 @@ use crate::routing;
 /// Largest graph handed to layout-rs.
 pub const LAYOUT_RS_MAX_NODES: usize = 40;
 /// Bump when the layout code changes, so cached layouts are redone.
-const ALGORITHM_VERSION: &str = "kattila-layout-6";
+const ALGORITHM_VERSION: &str = "kattila-layout-7";
 
 /// A graph to lay out: node ids (any order, unique) and edges between
 /// node indices.

@@ -27,6 +27,9 @@ const CLEARANCE: f64 = 3.0;
 const CURVE_STEPS: usize = 16;
 /// Margin around the drawing.
 const MARGIN: f64 = 16.0;
+/// Sideways offsets (px) of the control point also tried, whatever the
+/// line's length.
+const OFFSETS: &[f64] = &[40.0, 80.0, 120.0, 170.0, 230.0, 300.0];
 /// Curves tried for an edge whose straight line is blocked: (how far the
 /// control point is moved sideways, as a share of the edge's length;
 /// where along the edge it sits).
@@ -71,11 +74,11 @@ pub fn arrange(pos: &[(f64, f64)], edges: &[(usize, usize)], snap: bool) -> Draw
     separate(&mut pos);
     // Spreading out makes room for curves, but shrinks the drawing on
     // the page: a little at a time.
-    for _ in 0..8 {
+    for _ in 0..12 {
         if let Some(bends) = route(&pos, edges) {
             return finish(pos, bends);
         }
-        spread(&mut pos, 1.2);
+        spread(&mut pos, 1.1);
     }
     let pos = circle(pos.len());
     let bends = route(&pos, edges).unwrap_or_else(|| vec![None; edges.len()]);
@@ -214,9 +217,13 @@ fn route(pos: &[(f64, f64)], edges: &[(usize, usize)]) -> Option<Vec<Option<(f64
         let (nx, ny) = (-dy / len, dx / len);
         // Bends from slight to strong, on either side, with the curve's
         // peak in the middle or nearer one end.
-        let found = BENDS.iter().find_map(|&(k, along)| {
+        let relative = BENDS.iter().map(|&(k, along)| (k * len, along));
+        // Long lines also try bends of a fixed size: a gap between two rows
+        // of boxes is as wide for a long line as for a short one.
+        let absolute = OFFSETS.iter().flat_map(|&o| [(o, 0.5), (-o, 0.5), (o, 0.3), (-o, 0.7)]);
+        let found = relative.chain(absolute).find_map(|(offset, along)| {
             let at = (p.0 + dx * along, p.1 + dy * along);
-            let c = (at.0 + nx * k * len, at.1 + ny * k * len);
+            let c = (at.0 + nx * offset, at.1 + ny * offset);
             clear(&grid, pos, &curve_points(p, c, q), a, b).then_some(c)
         });
         bends.push(Some(found?));
