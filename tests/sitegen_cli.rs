@@ -387,3 +387,30 @@ fn git_snapshots_commit_state_changes_and_push_to_a_remote() {
     );
     assert!(!files.contains("site-key") && !files.contains(".builds"));
 }
+
+/// `--once` from cron is a new process each time: its report says what
+/// changed since the previous run, not "first build" every time.
+#[test]
+fn once_reports_changes_since_the_previous_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kattila.db");
+    let receiver = Receiver::start(&db, PSK);
+    simulate(&receiver, &dir.path().join("sim"), 3, 1);
+    let out = dir.path().join("site");
+    let once = || {
+        let (code, stdout, stderr) = run(
+            SITEGEN,
+            &["--once", "--db", db.to_str().unwrap(), "--out", out.to_str().unwrap()],
+            &[],
+        );
+        assert_eq!(code, 0, "{stderr}");
+        stdout
+    };
+    assert!(once().contains("first build"));
+    let again = once();
+    assert!(again.contains("no state change"), "{again}");
+    simulate(&receiver, &dir.path().join("sim"), 4, 1);
+    let joined = once();
+    assert!(joined.contains("1 agent joined") || joined.contains("agent"), "{joined}");
+    assert!(!joined.contains("first build"), "{joined}");
+}

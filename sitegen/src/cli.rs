@@ -171,11 +171,13 @@ fn run(args: Args) -> anyhow::Result<()> {
         None
     };
     if let Some(conn) = conn {
+        builder.recall_previous_state();
         conn.busy_timeout(Duration::from_millis(args.busy_timeout_ms))?;
         let report = builder.build(&conn, kattila_fleet::unix_now()).with_context(|| {
             format!("building from {} (locked by another program?)", args.db.display())
         })?;
         println!("{}", report.line());
+        builder.keep_state()?;
         if let Some(g) = git.as_mut() {
             match g.after_build(&report.published, &report.digest, kattila_fleet::unix_now())? {
                 GitOutcome::Committed(msg) => println!("git: committed \"{msg}\""),

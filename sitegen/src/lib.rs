@@ -30,6 +30,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
+
 use anon::Anon;
 use changes::{Changes, StateDigest};
 use layout::LayoutCache;
@@ -94,6 +96,31 @@ pub struct Builder {
 }
 
 impl Builder {
+    /// The fleet state of the last build of an earlier process (`--once`
+    /// from cron), so that its change report says what changed since then
+    /// instead of "first build". Unreadable or missing: none.
+    pub fn recall_previous_state(&mut self) {
+        let path = state_dir(&self.out).join("last-state.json");
+        if let Some(digest) =
+            std::fs::read(path).ok().and_then(|b| serde_json::from_slice::<StateDigest>(&b).ok())
+        {
+            self.previous = Some(Arc::new(digest));
+        }
+    }
+
+    /// Keeps the fleet state of the last build for the next process (see
+    /// [`Builder::recall_previous_state`]); written whole or not at all.
+    pub fn keep_state(&self) -> anyhow::Result<()> {
+        let Some(digest) = &self.previous else { return Ok(()) };
+        let dir = state_dir(&self.out);
+        std::fs::create_dir_all(&dir)?;
+        let tmp = dir.join(".last-state.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(digest.as_ref())?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, dir.join("last-state.json"))?;
+        Ok(())
+    }
+
     pub fn new(out: &Path, anon: Anon, render: render::RenderOptions) -> Builder {
         Builder {
             out: out.to_path_buf(),
