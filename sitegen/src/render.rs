@@ -217,7 +217,12 @@ impl PageKeys {
 
     /// `files` were published: they are the previous build from now on.
     pub fn published(&mut self, files: &[SiteFile]) {
-        self.published = files.iter().filter_map(|f| Some((f.path.clone(), f.key?))).collect();
+        self.published_keys(files.iter().map(|f| (f.path.as_str(), f.key)));
+    }
+
+    /// Files with these paths and keys were published.
+    pub fn published_keys<'a>(&mut self, files: impl Iterator<Item = (&'a str, Option<u64>)>) {
+        self.published = files.filter_map(|(path, key)| Some((path.to_string(), key?))).collect();
     }
 
     /// Renders every page again next time (after a failed publish, or when
@@ -237,6 +242,20 @@ pub fn render_site(
     opts: &RenderOptions,
     keys: &PageKeys,
 ) -> anyhow::Result<Vec<SiteFile>> {
+    render_site_into(site, cache, opts, keys, &Ok)
+}
+
+/// [`render_site`], handing each file to `sink` as soon as it is rendered
+/// (publishing writes it and keeps only its path and hash, so the pages of
+/// a large fleet are never all in memory at once). Returns what `sink`
+/// returned, in page order.
+pub fn render_site_into<T: Send>(
+    site: &Site,
+    cache: &LayoutCache,
+    opts: &RenderOptions,
+    keys: &PageKeys,
+    sink: &(dyn Fn(SiteFile) -> anyhow::Result<T> + Sync),
+) -> anyhow::Result<Vec<T>> {
     let mut alarms_of: HashMap<&str, Vec<&AlarmView>> = HashMap::new();
     for al in &site.alarms {
         let list = alarms_of.entry(al.agent_id.as_str()).or_default();
@@ -270,8 +289,10 @@ pub fn render_site(
         .chain((0..site.agents.len()).map(Page::Agent))
         .collect();
     let mut files =
-        pages.into_par_iter().map(|p| r.render(p)).collect::<anyhow::Result<Vec<_>>>()?;
-    files.extend(static_files(opts.templates.as_deref()));
+        pages.into_par_iter().map(|p| sink(r.render(p)?)).collect::<anyhow::Result<Vec<_>>>()?;
+    for f in static_files(opts.templates.as_deref()) {
+        files.push(sink(f)?);
+    }
     Ok(files)
 }
 
