@@ -94,11 +94,20 @@ impl Publisher {
         let id = build_id();
         let dir = builds.join(&id);
         std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let previous = self.previous.take().filter(|p| p.dir.is_dir());
+        // A new process (`--once` from cron) knows no hashes of the build it
+        // follows, but the files are on disk: the same bytes there are
+        // linked rather than written again.
+        let on_disk = match previous {
+            None => std::fs::canonicalize(&current).ok().filter(|d| d.is_dir()),
+            Some(_) => None,
+        };
         Ok(Staging {
             dirs: Mutex::new(HashSet::from([dir.clone()])),
             dir,
             id,
-            previous: self.previous.take().filter(|p| p.dir.is_dir()),
+            previous,
+            on_disk,
             hasher: self.hasher.clone(),
         })
     }
@@ -147,6 +156,9 @@ pub struct Staging {
     dir: PathBuf,
     id: String,
     previous: Option<Previous>,
+    /// The published build, when this process has not published one
+    /// (`previous` is None): files are compared with it byte for byte.
+    on_disk: Option<PathBuf>,
     hasher: std::hash::RandomState,
     /// Directories known to exist in the build.
     dirs: Mutex<HashSet<PathBuf>>,
@@ -195,9 +207,12 @@ impl Staging {
             }
             Contents::Bytes(bytes) => {
                 let hash = self.hasher.hash_one(bytes);
-                let linked = old
-                    .filter(|&(_, h)| h == hash)
-                    .is_some_and(|(old, _)| std::fs::hard_link(&old, &path).is_ok());
+                let same = match (old, &self.on_disk) {
+                    (Some((old, h)), _) => (h == hash).then_some(old),
+                    (None, Some(dir)) => Some(dir.join(rel)).filter(|old| same_bytes(old, bytes)),
+                    (None, None) => None,
+                };
+                let linked = same.is_some_and(|old| std::fs::hard_link(&old, &path).is_ok());
                 if !linked {
                     std::fs::write(&path, bytes)
                         .with_context(|| format!("writing {}", path.display()))?;
@@ -220,6 +235,14 @@ impl Drop for Publisher {
     fn drop(&mut self) {
         self.finish_cleanup();
     }
+}
+
+/// The file at `path` holds exactly `bytes`. Reading a file back (mostly
+/// from the page cache) costs less than writing it again, and a warm build
+/// changes few files.
+fn same_bytes(path: &Path, bytes: &[u8]) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64)
+        && std::fs::read(path).is_ok_and(|old| old == bytes)
 }
 
 /// Sortable and unique: nanoseconds since the epoch plus the process id.
@@ -293,6 +316,17 @@ mod tests {
         for i in 0..4 {
             p.publish(dir.path(), &files(&i.to_string())).unwrap();
         }
+        assert_eq!(std::fs::read_to_string(dir.path().join("current/static/a.css")).unwrap(), "x");
+    }
+
+    #[test]
+    fn a_new_publisher_links_unchanged_files_from_the_published_build() {
+        let dir = tempfile::tempdir().unwrap();
+        publish(dir.path(), &files("one")).unwrap();
+        let mut p = Publisher::default();
+        p.publish(dir.path(), &files("two")).unwrap();
+        assert_eq!(p.reused, 1, "style sheet unchanged, index changed");
+        assert_eq!(std::fs::read_to_string(dir.path().join("current/index.html")).unwrap(), "two");
         assert_eq!(std::fs::read_to_string(dir.path().join("current/static/a.css")).unwrap(), "x");
     }
 

@@ -28,6 +28,12 @@ fn v<T: Serialize>(x: T) -> Value {
 
 /// Resolved alarm rows per page of the alarm log.
 pub const ALARMS_PER_PAGE: usize = 100;
+/// Agents the overview lists (problems first). A larger fleet's agents are
+/// all listed on pages of [`AGENTS_PER_LIST_PAGE`] (`list/agents-N.html`),
+/// so the page everyone opens stays small at any fleet size.
+pub const INDEX_AGENTS: usize = 200;
+/// Rows per page of the full agent list.
+pub const AGENTS_PER_LIST_PAGE: usize = 500;
 /// Fleets up to this size get one full agent matrix; larger ones a
 /// cluster × cluster matrix plus one matrix per cluster and per pair of
 /// clusters (see [`matrix::ClusterLinks::new`] for which pairs).
@@ -41,6 +47,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("data.html", include_str!("../../templates/data.html")),
     ("agent.html", include_str!("../../templates/agent.html")),
     ("alarms.html", include_str!("../../templates/alarms.html")),
+    ("agent_list.html", include_str!("../../templates/agent_list.html")),
     ("map.html", include_str!("../../templates/map.html")),
     ("cluster.html", include_str!("../../templates/cluster.html")),
     ("matrix.html", include_str!("../../templates/matrix.html")),
@@ -284,6 +291,7 @@ pub fn render_site_into<T: Send>(
     let pages: Vec<Page> = [Page::Index, Page::Problems, Page::Data, Page::Map, Page::Matrix]
         .into_iter()
         .chain((1..=alarm_pages).map(Page::Alarms))
+        .chain((1..=agent_list_pages(site)).map(Page::AgentList))
         .chain((0..site.clusters.len()).map(Page::Cluster))
         .chain((0..pairs).map(Page::Pair))
         .chain((0..site.agents.len()).map(Page::Agent))
@@ -307,6 +315,8 @@ enum Page {
     Matrix,
     /// Page n (from 1) of the alarm log.
     Alarms(usize),
+    /// Page n (from 1) of the full agent list.
+    AgentList(usize),
     Cluster(usize),
     /// The agent matrix of a pair of clusters (n-th pair page).
     Pair(usize),
@@ -342,6 +352,7 @@ impl Renderer<'_> {
             Page::Map => self.map(),
             Page::Matrix => self.matrix(),
             Page::Alarms(p) => self.alarms(p),
+            Page::AgentList(p) => self.agent_list(p),
             Page::Cluster(c) => self.cluster(c),
             Page::Pair(k) => self.pair(k),
             Page::Agent(i) => self.agent(&self.site.agents[i]),
@@ -404,7 +415,9 @@ impl Renderer<'_> {
                 ..self.common("", "overview"),
                 ..context! {
                     summary => v(&site.summary),
-                    agents => v(problems_first(site).map(AgentRow::from).collect::<Vec<_>>()),
+                    agents => v(problems_first(site).take(INDEX_AGENTS).map(AgentRow::from).collect::<Vec<_>>()),
+                    list_pages => agent_list_pages(site),
+                    list_first => agent_list_path(1),
                     newest_alarms => v(newest),
                     clusters => v(&site.clusters),
                     problems => v(&site.problems),
@@ -613,6 +626,42 @@ impl Renderer<'_> {
         Ok(SiteFile { key, ..SiteFile::new(path, page) })
     }
 
+    /// Page `p` of the full agent list, in the overview's order. Below the
+    /// root, so without the clock: unchanged pages keep their key.
+    fn agent_list(&self, p: usize) -> anyhow::Result<SiteFile> {
+        let site = self.site;
+        let pages = agent_list_pages(site);
+        let skip = (p - 1) * AGENTS_PER_LIST_PAGE;
+        let rows: Vec<AgentRow> = problems_first(site)
+            .skip(skip)
+            .take(AGENTS_PER_LIST_PAGE)
+            .map(AgentRow::from)
+            .collect();
+        let path = agent_list_path(p);
+        let key = self.key((p, pages, &rows));
+        if let Some(same) = self.previous(&path, key) {
+            return Ok(same);
+        }
+        let link = |q: usize| format!("../{}", agent_list_path(q));
+        let page = self.page(
+            "agent_list.html",
+            context! {
+                ..self.common("../", "overview"),
+                ..context! {
+                    total => site.agents.len(),
+                    first_row => skip + 1,
+                    last_row => skip + rows.len(),
+                    agents => v(rows),
+                    page => p,
+                    pages => pages,
+                    prev => (p > 1).then(|| link(p - 1)),
+                    next => (p < pages).then(|| link(p + 1)),
+                }
+            },
+        )?;
+        Ok(SiteFile { key, ..SiteFile::new(path, page) })
+    }
+
     fn agent(&self, a: &AgentView) -> anyhow::Result<SiteFile> {
         let alarms = self.alarms_of.get(a.agent_id.as_str()).cloned().unwrap_or_default();
         let via = a.via_agent.as_deref().and_then(|v| self.site.agent(v)).map(AgentRow::from);
@@ -642,6 +691,20 @@ impl Renderer<'_> {
         )?;
         Ok(SiteFile { key, ..SiteFile::new(a.page.clone(), page) })
     }
+}
+
+/// Pages of the full agent list: none while the overview lists every
+/// agent.
+fn agent_list_pages(site: &Site) -> usize {
+    if site.agents.len() <= INDEX_AGENTS {
+        0
+    } else {
+        site.agents.len().div_ceil(AGENTS_PER_LIST_PAGE)
+    }
+}
+
+fn agent_list_path(p: usize) -> String {
+    format!("list/agents-{p}.html")
 }
 
 /// The agents in the order lists show them: silent first, then reached
