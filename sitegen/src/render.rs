@@ -32,6 +32,8 @@ pub const ALARMS_PER_PAGE: usize = 100;
 /// all listed on pages of [`AGENTS_PER_LIST_PAGE`] (`list/agents-N.html`),
 /// so the page everyone opens stays small at any fleet size.
 pub const INDEX_AGENTS: usize = 200;
+/// Rows of each list of the problems page; the heading gives the total.
+pub const PROBLEM_ROWS: usize = 100;
 /// Rows per page of the full agent list.
 pub const AGENTS_PER_LIST_PAGE: usize = 500;
 /// Fleets up to this size get one full agent matrix; larger ones a
@@ -431,16 +433,25 @@ impl Renderer<'_> {
     fn problems(&self) -> anyhow::Result<SiteFile> {
         let site = self.site;
         let p = &site.problems;
-        let agents =
-            |list: &[usize]| v(list.iter().map(|&i| self.problem_agent(i)).collect::<Vec<_>>());
-        let links =
-            |list: &[usize]| v(list.iter().map(|&l| self.problem_link(l)).collect::<Vec<_>>());
+        // Bounded, so the page stays small however much is wrong; the full
+        // lists are the agent list pages and the JSON.
+        let agents = |list: &[usize]| {
+            let rows: Vec<_> =
+                list.iter().take(PROBLEM_ROWS).map(|&i| self.problem_agent(i)).collect();
+            context! { rows, total => list.len() }
+        };
+        let links = |list: &[usize]| {
+            let rows: Vec<_> =
+                list.iter().take(PROBLEM_ROWS).map(|&l| self.problem_link(l)).collect();
+            context! { rows, total => list.len() }
+        };
         let page = self.page(
             "problems.html",
             context! {
                 ..self.common("", "problems"),
                 ..context! {
                     problems => v(p),
+                    all_agents => if agent_list_pages(site) > 0 { agent_list_path(1) } else { "index.html".to_string() },
                     silent => agents(&p.silent),
                     relay => agents(&p.relay),
                     links_down => links(&p.links_down),

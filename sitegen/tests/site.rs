@@ -899,3 +899,23 @@ fn a_large_fleet_is_listed_on_pages() {
     ids.sort();
     assert_eq!(sorted, ids, "every agent once");
 }
+
+/// However many agents are silent, the problems page lists a bounded
+/// number, gives the total and links to the full list.
+#[test]
+fn problem_lists_are_bounded() {
+    use kattila_sitegen::render::PROBLEM_ROWS;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = FleetSpec { site_size: 150, silent_site: Some(0), ..FleetSpec::new(300) };
+    let (db, _) = fixture(dir.path(), &spec);
+    let out = dir.path().join("site");
+    build(&db, &out, Anon::new(&key()));
+    let page = std::fs::read_to_string(out.join("current/problems.html")).unwrap();
+    let silent =
+        &page[page.find("<h2 id=\"silent\">").unwrap()..page.find("<h2 id=\"relay\">").unwrap()];
+    let total = 150 + (150..300).filter(|i| i % 37 == 36).count();
+    assert!(silent.contains(&format!("Silent agents ({total})")), "{silent}");
+    assert_eq!(silent.matches("<tr><td>").count(), PROBLEM_ROWS);
+    assert!(silent.contains(&format!("The first {PROBLEM_ROWS} of {total}")));
+    assert!(silent.contains("href=\"list/agents-1.html\""));
+}
