@@ -659,6 +659,9 @@ impl Renderer<'_> {
             context! {
                 ..self.common("../", "overview"),
                 ..context! {
+                    // The newest report listed, for the page's "data as of"
+                    // and the stale warning (the page shows no clock).
+                    as_of => rows.iter().map(|r| r.last_seen).max(),
                     total => site.agents.len(),
                     first_row => skip + 1,
                     last_row => skip + rows.len(),

@@ -889,6 +889,7 @@ fn a_large_fleet_is_listed_on_pages() {
     }
     // Below the root: no relative ages, no generation time.
     assert!(!p1.contains(" ago<") && !p1.contains("class=\"age\""));
+    assert!(p1.contains("data as of <time") && p1.contains(" data-as-of=\""));
     let all: Vec<String> = rows(&p1).into_iter().chain(rows(&p2)).collect();
     assert_eq!(all.len(), n);
     assert_eq!(all[..INDEX_AGENTS], shown[..], "the overview shows the head of the list");
