@@ -5,6 +5,8 @@
 //! cargo bench -p kattila-sitegen --bench build [-- SIZES...]
 //!
 //! Prints a Markdown table. Sizes default to 10 1000 10000.
+//! SITEGEN_BENCH_SITE_SIZE=N makes sites (clusters) of N agents instead of
+//! the fixture's five.
 
 #[path = "../tests/common/fixture.rs"]
 mod fixture;
@@ -40,7 +42,12 @@ fn bench_size(n: usize) {
     let dir = &dir_path;
     let db = dir.join("kattila.db");
     let t = Instant::now();
-    let spec = fixture::FleetSpec { resolved_alarms: n / 2 + 10, ..fixture::FleetSpec::new(n) };
+    let site_size = std::env::var("SITEGEN_BENCH_SITE_SIZE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(fixture::SITE_SIZE);
+    let spec =
+        fixture::FleetSpec { resolved_alarms: n / 2 + 10, site_size, ..fixture::FleetSpec::new(n) };
     fixture::create(&db, &spec);
     let fixture_time = t.elapsed();
     let conn = open_read_only(&db).unwrap();

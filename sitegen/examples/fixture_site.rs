@@ -3,10 +3,11 @@
 //! peers and alarms) into a database and a published site, for looking at
 //! pages and taking screenshots:
 //!
-//! cargo run -p kattila-sitegen --example fixture_site -- AGENTS OUT_DIR
+//! cargo run -p kattila-sitegen --example fixture_site -- AGENTS OUT_DIR [SITE_SIZE]
 //!
 //! Writes OUT_DIR/kattila.db and the site under OUT_DIR/site (open
-//! OUT_DIR/site/current/index.html).
+//! OUT_DIR/site/current/index.html). SITE_SIZE: agents per site (and so
+//! per cluster), five unless given.
 
 #[path = "../tests/common/fixture.rs"]
 mod fixture;
@@ -18,14 +19,19 @@ use kattila_sitegen::Builder;
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: fixture_site AGENTS OUT_DIR";
+    let usage = "usage: fixture_site AGENTS OUT_DIR [SITE_SIZE]";
     let agents: usize = args.next().ok_or_else(|| anyhow::anyhow!(usage))?.parse()?;
     let out = PathBuf::from(args.next().ok_or_else(|| anyhow::anyhow!(usage))?);
+    let site_size = match args.next() {
+        Some(s) => s.parse()?,
+        None => fixture::SITE_SIZE,
+    };
     std::fs::create_dir_all(&out)?;
     let db = out.join("kattila.db");
     let _ = std::fs::remove_file(&db);
     let spec = fixture::FleetSpec {
         silent_site: (agents >= 20).then_some(3),
+        site_size,
         ..fixture::FleetSpec::new(agents)
     };
     fixture::create(&db, &spec);

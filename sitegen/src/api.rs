@@ -236,6 +236,14 @@ type Maker = fn(&Site) -> anyhow::Result<Vec<u8>>;
 
 /// Every file under `api/v1/`, side by side on all cores.
 pub fn files(site: &Site) -> anyhow::Result<Vec<SiteFile>> {
+    files_into(site, &Ok)
+}
+
+/// [`files`], each handed to `sink` as soon as it is made.
+pub fn files_into<T: Send>(
+    site: &Site,
+    sink: &(dyn Fn(SiteFile) -> anyhow::Result<T> + Sync),
+) -> anyhow::Result<Vec<T>> {
     let makers: [(&str, Maker); 5] = [
         ("api/v1/summary.json", |site| {
             to_bytes(&SummaryFile {
@@ -278,10 +286,10 @@ pub fn files(site: &Site) -> anyhow::Result<Vec<SiteFile>> {
     ];
     let mut out = makers
         .par_iter()
-        .map(|(path, make)| Ok(SiteFile::new(*path, make(site)?)))
+        .map(|(path, make)| sink(SiteFile::new(*path, make(site)?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    out.extend(SCHEMAS.iter().map(|(name, text)| {
-        SiteFile::new(format!("api/v1/schema/{name}"), text.as_bytes().to_vec())
-    }));
+    for (name, text) in SCHEMAS {
+        out.push(sink(SiteFile::new(format!("api/v1/schema/{name}"), text.as_bytes().to_vec()))?);
+    }
     Ok(out)
 }

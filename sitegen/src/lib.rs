@@ -45,9 +45,10 @@ pub struct BuildReport {
     pub elapsed: Duration,
     /// Time spent reading the database.
     pub read_time: Duration,
-    /// Time spent building the view and rendering files.
+    /// Time spent building the view, rendering files and writing them.
     pub render_time: Duration,
-    /// Time spent writing and switching the build.
+    /// Time spent switching the build in (files are written as they are
+    /// rendered, in `render_time`).
     pub publish_time: Duration,
     /// Files unchanged since the previous build (linked, not written).
     pub files_unchanged: usize,
@@ -145,16 +146,24 @@ impl Builder {
         if !self.publisher.has_previous() {
             self.pages.forget();
         }
-        let (files, digest, changes) = self.render_files(&snap, now)?;
+        let staging = self.publisher.begin(&self.out)?;
+        let (files, digest, changes) = match self.render_files(&snap, now, &staging) {
+            Ok(made) => made,
+            Err(e) => {
+                staging.abandon();
+                self.pages.forget();
+                return Err(e);
+            }
+        };
         let rendered = started.elapsed();
-        let published = match self.publisher.publish(&self.out, &files) {
+        let published = match self.publisher.finish(&self.out, staging, &files) {
             Ok(published) => published,
             Err(e) => {
                 self.pages.forget();
                 return Err(e);
             }
         };
-        self.pages.published(&files);
+        self.pages.published_keys(files.iter().map(|f| (f.path.as_str(), f.key)));
         let publish_time = started.elapsed() - rendered;
         self.previous = Some(digest.clone());
         Ok(BuildReport {
@@ -174,24 +183,27 @@ impl Builder {
         })
     }
 
-    /// Every file of the site for `snap`, without publishing, the state
-    /// digest of the view and what changed since the previous build. Pages
-    /// that did not change since the previous build are
+    /// Renders every file of the site for `snap` into `staging` (written as
+    /// it is made, not yet published), and returns what was written, the
+    /// state digest of the view and what changed since the previous build.
+    /// Pages that did not change since the previous build are
     /// [`files::Contents::Previous`].
     fn render_files(
         &mut self,
         snap: &kattila_store::snapshot::FleetSnapshot,
         now: i64,
-    ) -> anyhow::Result<(Vec<files::SiteFile>, Arc<StateDigest>, Changes)> {
+        staging: &publish::Staging,
+    ) -> anyhow::Result<(Vec<publish::Placed>, Arc<StateDigest>, Changes)> {
         let site = view::Site::build(snap, &mut self.anon, now);
         self.cache.begin();
         // The JSON files and the state digest are made beside the pages.
         let (cache, pages, previous) = (&self.cache, &self.pages, self.previous.as_deref());
+        let place = |f: files::SiteFile| staging.place(&f);
         let (files, (api_files, (digest, changes))) = rayon::join(
-            || render::render_site(&site, cache, &self.render, pages),
+            || render::render_site_into(&site, cache, &self.render, pages, &place),
             || {
                 rayon::join(
-                    || api::files(&site),
+                    || api::files_into(&site, &place),
                     || {
                         let digest = StateDigest::of(&site);
                         let changes = Changes::between(previous, &digest);

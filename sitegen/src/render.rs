@@ -28,6 +28,14 @@ fn v<T: Serialize>(x: T) -> Value {
 
 /// Resolved alarm rows per page of the alarm log.
 pub const ALARMS_PER_PAGE: usize = 100;
+/// Agents the overview lists (problems first). A larger fleet's agents are
+/// all listed on pages of [`AGENTS_PER_LIST_PAGE`] (`list/agents-N.html`),
+/// so the page everyone opens stays small at any fleet size.
+pub const INDEX_AGENTS: usize = 200;
+/// Rows of each list of the problems page; the heading gives the total.
+pub const PROBLEM_ROWS: usize = 100;
+/// Rows per page of the full agent list.
+pub const AGENTS_PER_LIST_PAGE: usize = 500;
 /// Fleets up to this size get one full agent matrix; larger ones a
 /// cluster × cluster matrix plus one matrix per cluster and per pair of
 /// clusters (see [`matrix::ClusterLinks::new`] for which pairs).
@@ -41,6 +49,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("data.html", include_str!("../../templates/data.html")),
     ("agent.html", include_str!("../../templates/agent.html")),
     ("alarms.html", include_str!("../../templates/alarms.html")),
+    ("agent_list.html", include_str!("../../templates/agent_list.html")),
     ("map.html", include_str!("../../templates/map.html")),
     ("cluster.html", include_str!("../../templates/cluster.html")),
     ("matrix.html", include_str!("../../templates/matrix.html")),
@@ -217,7 +226,12 @@ impl PageKeys {
 
     /// `files` were published: they are the previous build from now on.
     pub fn published(&mut self, files: &[SiteFile]) {
-        self.published = files.iter().filter_map(|f| Some((f.path.clone(), f.key?))).collect();
+        self.published_keys(files.iter().map(|f| (f.path.as_str(), f.key)));
+    }
+
+    /// Files with these paths and keys were published.
+    pub fn published_keys<'a>(&mut self, files: impl Iterator<Item = (&'a str, Option<u64>)>) {
+        self.published = files.filter_map(|(path, key)| Some((path.to_string(), key?))).collect();
     }
 
     /// Renders every page again next time (after a failed publish, or when
@@ -237,6 +251,20 @@ pub fn render_site(
     opts: &RenderOptions,
     keys: &PageKeys,
 ) -> anyhow::Result<Vec<SiteFile>> {
+    render_site_into(site, cache, opts, keys, &Ok)
+}
+
+/// [`render_site`], handing each file to `sink` as soon as it is rendered
+/// (publishing writes it and keeps only its path and hash, so the pages of
+/// a large fleet are never all in memory at once). Returns what `sink`
+/// returned, in page order.
+pub fn render_site_into<T: Send>(
+    site: &Site,
+    cache: &LayoutCache,
+    opts: &RenderOptions,
+    keys: &PageKeys,
+    sink: &(dyn Fn(SiteFile) -> anyhow::Result<T> + Sync),
+) -> anyhow::Result<Vec<T>> {
     let mut alarms_of: HashMap<&str, Vec<&AlarmView>> = HashMap::new();
     for al in &site.alarms {
         let list = alarms_of.entry(al.agent_id.as_str()).or_default();
@@ -265,13 +293,16 @@ pub fn render_site(
     let pages: Vec<Page> = [Page::Index, Page::Problems, Page::Data, Page::Map, Page::Matrix]
         .into_iter()
         .chain((1..=alarm_pages).map(Page::Alarms))
+        .chain((1..=agent_list_pages(site)).map(Page::AgentList))
         .chain((0..site.clusters.len()).map(Page::Cluster))
         .chain((0..pairs).map(Page::Pair))
         .chain((0..site.agents.len()).map(Page::Agent))
         .collect();
     let mut files =
-        pages.into_par_iter().map(|p| r.render(p)).collect::<anyhow::Result<Vec<_>>>()?;
-    files.extend(static_files(opts.templates.as_deref()));
+        pages.into_par_iter().map(|p| sink(r.render(p)?)).collect::<anyhow::Result<Vec<_>>>()?;
+    for f in static_files(opts.templates.as_deref()) {
+        files.push(sink(f)?);
+    }
     Ok(files)
 }
 
@@ -286,6 +317,8 @@ enum Page {
     Matrix,
     /// Page n (from 1) of the alarm log.
     Alarms(usize),
+    /// Page n (from 1) of the full agent list.
+    AgentList(usize),
     Cluster(usize),
     /// The agent matrix of a pair of clusters (n-th pair page).
     Pair(usize),
@@ -321,6 +354,7 @@ impl Renderer<'_> {
             Page::Map => self.map(),
             Page::Matrix => self.matrix(),
             Page::Alarms(p) => self.alarms(p),
+            Page::AgentList(p) => self.agent_list(p),
             Page::Cluster(c) => self.cluster(c),
             Page::Pair(k) => self.pair(k),
             Page::Agent(i) => self.agent(&self.site.agents[i]),
@@ -383,7 +417,9 @@ impl Renderer<'_> {
                 ..self.common("", "overview"),
                 ..context! {
                     summary => v(&site.summary),
-                    agents => v(problems_first(site).map(AgentRow::from).collect::<Vec<_>>()),
+                    agents => v(problems_first(site).take(INDEX_AGENTS).map(AgentRow::from).collect::<Vec<_>>()),
+                    list_pages => agent_list_pages(site),
+                    list_first => agent_list_path(1),
                     newest_alarms => v(newest),
                     clusters => v(&site.clusters),
                     problems => v(&site.problems),
@@ -397,16 +433,25 @@ impl Renderer<'_> {
     fn problems(&self) -> anyhow::Result<SiteFile> {
         let site = self.site;
         let p = &site.problems;
-        let agents =
-            |list: &[usize]| v(list.iter().map(|&i| self.problem_agent(i)).collect::<Vec<_>>());
-        let links =
-            |list: &[usize]| v(list.iter().map(|&l| self.problem_link(l)).collect::<Vec<_>>());
+        // Bounded, so the page stays small however much is wrong; the full
+        // lists are the agent list pages and the JSON.
+        let agents = |list: &[usize]| {
+            let rows: Vec<_> =
+                list.iter().take(PROBLEM_ROWS).map(|&i| self.problem_agent(i)).collect();
+            context! { rows, total => list.len() }
+        };
+        let links = |list: &[usize]| {
+            let rows: Vec<_> =
+                list.iter().take(PROBLEM_ROWS).map(|&l| self.problem_link(l)).collect();
+            context! { rows, total => list.len() }
+        };
         let page = self.page(
             "problems.html",
             context! {
                 ..self.common("", "problems"),
                 ..context! {
                     problems => v(p),
+                    all_agents => if agent_list_pages(site) > 0 { agent_list_path(1) } else { "index.html".to_string() },
                     silent => agents(&p.silent),
                     relay => agents(&p.relay),
                     links_down => links(&p.links_down),
@@ -592,6 +637,45 @@ impl Renderer<'_> {
         Ok(SiteFile { key, ..SiteFile::new(path, page) })
     }
 
+    /// Page `p` of the full agent list, in the overview's order. Below the
+    /// root, so without the clock: unchanged pages keep their key.
+    fn agent_list(&self, p: usize) -> anyhow::Result<SiteFile> {
+        let site = self.site;
+        let pages = agent_list_pages(site);
+        let skip = (p - 1) * AGENTS_PER_LIST_PAGE;
+        let rows: Vec<AgentRow> = problems_first(site)
+            .skip(skip)
+            .take(AGENTS_PER_LIST_PAGE)
+            .map(AgentRow::from)
+            .collect();
+        let path = agent_list_path(p);
+        let key = self.key((p, pages, &rows));
+        if let Some(same) = self.previous(&path, key) {
+            return Ok(same);
+        }
+        let link = |q: usize| format!("../{}", agent_list_path(q));
+        let page = self.page(
+            "agent_list.html",
+            context! {
+                ..self.common("../", "overview"),
+                ..context! {
+                    // The newest report listed, for the page's "data as of"
+                    // and the stale warning (the page shows no clock).
+                    as_of => rows.iter().map(|r| r.last_seen).max(),
+                    total => site.agents.len(),
+                    first_row => skip + 1,
+                    last_row => skip + rows.len(),
+                    agents => v(rows),
+                    page => p,
+                    pages => pages,
+                    prev => (p > 1).then(|| link(p - 1)),
+                    next => (p < pages).then(|| link(p + 1)),
+                }
+            },
+        )?;
+        Ok(SiteFile { key, ..SiteFile::new(path, page) })
+    }
+
     fn agent(&self, a: &AgentView) -> anyhow::Result<SiteFile> {
         let alarms = self.alarms_of.get(a.agent_id.as_str()).cloned().unwrap_or_default();
         let via = a.via_agent.as_deref().and_then(|v| self.site.agent(v)).map(AgentRow::from);
@@ -621,6 +705,20 @@ impl Renderer<'_> {
         )?;
         Ok(SiteFile { key, ..SiteFile::new(a.page.clone(), page) })
     }
+}
+
+/// Pages of the full agent list: none while the overview lists every
+/// agent.
+fn agent_list_pages(site: &Site) -> usize {
+    if site.agents.len() <= INDEX_AGENTS {
+        0
+    } else {
+        site.agents.len().div_ceil(AGENTS_PER_LIST_PAGE)
+    }
+}
+
+fn agent_list_path(p: usize) -> String {
+    format!("list/agents-{p}.html")
 }
 
 /// The agents in the order lists show them: silent first, then reached

@@ -868,3 +868,72 @@ fn clusters_are_named_by_the_site_labels_agents_report() {
     let map = &files.iter().find(|(p, _)| p == "map.html").unwrap().1;
     assert!(map.contains(">dc-02<"), "the fleet map names the sites");
 }
+
+/// A fleet larger than the overview's list: the overview shows the most
+/// urgent agents, the list pages every agent once, in the same order, and
+/// their links resolve.
+#[test]
+fn a_large_fleet_is_listed_on_pages() {
+    use kattila_sitegen::render::{AGENTS_PER_LIST_PAGE, INDEX_AGENTS};
+    let n = AGENTS_PER_LIST_PAGE + 40;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = FleetSpec { silent_site: Some(3), ..FleetSpec::new(n) };
+    let (db, fx) = fixture(dir.path(), &spec);
+    let out = dir.path().join("site");
+    build(&db, &out, Anon::new(&key()));
+    let cur = std::fs::canonicalize(out.join("current")).unwrap();
+    let read = |p: &str| std::fs::read_to_string(cur.join(p)).unwrap();
+    let rows = |page: &str| -> Vec<String> {
+        let table = &page[page.find("<table class=\"agents\"").unwrap()..];
+        let body = &table[table.find("<tbody>").unwrap()..table.find("</tbody>").unwrap()];
+        body.split("<tr>")
+            .skip(1)
+            .map(|r| r.split("<code>").nth(1).unwrap().split('<').next().unwrap().to_string())
+            .collect()
+    };
+    let index = read("index.html");
+    let shown = rows(&index);
+    assert_eq!(shown.len(), INDEX_AGENTS);
+    assert!(index.contains("href=\"list/agents-1.html\">All agents</a> (2 pages)"));
+    let (p1, p2) = (read("list/agents-1.html"), read("list/agents-2.html"));
+    assert!(!cur.join("list/agents-3.html").exists());
+    assert!(
+        p1.contains("href=\"../list/agents-2.html\"")
+            && p2.contains("href=\"../list/agents-1.html\"")
+    );
+    for link in p1.split("href=\"").skip(1).map(|p| p.split(['"', '#']).next().unwrap()) {
+        assert!(link.is_empty() || cur.join("list").join(link).exists(), "broken link {link}");
+    }
+    // Below the root: no relative ages, no generation time.
+    assert!(!p1.contains(" ago<") && !p1.contains("class=\"age\""));
+    assert!(p1.contains("data as of <time") && p1.contains(" data-as-of=\""));
+    let all: Vec<String> = rows(&p1).into_iter().chain(rows(&p2)).collect();
+    assert_eq!(all.len(), n);
+    assert_eq!(all[..INDEX_AGENTS], shown[..], "the overview shows the head of the list");
+    let mut sorted = all.clone();
+    sorted.sort();
+    sorted.dedup();
+    let mut ids = fx.agent_ids.clone();
+    ids.sort();
+    assert_eq!(sorted, ids, "every agent once");
+}
+
+/// However many agents are silent, the problems page lists a bounded
+/// number, gives the total and links to the full list.
+#[test]
+fn problem_lists_are_bounded() {
+    use kattila_sitegen::render::PROBLEM_ROWS;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = FleetSpec { site_size: 150, silent_site: Some(0), ..FleetSpec::new(300) };
+    let (db, _) = fixture(dir.path(), &spec);
+    let out = dir.path().join("site");
+    build(&db, &out, Anon::new(&key()));
+    let page = std::fs::read_to_string(out.join("current/problems.html")).unwrap();
+    let silent =
+        &page[page.find("<h2 id=\"silent\">").unwrap()..page.find("<h2 id=\"relay\">").unwrap()];
+    let total = 150 + (150..300).filter(|i| i % 37 == 36).count();
+    assert!(silent.contains(&format!("Silent agents ({total})")), "{silent}");
+    assert_eq!(silent.matches("<tr><td>").count(), PROBLEM_ROWS);
+    assert!(silent.contains(&format!("The first {PROBLEM_ROWS} of {total}")));
+    assert!(silent.contains("href=\"list/agents-1.html\""));
+}

@@ -40,6 +40,9 @@ pub struct FleetSpec {
     pub duplicate_hostname: bool,
     /// Agents report site labels ("dc-00", "dc-01", … by site).
     pub site_labels: bool,
+    /// Agents per site (one /24 each, so one cluster each): the tests'
+    /// [`SITE_SIZE`] by default; larger for fleets of fewer, larger sites.
+    pub site_size: usize,
 }
 
 impl FleetSpec {
@@ -53,6 +56,7 @@ impl FleetSpec {
             silent_site: None,
             duplicate_hostname: false,
             site_labels: false,
+            site_size: SITE_SIZE,
         }
     }
 }
@@ -96,6 +100,11 @@ pub fn agent_id(i: usize) -> String {
 }
 
 pub fn hostname(i: usize, hostile: bool) -> String {
+    hostname_sized(i, hostile, SITE_SIZE)
+}
+
+/// The hostname of agent `i` in a fleet of sites of `ss` agents.
+pub fn hostname_sized(i: usize, hostile: bool, ss: usize) -> String {
     if hostile && i == HIDDEN_AGENT {
         return hidden_text("host");
     }
@@ -105,9 +114,9 @@ pub fn hostname(i: usize, hostile: bool) -> String {
     if hostile && i == HOSTILE_HOSTNAMES.len() + 1 {
         return "Ωmega-ノード-".repeat(14);
     }
-    let site = i / SITE_SIZE;
-    let role = if i.is_multiple_of(SITE_SIZE) { "gw" } else { "node" };
-    format!("site{site}-{role}{:02}", i % SITE_SIZE)
+    let site = i / ss;
+    let role = if i.is_multiple_of(ss) { "gw" } else { "node" };
+    format!("site{site}-{role}{:02}", i % ss)
 }
 
 fn wg_key(i: usize) -> String {
@@ -115,13 +124,13 @@ fn wg_key(i: usize) -> String {
     format!("{:0>42}{}=", format!("{:x}", (i as u64 + 7).wrapping_mul(0x2545_f491_4f6c_dd1d)), "Kq")
 }
 
-fn eth_v4(i: usize) -> String {
-    let site = i / SITE_SIZE;
-    format!("10.{}.{}.{}", 20 + site / 256, site % 256, i % SITE_SIZE + 10)
+fn eth_v4(i: usize, ss: usize) -> String {
+    let site = i / ss;
+    format!("10.{}.{}.{}", 20 + site / 256, site % 256, i % ss + 10)
 }
 
-fn eth_v6(i: usize) -> String {
-    format!("2001:db8:{:x}::{:x}", i / SITE_SIZE, i % SITE_SIZE + 10)
+fn eth_v6(i: usize, ss: usize) -> String {
+    format!("2001:db8:{:x}::{:x}", i / ss, i % ss + 10)
 }
 
 fn wg_v4(i: usize) -> String {
@@ -134,6 +143,12 @@ fn mac(i: usize) -> String {
 
 /// Peers of every agent (both directions), bounded degree.
 pub fn mesh(n: usize) -> Vec<Vec<usize>> {
+    mesh_sized(n, SITE_SIZE)
+}
+
+/// [`mesh`] with sites of `ss` agents: nodes peer with their gateway and
+/// the next node, gateways as in [`mesh`].
+pub fn mesh_sized(n: usize, ss: usize) -> Vec<Vec<usize>> {
     let mut peers: Vec<Vec<usize>> = vec![Vec::new(); n];
     let mut link = |a: usize, b: usize| {
         if a != b && a < n && b < n && !peers[a].contains(&b) {
@@ -141,21 +156,21 @@ pub fn mesh(n: usize) -> Vec<Vec<usize>> {
             peers[b].push(a);
         }
     };
-    let sites = n.div_ceil(SITE_SIZE);
+    let sites = n.div_ceil(ss);
     for i in 0..n {
-        let hub = i / SITE_SIZE * SITE_SIZE;
+        let hub = i / ss * ss;
         link(i, hub);
-        if i % SITE_SIZE != 0 && (i + 1) % SITE_SIZE != 0 {
+        if i % ss != 0 && (i + 1) % ss != 0 {
             link(i, i + 1);
         }
     }
     for s in 0..sites {
-        let hub = s * SITE_SIZE;
+        let hub = s * ss;
         if sites > 1 {
-            link(hub, (s + 1) % sites * SITE_SIZE);
+            link(hub, (s + 1) % sites * ss);
         }
         for core in 0..3.min(sites) {
-            link(hub, core * SITE_SIZE);
+            link(hub, core * ss);
         }
     }
     peers
@@ -171,7 +186,8 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
     conn.execute_batch("PRAGMA synchronous=NORMAL").unwrap();
     let n = spec.agents;
     let now = spec.now;
-    let peers = mesh(n);
+    let ss = spec.site_size;
+    let peers = mesh_sized(n, ss);
     let mut fx = Fixture::default();
     let tx = conn.transaction().unwrap();
     {
@@ -229,7 +245,7 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
                 |i| if spec.hostile && i == 4 { "Evil..Agent-ID".to_string() } else { agent_id(i) },
             )
             .collect();
-        let silent = |i: usize| i % 37 == 36 || spec.silent_site == Some(i / SITE_SIZE);
+        let silent = |i: usize| i % 37 == 36 || spec.silent_site == Some(i / ss);
         let relayed = |i: usize| i % 41 == 40 && !silent(i);
         // One-sided: the higher index does not list the lower one.
         let one_sided = |a: usize, b: usize| pair_seed(a, b).is_multiple_of(23);
@@ -253,18 +269,18 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
             _ => Some(now - (pair_seed(a, b) % 110) as i64),
         };
         for i in 0..n {
-            let site = i / SITE_SIZE;
+            let site = i / ss;
             let host = if spec.duplicate_hostname && i == 2 {
-                hostname(1, spec.hostile)
+                hostname_sized(1, spec.hostile, ss)
             } else {
-                hostname(i, spec.hostile)
+                hostname_sized(i, spec.hostile, ss)
             };
             // Every string the hidden agent reports is hostile.
             let hidden = spec.hostile && i == HIDDEN_AGENT;
             let text = |plain: &str| if hidden { hidden_text(plain) } else { plain.to_string() };
             let (eth, wg_dev) = (text("eth0"), text("wg0"));
             let last_seen = if silent(i) { now - 3600 } else { now - (i % 30) as i64 };
-            let via = relayed(i).then(|| ids[site * SITE_SIZE].clone()).filter(|v| *v != ids[i]);
+            let via = relayed(i).then(|| ids[site * ss].clone()).filter(|v| *v != ids[i]);
             let load = 0.2 + (i % 7) as f64 * 0.3;
             ins_agent
                 .execute(params![
@@ -302,7 +318,7 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
                 .unwrap();
             fx.agent_ids.push(ids[i].clone());
             fx.hostnames.push(host);
-            let (v4, v6, wg) = (eth_v4(i), eth_v6(i), wg_v4(i));
+            let (v4, v6, wg) = (eth_v4(i, ss), eth_v6(i, ss), wg_v4(i));
             let eth_name =
                 if spec.hostile && i == 2 { "<img src=x onerror=alert(1)>" } else { eth.as_str() };
             let (ether, up, down) = (text("ether"), text("up"), text("down"));
@@ -374,7 +390,7 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
                         ids[i],
                         wg_key(p),
                         ids[p],
-                        format!("{}:51820", eth_v4(p)),
+                        format!("{}:51820", eth_v4(p, ss)),
                         serde_json::to_string(&[format!("{}/32", wg_v4(p))]).unwrap(),
                         hs,
                         5000 + pair_seed(i, p) as i64,
@@ -388,8 +404,8 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
                     .unwrap();
             }
             // External peers on every tenth gateway.
-            if i % (SITE_SIZE * 10) == 0 {
-                let ext = format!("198.51.100.{}", i / (SITE_SIZE * 10) % 250 + 1);
+            if i % (ss * 10) == 0 {
+                let ext = format!("198.51.100.{}", i / (ss * 10) % 250 + 1);
                 let v6ext = format!("2001:db8:ffff::{:x}", i + 1);
                 fx.addresses.extend([ext.clone(), v6ext.clone()]);
                 ins_peer
@@ -463,7 +479,7 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
                     ])
                     .unwrap();
             }
-            if let Some(v) = via_of(i, &ids, relayed) {
+            if let Some(v) = via_of(i, &ids, relayed, ss) {
                 ins_edge
                     .execute(params![
                         "relay",
@@ -549,7 +565,7 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
                 break;
             }
             let i = k * 7 % n;
-            let from = eth_v4((i + 1) % n);
+            let from = eth_v4((i + 1) % n, ss);
             let to = format!("192.0.2.{}", k % 250 + 1);
             fx.addresses.push(to.clone());
             let first = now - 86_400 + k as i64 * 60;
@@ -561,7 +577,7 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
                     wg_key((i + 1) % n),
                     format!(
                         "endpoint changed from {from}:51820 to {to}:51820 ([{}]:51820)",
-                        eth_v6((i + 1) % n)
+                        eth_v6((i + 1) % n, ss)
                     ),
                     "resolved",
                     first,
@@ -576,7 +592,7 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
     if spec.site_labels {
         tx.execute(
             "UPDATE agents SET site = 'dc-' || printf('%02d', (last_tick - 1000) / ?1)",
-            [SITE_SIZE as i64],
+            [ss as i64],
         )
         .unwrap();
     }
@@ -612,8 +628,8 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
     fx
 }
 
-fn via_of(i: usize, ids: &[String], relayed: impl Fn(usize) -> bool) -> Option<String> {
-    let hub = i / SITE_SIZE * SITE_SIZE;
+fn via_of(i: usize, ids: &[String], relayed: impl Fn(usize) -> bool, ss: usize) -> Option<String> {
+    let hub = i / ss * ss;
     (relayed(i) && hub != i).then(|| ids[hub].clone())
 }
 
