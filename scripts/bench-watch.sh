@@ -6,19 +6,22 @@
 # and the first builds are done, then reads sitegen's CPU time from
 # /proc/PID/stat over the measuring window and counts its builds.
 #
-#   scripts/bench-watch.sh [--agents N] [--interval S] [--seconds S] [--faults none|demo]
+#   scripts/bench-watch.sh [--agents N] [--interval S] [--seconds S] [--settle S] [--faults none|demo]
 #
-# Defaults: 1,000 agents reporting every 30 s, a 300 s window, no faults
-# (with --faults demo the fleet changes and sitegen builds for it).
+# Defaults: 1,000 agents reporting every 30 s, a 300 s window after 3
+# intervals of settling (a large fleet needs longer: every agent's first
+# report is a visible change), no faults (with --faults demo the fleet
+# changes and sitegen builds for it).
 set -euo pipefail
-agents=1000 interval=30 seconds=300 faults=none
+agents=1000 interval=30 seconds=300 settle= faults=none
 while [ $# -gt 0 ]; do
   case "$1" in
     --agents) agents="$2"; shift 2 ;;
     --interval) interval="$2"; shift 2 ;;
     --seconds) seconds="$2"; shift 2 ;;
+    --settle) settle="$2"; shift 2 ;;
     --faults) faults="$2"; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "bench-watch: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -53,7 +56,7 @@ pids+=("$sitegen")
 
 # Every agent's first report (a new agent is a visible change) and then
 # two more intervals, so that the window sees a fleet at rest.
-settle=$(( interval * 3 ))
+settle=${settle:-$(( interval * 3 ))}
 echo "bench-watch: $agents agents every ${interval}s, faults $faults; settling ${settle}s…"
 sleep "$settle"
 ticks() { awk '{ print $14 + $15 }' "/proc/$sitegen/stat"; }

@@ -45,8 +45,10 @@ pub struct Args {
     pub debounce_ms: u64,
 
     /// In --watch mode, commits that change only counters and times (a
-    /// steady fleet reporting) are built at most this often (seconds);
-    /// changes of state, status, health or alarms are built at once.
+    /// steady fleet reporting) are built at most this often (seconds), and
+    /// no sooner than 20 times the last build's duration (so that a large
+    /// fleet's refreshes stay a small share of a core); changes of state,
+    /// status, health or alarms are built at once.
     #[arg(long, env = "KATTILA_REFRESH", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub refresh_secs: u64,
