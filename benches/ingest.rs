@@ -413,7 +413,7 @@ impl LiveAgent {
 /// and signed as they are sent.
 enum Requests {
     Prebuilt(Vec<Vec<u8>>),
-    Live(LiveFleet),
+    Live(Box<LiveFleet>),
 }
 
 impl Requests {
@@ -619,7 +619,7 @@ async fn run(o: Options) {
     let addr = url.trim_start_matches("http://").to_string();
     let (requests, mean_size) = if o.realistic {
         let fleet = LiveFleet::new(o.agents, &o.psk, &addr, o.churn, o.relayed);
-        (Arc::new(Requests::Live(fleet)), 0)
+        (Arc::new(Requests::Live(Box::new(fleet))), 0)
     } else {
         let (envelopes, mean_size) = envelopes(o.agents, planned, &o.psk);
         let built = envelopes.into_iter().map(|body| http_request(&addr, body)).collect();
