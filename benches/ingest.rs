@@ -32,23 +32,61 @@
 //!                      bytes of a body announced one byte longer, then stalls
 //!   --no-reopen        with --stalled: a stalled connection the receiver
 //!                      closes stays closed
+//!   --realistic        the realistic mode (below) instead of pre-built
+//!                      reports
+//!   --churn P          realistic: percent of agents that change something
+//!                      now and then (default 10)
+//!   --relayed P        realistic: percent of the non-gateway agents whose
+//!                      reports reach the receiver through a relay (default 5)
+//!   --warmup-rounds R  reports per agent before the clock starts (default
+//!                      1; 0 is the same as --no-warmup)
+//!   --pause-after-warmup  print "paused after warm-up" and wait for a line
+//!                      on stdin before measuring (scripts/bench-receiver.sh
+//!                      --restart restarts the receiver meanwhile)
+//!   --timeline         print committed reports and p99 for every second
+//!   --new-connections  every request on a new connection (`Connection:
+//!                      close`), as agents that report every 30 s do
 //!
-//! Every report is generated and signed before the clock starts (the
-//! simulator's realistic reports, ~3 KB on average), so the measured phase
-//! is HTTP + verification + commit. A 200 means committed with
-//! synchronous=FULL; only 200s count.
+//! Steady-state mode (the default): every report is generated and signed
+//! before the clock starts (the simulator's reports, ~3 KB on average, one
+//! simulated second apart, so counters grow but handshakes rarely move),
+//! so the measured phase is HTTP + verification + commit.
+//!
+//! Realistic mode (`--realistic`): every report is built and signed when it
+//! is sent, as an independent agent fleet would, and moves the way a real
+//! agent's does. Time in the reports is compressed: each report stands for
+//! 30 s of its agent's life (the agent interval), whatever the real gap
+//! between two of its reports. So interface and peer byte counters grow
+//! by 30 s of traffic in every report, uptime by 30 s, and each peer
+//! re-handshakes every fourth report (WireGuard's ~2 minutes), each peer
+//! with its own phase: most reports of an agent with several peers carry a
+//! newer handshake. A new handshake is the signing time, or one second
+//! after the previous one when the clock has not moved on since (then it
+//! can lie a little ahead of the receiver's clock). `--churn` agents
+//! change something every 20th report (10 minutes of agent time), in
+//! turn: a peer's endpoint moves (NAT rebinding), a container interface
+//! appears, it goes again, a road-warrior peer (a key no agent owns)
+//! appears, it goes again. `--relayed` agents deliver through their
+//! site's neighbour gateway (a real relay layer, with the relaying agent's
+//! own ticks). With `--no-warmup` on a fresh database every agent's first
+//! report (its whole state) is part of the measured phase.
+//!
+//! A 200 means committed with synchronous=FULL; only 200s count.
 //!
 //! The generator shares the two cores with the receiver, so it must be
 //! cheap: like `wrk`, it writes pre-built HTTP/1.1 requests on keep-alive
 //! connections and reads only the status line and Content-Length of each
-//! answer (about 15 µs of CPU per request; its CPU time is printed).
+//! answer (about 15 µs of CPU per request; its CPU time is printed). The
+//! realistic mode also builds and signs each report as it goes.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kattila_agent::simulate::SimFleet;
-use kattila_proto::{signed_envelope, Psk};
+use kattila_agent::simulate::{SimFleet, SITE_SIZE};
+use kattila_proto::model::{Interface, WgPeer};
+use kattila_proto::{relay_envelope, signed_envelope, Psk, Report};
 
 struct Options {
     url: Option<String>,
@@ -57,11 +95,17 @@ struct Options {
     rate: f64,
     connections: usize,
     psk: String,
-    warmup: bool,
+    warmup: usize,
     reports: Option<usize>,
     stalled: usize,
     stalled_body: Option<usize>,
     reopen: bool,
+    realistic: bool,
+    churn: u64,
+    relayed: u64,
+    pause_after_warmup: bool,
+    timeline: bool,
+    new_connections: bool,
 }
 
 fn options() -> Options {
@@ -72,11 +116,17 @@ fn options() -> Options {
         rate: 0.0,
         connections: 64,
         psk: "bench-key".into(),
-        warmup: true,
+        warmup: 1,
         reports: None,
         stalled: 0,
         stalled_body: None,
         reopen: true,
+        realistic: false,
+        churn: 10,
+        relayed: 5,
+        pause_after_warmup: false,
+        timeline: false,
+        new_connections: false,
     };
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let mut it = args.iter();
@@ -89,7 +139,14 @@ fn options() -> Options {
             "--rate" => o.rate = value().parse().expect("--rate R"),
             "--connections" => o.connections = value().parse().expect("--connections C"),
             "--psk" => o.psk = value(),
-            "--no-warmup" => o.warmup = false,
+            "--no-warmup" => o.warmup = 0,
+            "--warmup-rounds" => o.warmup = value().parse().expect("--warmup-rounds R"),
+            "--realistic" => o.realistic = true,
+            "--churn" => o.churn = value().parse().expect("--churn P"),
+            "--relayed" => o.relayed = value().parse().expect("--relayed P"),
+            "--pause-after-warmup" => o.pause_after_warmup = true,
+            "--timeline" => o.timeline = true,
+            "--new-connections" => o.new_connections = true,
             "--reports" => o.reports = Some(value().parse().expect("--reports N")),
             "--stalled" => o.stalled = value().parse().expect("--stalled N"),
             "--stalled-body" => o.stalled_body = Some(value().parse().expect("--stalled-body B")),
@@ -124,15 +181,249 @@ fn envelopes(agents: usize, count: usize, psk: &str) -> (Vec<Vec<u8>>, usize) {
     (out, bytes / count.max(1))
 }
 
+/// Whether requests ask for a new connection each (`--new-connections`).
+static CLOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// A complete HTTP/1.1 POST of `body` to the receiver's ingest endpoint.
 fn http_request(host: &str, body: Vec<u8>) -> Vec<u8> {
+    let close = if CLOSE.load(Ordering::Relaxed) { "Connection: close\r\n" } else { "" };
     let mut request = format!(
-        "POST /status/updates HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "POST /status/updates HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{close}Content-Length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
     request.extend_from_slice(&body);
     request
+}
+
+/// Seconds of an agent's life one report stands for in the realistic mode.
+const AGENT_INTERVAL: u64 = 30;
+/// Reports between two handshakes of a peer: WireGuard renews its session
+/// about every two minutes.
+const HANDSHAKE_EVERY_REPORTS: u64 = 4;
+/// Reports between two changes of a churning agent (10 minutes).
+const CHANGE_EVERY_REPORTS: u64 = 20;
+
+/// A well-mixed 64-bit value of `x` (splitmix64): nonces, phases, shares.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// One agent of the realistic mode: its last report, changed in place for
+/// the next one.
+struct LiveAgent {
+    report: Report,
+    /// Reports built so far (the next one is number `reports + 1`).
+    reports: u64,
+    /// This agent's own tick counter (its reports and its relay layers).
+    tick: u64,
+    /// Traffic per second of each interface and peer, bytes.
+    rate: u64,
+    /// Whether it changes something every CHANGE_EVERY_REPORTS reports.
+    churns: bool,
+    /// The agent whose relay layer carries this one's reports.
+    relay: Option<usize>,
+}
+
+/// The realistic fleet: every report built and signed when it is sent.
+struct LiveFleet {
+    psk: Psk,
+    host: String,
+    agents: Vec<Mutex<LiveAgent>>,
+    /// Keys no agent owns, for road-warrior peers.
+    road_warriors: Vec<String>,
+    /// Bodies built so far and their bytes, for the mean size.
+    built: AtomicUsize,
+    built_bytes: AtomicUsize,
+}
+
+impl LiveFleet {
+    fn new(agents: usize, psk: &str, host: &str, churn: u64, relayed: u64) -> LiveFleet {
+        let fleet = SimFleet::new("bench", agents);
+        let now = kattila_agent::unix_now();
+        let sites = fleet.sites();
+        let live = (0..agents)
+            .map(|i| {
+                let a = &fleet.agents[i];
+                let mut report =
+                    kattila_agent::report::build_report(&a.agent_id, now, fleet.telemetry(i, now));
+                report.site = Some(a.site_label.clone());
+                // Counters of a host that has been up a while.
+                let h = mix(i as u64);
+                for iface in &mut report.interfaces {
+                    iface.rx_bytes = h % 1_000_000_000_000;
+                    iface.tx_bytes = h % 700_000_000_000;
+                }
+                let is_gateway = i % SITE_SIZE == 0;
+                let relay = (!is_gateway && sites > 1 && mix(h) % 100 < relayed)
+                    .then(|| SimFleet::gateway((a.site + 1) % sites));
+                Mutex::new(LiveAgent {
+                    report,
+                    reports: 0,
+                    tick: 0,
+                    rate: 1_000 + h % 200_000,
+                    churns: mix(h ^ 1) % 100 < churn,
+                    relay,
+                })
+            })
+            .collect();
+        let road_warriors = SimFleet::new("road-warriors", 64)
+            .agents
+            .into_iter()
+            .map(|a| a.wg_public_key)
+            .collect();
+        LiveFleet {
+            psk: Psk::new(psk).unwrap(),
+            host: host.to_string(),
+            agents: live,
+            road_warriors,
+            built: AtomicUsize::new(0),
+            built_bytes: AtomicUsize::new(0),
+        }
+    }
+
+    /// The HTTP request of agent `i`'s next report, signed now (relayed
+    /// when the agent is behind a relay).
+    fn next_request(&self, i: usize) -> Vec<u8> {
+        let now = kattila_agent::unix_now();
+        let (envelope, relay) = {
+            let mut a = self.agents[i].lock().unwrap();
+            a.advance(i, now, &self.road_warriors);
+            (signed_envelope(&self.psk, &a.report), a.relay)
+        };
+        let body = match relay {
+            None => envelope,
+            Some(r) => {
+                // The relaying agent's own next tick.
+                let (relayer, tick) = {
+                    let mut relayer = self.agents[r].lock().unwrap();
+                    relayer.tick += 1;
+                    (relayer.report.agent_id.clone(), relayer.tick)
+                };
+                relay_envelope(&self.psk, &relayer, now, &nonce(r, tick), tick, &envelope)
+                    .expect("an envelope we signed")
+            }
+        };
+        self.built.fetch_add(1, Ordering::Relaxed);
+        self.built_bytes.fetch_add(body.len(), Ordering::Relaxed);
+        http_request(&self.host, body)
+    }
+
+    fn mean_size(&self) -> usize {
+        self.built_bytes.load(Ordering::Relaxed) / self.built.load(Ordering::Relaxed).max(1)
+    }
+}
+
+fn nonce(i: usize, tick: u64) -> String {
+    let a = mix((i as u64) << 32 ^ tick);
+    format!("{a:016x}{:016x}", mix(a))
+}
+
+impl LiveAgent {
+    /// Moves the report on by one agent interval, signed at `now`.
+    fn advance(&mut self, i: usize, now: i64, road_warriors: &[String]) {
+        self.reports += 1;
+        self.tick += 1;
+        let n = self.reports;
+        let r = &mut self.report;
+        r.tick = self.tick;
+        r.nonce = nonce(i, self.tick);
+        r.timestamp = now;
+        r.observed_at = now;
+        if n == 1 {
+            return; // the first report is the simulator's as built
+        }
+        let traffic = self.rate * AGENT_INTERVAL;
+        r.system.uptime_secs += AGENT_INTERVAL;
+        let load = 0.2 + 1.5 * (0.5 + 0.5 * ((n + i as u64) as f64 / 7.0).sin());
+        r.system.load = [load, load * 0.8, load * 0.6];
+        for iface in &mut r.interfaces {
+            iface.rx_bytes += traffic;
+            iface.tx_bytes += traffic / 2;
+        }
+        let peers = &mut r.wireguard[0].peers;
+        for (k, p) in peers.iter_mut().enumerate() {
+            p.rx_bytes += traffic / 4;
+            p.tx_bytes += traffic / 5;
+            let phase = mix((i * 4099 + k) as u64) % HANDSHAKE_EVERY_REPORTS;
+            if (n + phase).is_multiple_of(HANDSHAKE_EVERY_REPORTS) {
+                let jitter = (mix(n ^ k as u64) % 10) as i64;
+                let previous = p.latest_handshake.unwrap_or(0);
+                p.latest_handshake = Some((now - jitter).max(previous + 1));
+            }
+        }
+        if self.churns && (n + i as u64).is_multiple_of(CHANGE_EVERY_REPORTS) {
+            match (n + i as u64) / CHANGE_EVERY_REPORTS % 5 {
+                0 => {
+                    // NAT rebinding: the first peer's endpoint moves.
+                    if let Some(p) = peers.first_mut() {
+                        let port = 40_000 + mix(n) % 20_000;
+                        let host = p.endpoint.as_deref().and_then(|e| e.rsplit_once(':'));
+                        p.endpoint = host.map(|(h, _)| format!("{h}:{port}"));
+                    }
+                }
+                1 => r.interfaces.push(Interface {
+                    name: format!("veth{:x}", mix(n) % 0xffff),
+                    kind: "veth".into(),
+                    state: "up".into(),
+                    mtu: 1500,
+                    mac: Some(format!("02:42:ac:11:{:02x}:{:02x}", i % 256, n % 256)),
+                    addresses: vec![format!("172.17.{}.{}/16", i % 256, n % 250 + 2)],
+                    rx_bytes: 0,
+                    tx_bytes: 0,
+                    rx_errors: 0,
+                    tx_errors: 0,
+                }),
+                2 => {
+                    if r.interfaces.len() > 3 {
+                        r.interfaces.pop();
+                    }
+                }
+                3 => {
+                    let key = &road_warriors[(mix(i as u64 ^ n) % 64) as usize];
+                    peers.push(WgPeer {
+                        public_key: key.clone(),
+                        endpoint: Some(format!(
+                            "198.51.100.{}:{}",
+                            n % 250 + 1,
+                            50_000 + n % 10_000
+                        )),
+                        allowed_ips: vec![format!("10.200.{}.{}/32", i % 256, n % 250 + 1)],
+                        latest_handshake: Some(now),
+                        rx_bytes: 0,
+                        tx_bytes: 0,
+                        persistent_keepalive: None,
+                    });
+                }
+                _ => {
+                    // Only a road-warrior peer (no keepalive) ever goes.
+                    if peers.last().is_some_and(|p| p.persistent_keepalive.is_none()) {
+                        peers.pop();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where the requests come from: built before the clock starts, or built
+/// and signed as they are sent.
+enum Requests {
+    Prebuilt(Vec<Vec<u8>>),
+    Live(Box<LiveFleet>),
+}
+
+impl Requests {
+    /// Request `k` of the run: agent `k % agents`'s next report.
+    fn get(&self, k: usize, agents: usize) -> Option<Cow<'_, [u8]>> {
+        match self {
+            Requests::Prebuilt(built) => built.get(k).map(|r| Cow::Borrowed(r.as_slice())),
+            Requests::Live(fleet) => Some(Cow::Owned(fleet.next_request(k % agents))),
+        }
+    }
 }
 
 /// One keep-alive connection; reconnects after an error or a close.
@@ -303,6 +594,7 @@ fn main() {
 }
 
 async fn run(o: Options) {
+    CLOSE.store(o.new_connections, Ordering::Relaxed);
     let dir = tempfile::tempdir().unwrap();
     let url = match &o.url {
         Some(u) => u.trim_end_matches('/').to_string(),
@@ -315,8 +607,8 @@ async fn run(o: Options) {
             url
         }
     };
-    // Requests [0, base) are the warm-up: every agent's first report.
-    let base = if o.warmup { o.agents } else { 0 };
+    // Requests [0, base) are the warm-up: every agent's first report(s).
+    let base = o.warmup * o.agents;
     let planned = base
         + if o.rate > 0.0 {
             (o.rate * o.seconds) as usize + 1
@@ -324,10 +616,15 @@ async fn run(o: Options) {
             o.reports.unwrap_or(((o.seconds * 25_000.0) as usize).max(1000))
         };
     let generation = Instant::now();
-    let (envelopes, mean_size) = envelopes(o.agents, planned, &o.psk);
     let addr = url.trim_start_matches("http://").to_string();
-    let requests: Arc<Vec<Vec<u8>>> =
-        Arc::new(envelopes.into_iter().map(|body| http_request(&addr, body)).collect());
+    let (requests, mean_size) = if o.realistic {
+        let fleet = LiveFleet::new(o.agents, &o.psk, &addr, o.churn, o.relayed);
+        (Arc::new(Requests::Live(Box::new(fleet))), 0)
+    } else {
+        let (envelopes, mean_size) = envelopes(o.agents, planned, &o.psk);
+        let built = envelopes.into_iter().map(|body| http_request(&addr, body)).collect();
+        (Arc::new(Requests::Prebuilt(built)), mean_size)
+    };
     let generated = generation.elapsed();
     let stalled = Arc::new(Stalled::default());
     let (stop_stalling, stalling) = tokio::sync::watch::channel(false);
@@ -367,7 +664,7 @@ async fn run(o: Options) {
             let mut conn = Connection::new(addr);
             let mut refused = 0;
             for k in (c..base).step_by(o.connections.max(1)) {
-                if conn.post(&requests[k]).await != Some(200) {
+                if conn.post(&requests.get(k, o.agents).unwrap()).await != Some(200) {
                     refused += 1;
                 }
             }
@@ -381,7 +678,7 @@ async fn run(o: Options) {
     // Scripts wait for this line before they start measuring.
     eprintln!(
         "generated {} signed reports from {} agents (mean {} bytes) in {:.1?}; warm-up: {} first reports in {:.1?}, {} refused",
-        planned,
+        if o.realistic { 0 } else { planned },
         o.agents,
         mean_size,
         generated,
@@ -389,6 +686,11 @@ async fn run(o: Options) {
         warmup.elapsed(),
         refused
     );
+    if o.pause_after_warmup {
+        eprintln!("paused after warm-up");
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+    }
     let cpu_before = own_cpu_seconds();
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(o.seconds);
@@ -399,7 +701,7 @@ async fn run(o: Options) {
         // sends requests c, c+C, c+2C, ... each when due or, when it fell
         // behind, at once.
         let period = Duration::from_secs_f64(1.0 / o.rate);
-        let due_count = ((o.seconds * o.rate) as usize).min(requests.len() - base);
+        let due_count = ((o.seconds * o.rate) as usize).min(planned - base);
         let connections = o.connections.max(1);
         for c in 0..connections {
             let (addr, requests) = (addr.clone(), requests.clone());
@@ -409,8 +711,9 @@ async fn run(o: Options) {
                 for k in (c..due_count).step_by(connections) {
                     let due = started + period * k as u32;
                     tokio::time::sleep_until(due.into()).await;
-                    let ok = conn.post(&requests[base + k]).await == Some(200);
-                    results.push((ok, due.elapsed()));
+                    let request = requests.get(base + k, o.agents).unwrap();
+                    let ok = conn.post(&request).await == Some(200);
+                    results.push((ok, due.elapsed(), started.elapsed()));
                 }
                 results
             });
@@ -424,10 +727,13 @@ async fn run(o: Options) {
                 let mut results = Vec::new();
                 while Instant::now() < deadline {
                     let k = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(request) = requests.get(k) else { break };
+                    if k >= planned {
+                        break;
+                    }
                     let sent = Instant::now();
-                    let ok = conn.post(request).await == Some(200);
-                    results.push((ok, sent.elapsed()));
+                    let Some(request) = requests.get(k, o.agents) else { break };
+                    let ok = conn.post(&request).await == Some(200);
+                    results.push((ok, sent.elapsed(), started.elapsed()));
                 }
                 results
             });
@@ -435,13 +741,32 @@ async fn run(o: Options) {
     }
     let mut latencies = Vec::new();
     let mut failed = 0usize;
+    // Per second of the measured phase: latencies of the 200s answered in it.
+    let mut seconds: Vec<Vec<Duration>> = Vec::new();
     while let Some(r) = tasks.join_next().await {
-        for (ok, latency) in r.unwrap() {
+        for (ok, latency, at) in r.unwrap() {
             if ok {
                 latencies.push(latency);
+                let second = at.as_secs() as usize;
+                if seconds.len() <= second {
+                    seconds.resize_with(second + 1, Vec::new);
+                }
+                seconds[second].push(latency);
             } else {
                 failed += 1;
             }
+        }
+    }
+    if o.timeline {
+        for (second, mut l) in seconds.into_iter().enumerate() {
+            l.sort();
+            println!(
+                "second={} committed={} p50={:.2}ms p99={:.2}ms",
+                second + 1,
+                l.len(),
+                percentile(&l, 0.50).as_secs_f64() * 1e3,
+                percentile(&l, 0.99).as_secs_f64() * 1e3,
+            );
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
@@ -449,9 +774,14 @@ async fn run(o: Options) {
     let stalled_open = stalled.open.load(Ordering::Relaxed);
     let _ = stop_stalling.send(true);
     latencies.sort();
+    let mean_size = match &*requests {
+        Requests::Live(fleet) => fleet.mean_size(),
+        Requests::Prebuilt(_) => mean_size,
+    };
     println!(
-        "mode={} agents={} committed={} failed={} elapsed={:.2}s rate={:.0}/s p50={:.2}ms p99={:.2}ms max={:.2}ms mean_size={}B process_cpu={:.1}s",
+        "mode={}{} agents={} committed={} failed={} elapsed={:.2}s rate={:.0}/s p50={:.2}ms p99={:.2}ms max={:.2}ms mean_size={}B process_cpu={:.1}s",
         if o.rate > 0.0 { format!("open@{}/s", o.rate) } else { format!("closed/{}", o.connections) },
+        if o.realistic { "/realistic" } else { "" },
         o.agents,
         latencies.len(),
         failed,

@@ -5,6 +5,12 @@
 #   scripts/bench-receiver.sh [generator options]
 #   scripts/bench-receiver.sh --agents 1000 --seconds 20 --connections 128
 #   scripts/bench-receiver.sh --agents 1000 --seconds 20 --rate 5000 --connections 256
+#   scripts/bench-receiver.sh --realistic --agents 10000 --seconds 20 --restart
+#
+# --restart (this script's own option): after the warm-up the receiver is
+# stopped and started again on the same database, and the measured phase
+# begins as soon as it answers its health check: ingest while per-agent
+# state reloads.
 #
 # Generator options are those of `cargo bench -p kattila --bench ingest`
 # (see benches/ingest.rs). Prints the generator's result
@@ -29,16 +35,30 @@ if [ -z "$generator" ]; then
   generator=$(ls -t target/release/deps/ingest-* | grep -v '\.d$' | head -1)
 fi
 
+restart=0
+args=()
+for a in "$@"; do
+  if [ "$a" = --restart ]; then
+    restart=1
+    args+=(--pause-after-warmup)
+  else
+    args+=("$a")
+  fi
+done
+
 dir=$(mktemp -d)
 port=$((20000 + RANDOM % 20000))
-KATTILA_PSK=bench-key "$receiver_bin" --listen "127.0.0.1:$port" \
-  --db "$dir/bench.db" 2>"$dir/receiver.log" &
-receiver=$!
+start_receiver() {
+  KATTILA_PSK=bench-key "$receiver_bin" --listen "127.0.0.1:$port" \
+    --db "$dir/bench.db" 2>>"$dir/receiver.log" &
+  receiver=$!
+  for _ in $(seq 600); do
+    curl -sf "http://127.0.0.1:$port/status/healthcheck" >/dev/null && break
+    sleep 0.05
+  done
+}
+start_receiver
 trap 'kill $receiver 2>/dev/null || true; rm -rf "$dir"' EXIT
-for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$port/status/healthcheck" >/dev/null && break
-  sleep 0.1
-done
 
 # CPU ticks per thread name (tokio workers summed).
 threads() {
@@ -48,8 +68,22 @@ threads() {
 }
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-"$generator" --url "http://127.0.0.1:$port" "$@" >"$dir/generator.out" 2>"$dir/generator.log" &
+mkfifo "$dir/go"
+"$generator" --url "http://127.0.0.1:$port" "${args[@]}" <"$dir/go" >"$dir/generator.out" 2>"$dir/generator.log" &
 gen=$!
+exec 3>"$dir/go"
+if [ $restart = 1 ]; then
+  until grep -q '^paused' "$dir/generator.log" 2>/dev/null || ! kill -0 $gen 2>/dev/null; do
+    sleep 0.05
+  done
+  grep VmHWM "/proc/$receiver/status" | sed 's/^/before the restart: /'
+  kill $receiver
+  wait $receiver 2>/dev/null || true
+  restarted=$(date +%s.%N)
+  start_receiver
+  echo "receiver restarted, answering after $(echo "$(date +%s.%N) - $restarted" | bc) s"
+  echo go >&3
+fi
 # The measured phase starts when the generator says it has warmed up.
 until grep -q '^generated' "$dir/generator.log" 2>/dev/null || ! kill -0 $gen 2>/dev/null; do
   sleep 0.05
@@ -71,7 +105,7 @@ echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 kill $receiver
 wait $receiver 2>/dev/null || true
 
-committed=$(sed -n 's/.* committed=\([0-9]*\).*/\1/p' "$dir/generator.out")
+committed=$(sed -n 's/^mode=.* committed=\([0-9]*\).*/\1/p' "$dir/generator.out")
 warmup=$(sed -n 's/.*warm-up: \([0-9]*\) first reports.*/\1/p' "$dir/generator.log")
 rows=$(python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT count(*) FROM reports").fetchone()[0])' "$dir/bench.db")
 expected=$((committed + ${warmup:-0}))

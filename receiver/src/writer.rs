@@ -116,12 +116,21 @@ impl Writer {
         // Bounded: when the disk falls behind, handlers wait instead of
         // piling up memory.
         let (tx, rx) = mpsc::channel(max_batch * 8);
-        let state = WriterState {
+        let mut state = WriterState {
             windows: HashMap::new(),
             processor: Processor::new(settings),
             metrics,
             fleet_changed: false,
         };
+        // The fleet-wide state (topology, alarms) before the first request,
+        // not inside its batch: after a restart with thousands of agents it
+        // takes a few hundred milliseconds, which the first batch's
+        // requests would otherwise wait. A failure here is retried on first
+        // use, as after any failed batch.
+        if let Err(e) = load_known(&conn, &mut state.processor, None) {
+            tracing::warn!(error = %e, "loading the fleet's state failed; retried on first use");
+            state.processor.invalidate();
+        }
         let thread = std::thread::Builder::new()
             .name("kattila-writer".into())
             .spawn(move || run(conn, rx, max_batch, state, checkpointer))?;

@@ -23,6 +23,11 @@ pub struct AgentRows {
     pub device_keys: Vec<String>,
     /// Its routes in stored order.
     pub routes: Vec<Route>,
+    /// When its counters were last written (the newest `last_seen` of its
+    /// interfaces and peers; 0 if none): after a restart the next report
+    /// writes them only once the sample interval since then is over, not
+    /// at once for every agent.
+    pub counters_written: i64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -56,39 +61,45 @@ pub fn load_agent(conn: &Connection, agent_id: &str) -> rusqlite::Result<AgentRo
         .query_row([agent_id], |r| r.get(0))
         .optional()?;
     let mut stmt = conn.prepare_cached(
-        "SELECT name, kind, state, mtu, mac, addresses FROM interfaces WHERE agent_id = ?1",
+        "SELECT name, kind, state, mtu, mac, addresses, last_seen FROM interfaces WHERE agent_id = ?1",
     )?;
     let interfaces = stmt
         .query_map([agent_id], |r| {
-            Ok(InterfaceRow {
+            let row = InterfaceRow {
                 name: r.get(0)?,
                 kind: r.get(1)?,
                 state: r.get(2)?,
                 mtu: r.get(3)?,
                 mac: r.get(4)?,
                 addresses: json_list(&r.get::<_, String>(5)?),
-            })
+            };
+            Ok((row, r.get::<_, i64>(6)?))
         })?
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
     let mut stmt = conn.prepare_cached(
-        "SELECT device, public_key, endpoint, allowed_ips, latest_handshake, rx_bytes, rx_grew_at, health, peer_agent_id
+        "SELECT device, public_key, endpoint, allowed_ips, latest_handshake, rx_bytes, rx_grew_at, health, peer_agent_id,
+                last_seen
          FROM wg_peers WHERE agent_id = ?1",
     )?;
     let peers = stmt
         .query_map([agent_id], |r| {
-            Ok(PeerRow {
-                device: r.get(0)?,
-                public_key: r.get(1)?,
-                endpoint: r.get(2)?,
-                allowed_ips: json_list(&r.get::<_, String>(3)?),
-                latest_handshake: r.get(4)?,
-                rx_bytes: r.get::<_, i64>(5)? as u64,
-                rx_grew_at: r.get(6)?,
-                health: PeerHealth::parse(&r.get::<_, String>(7)?),
-                peer_agent_id: r.get(8)?,
-            })
+            let seen: i64 = r.get(9)?;
+            Ok((
+                PeerRow {
+                    device: r.get(0)?,
+                    public_key: r.get(1)?,
+                    endpoint: r.get(2)?,
+                    allowed_ips: json_list(&r.get::<_, String>(3)?),
+                    latest_handshake: r.get(4)?,
+                    rx_bytes: r.get::<_, i64>(5)? as u64,
+                    rx_grew_at: r.get(6)?,
+                    health: PeerHealth::parse(&r.get::<_, String>(7)?),
+                    peer_agent_id: r.get(8)?,
+                },
+                seen,
+            ))
         })?
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
     let mut stmt = conn.prepare_cached(
         "SELECT public_key FROM wg_devices WHERE agent_id = ?1 ORDER BY public_key",
     )?;
@@ -107,7 +118,15 @@ pub fn load_agent(conn: &Connection, agent_id: &str) -> rusqlite::Result<AgentRo
             })
         })?
         .collect::<Result<_, _>>()?;
-    Ok(AgentRows { hostname, interfaces, peers, device_keys, routes })
+    let counters_written = interfaces
+        .iter()
+        .map(|(_, seen)| *seen)
+        .chain(peers.iter().map(|(_, seen)| *seen))
+        .max()
+        .unwrap_or(0);
+    let interfaces = interfaces.into_iter().map(|(row, _)| row).collect();
+    let peers = peers.into_iter().map(|(row, _)| row).collect();
+    Ok(AgentRows { hostname, interfaces, peers, device_keys, routes, counters_written })
 }
 
 /// Everything one message changes, in the order it is written: the

@@ -78,6 +78,7 @@ impl KnownAgent {
             hostnames: rows.hostname.into_iter().collect(),
             device_keys: rows.device_keys,
             routes: routes_fingerprint(&rows.routes),
+            counters_written: rows.counters_written,
             ..KnownAgent::default()
         };
         for i in rows.interfaces {
