@@ -1,0 +1,354 @@
+//! Which messages to send, as a pure step: (the configuration, the active
+//! alarms and incidents, what each subject was told, now) → outbox rows
+//! and told-state for storage to write in the same transaction.
+//!
+//! It compares what holds with what was told, so nothing depends on
+//! seeing an edge: a raise missed by a crash, the end of a maintenance
+//! window or a silence's expiry is simply a difference found by the next
+//! run. The rules, per subject (an alarm's condition, or an incident's
+//! kind and site):
+//! - an alarm of an agent inside an active incident of a kind the
+//!   incidents group is told as that incident, not alone;
+//! - a raise is told once the subject has been active for its hold
+//!   (`raise_hold`, or `group_wait` for what incidents group), not muted
+//!   by a window or silence, and `min_gap` after its last message;
+//! - while told and active: a repeat every route's `repeat_interval`,
+//!   unless the alarm is acknowledged;
+//! - a resolve is told once the subject stayed gone for `resolve_hold`;
+//!   a condition back before that continues the same story, so a
+//!   flapping link sends nothing more.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kattila_store::notify::{AlarmSubject, IncidentSubject, NotifyChange, NotifyInputs, Told};
+
+use super::config::{Labels, NotifyConfig, Silence, Window};
+use super::message::{AgentRef, Message, Subject, SCHEMA};
+
+/// Alarm kinds that incidents group: an agent's alarm of these kinds is
+/// told as its incident while one is active.
+pub const GROUPED_KINDS: [&str; 3] = ["agent_silent", "relay_only", "peer_stale"];
+
+/// Event alarms (resolved by age): no resolve is told.
+const EVENT_KINDS: [&str; 2] = ["interface_new", "endpoint_changed"];
+
+/// What the API's silences and windows and the file's make together.
+pub struct Mutes<'a> {
+    pub silences: Vec<Silence>,
+    pub windows: Vec<Window>,
+    config: &'a NotifyConfig,
+}
+
+impl<'a> Mutes<'a> {
+    pub fn new(config: &'a NotifyConfig, inputs: &NotifyInputs) -> Self {
+        let silences = inputs.silences.iter().filter_map(Silence::from_row).collect();
+        let windows = inputs
+            .windows
+            .iter()
+            .filter_map(|w| Window::from_json(&w.spec, Some(w.id)).ok())
+            .collect();
+        Mutes { silences, windows, config }
+    }
+
+    /// Why `labels` are held back at `now`, if they are.
+    pub fn reason(&self, labels: &Labels, now: i64) -> Option<String> {
+        let silence = self.config.silences.iter().chain(&self.silences);
+        if let Some(s) = silence.into_iter().find(|s| s.active_at(now) && s.matches(labels)) {
+            return Some(format!("silenced: {}", s.comment));
+        }
+        let windows = self.config.windows.iter().chain(&self.windows);
+        windows
+            .into_iter()
+            .find(|w| w.open_at(now) && w.covers(labels))
+            .map(|w| format!("maintenance: {}", w.name))
+    }
+}
+
+/// One active subject.
+struct Active<'a> {
+    key: String,
+    row_id: i64,
+    labels: Labels,
+    first_seen: i64,
+    acked: bool,
+    muted_was: Option<&'a str>,
+    grouped: bool,
+    alarm: Option<&'a AlarmSubject>,
+    incident: Option<&'a IncidentSubject>,
+}
+
+pub fn alarm_key(a: &AlarmSubject) -> String {
+    format!("alarm:{}:{}:{}", a.kind, a.agent_id, a.subject)
+}
+
+pub fn incident_key(i: &IncidentSubject) -> String {
+    format!("incident:{}:{}", i.kind, i.site)
+}
+
+fn alarm_labels(a: &AlarmSubject) -> Labels {
+    Labels {
+        kind: a.kind.clone(),
+        severity: a.severity.clone(),
+        agents: vec![a.agent_id.clone()],
+        hosts: vec![a.hostname.clone()],
+        site: a.site.clone(),
+    }
+}
+
+fn incident_labels(i: &IncidentSubject) -> Labels {
+    Labels {
+        kind: i.kind.clone(),
+        severity: i.severity.clone(),
+        agents: i.agents.clone(),
+        hosts: i.hostnames.clone(),
+        site: i.site.clone(),
+    }
+}
+
+/// The labels a told message was about (for its resolve's routes and mutes).
+fn message_labels(m: &Message) -> Labels {
+    Labels {
+        kind: m.subject.kind.clone(),
+        severity: m.subject.severity.clone(),
+        agents: m.subject.agents.iter().map(|a| a.agent_id.clone()).collect(),
+        hosts: m.subject.agents.iter().map(|a| a.hostname.clone()).collect(),
+        site: m.subject.site.clone(),
+    }
+}
+
+fn words(kind: &str) -> String {
+    kind.replace('_', " ")
+}
+
+fn raise_message(s: &Active<'_>, now: i64) -> Message {
+    let (type_, title, text, detail, agents) = match (s.alarm, s.incident) {
+        (Some(a), _) => {
+            let what = if a.subject.is_empty() {
+                words(&a.kind)
+            } else {
+                format!("{} {}", words(&a.kind), a.subject)
+            };
+            (
+                "alarm",
+                format!("{}: {what}", a.hostname),
+                format!("{} alarm on {}: {}", a.severity, a.hostname, a.message),
+                a.subject.clone(),
+                vec![AgentRef { agent_id: a.agent_id.clone(), hostname: a.hostname.clone() }],
+            )
+        }
+        (None, Some(i)) => (
+            "incident",
+            format!("site {}: {}", i.site, i.summary),
+            format!(
+                "{} incident ({}) at site {}: {}",
+                i.severity,
+                words(&i.kind),
+                i.site,
+                i.summary
+            ),
+            String::new(),
+            i.agents
+                .iter()
+                .zip(&i.hostnames)
+                .map(|(id, h)| AgentRef { agent_id: id.clone(), hostname: h.clone() })
+                .collect(),
+        ),
+        (None, None) => unreachable!("a subject is an alarm or an incident"),
+    };
+    Message {
+        schema: SCHEMA.into(),
+        idempotency_key: format!("{type_}-{}-raised", s.row_id),
+        event: "raised".into(),
+        subject: Subject {
+            type_: type_.into(),
+            key: s.key.clone(),
+            kind: s.labels.kind.clone(),
+            severity: s.labels.severity.clone(),
+            site: s.labels.site.clone(),
+            agents,
+            detail,
+        },
+        title,
+        text,
+        first_seen: s.first_seen,
+        resolved_at: None,
+        at: now,
+        url: None,
+    }
+}
+
+/// The channels `labels` go to, and the shortest repeat interval and
+/// whether resolves are told on the routes taken.
+fn routed(config: &NotifyConfig, labels: &Labels) -> (Vec<String>, Option<i64>, bool) {
+    let mut channels = BTreeSet::new();
+    let mut repeat: Option<i64> = None;
+    let mut resolved = false;
+    for r in config.routes_for(labels) {
+        channels.extend(r.channels.iter().cloned());
+        if let Some(d) = r.repeat_interval {
+            let d = d.as_secs().max(1) as i64;
+            repeat = Some(repeat.map_or(d, |r| r.min(d)));
+        }
+        resolved |= r.send_resolved;
+    }
+    (channels.into_iter().collect(), repeat, resolved)
+}
+
+fn enqueue(out: &mut Vec<NotifyChange>, channels: &[String], m: &Message, now: i64) {
+    let payload = serde_json::to_string(m).expect("a message serialises");
+    for c in channels {
+        out.push(NotifyChange::Enqueue {
+            event_key: m.idempotency_key.clone(),
+            channel: c.clone(),
+            subject: m.subject.key.clone(),
+            event: match m.event.as_str() {
+                "raised" => "raised",
+                "resolved" => "resolved",
+                _ => "repeat",
+            },
+            payload: payload.clone(),
+            now,
+        });
+    }
+}
+
+/// Decides what to write for `inputs` at `now`.
+pub fn decide(config: &NotifyConfig, inputs: &NotifyInputs, now: i64) -> Vec<NotifyChange> {
+    let mutes = Mutes::new(config, inputs);
+    let noise = &config.noise;
+    let mut out = Vec::new();
+    let told: BTreeMap<&str, &Told> = inputs.told.iter().map(|t| (t.subject.as_str(), t)).collect();
+    let in_incident: BTreeSet<&str> =
+        inputs.incidents.iter().flat_map(|i| i.agents.iter().map(String::as_str)).collect();
+    let mut active: Vec<Active<'_>> = Vec::new();
+    for a in &inputs.alarms {
+        active.push(Active {
+            key: alarm_key(a),
+            row_id: a.id,
+            labels: alarm_labels(a),
+            first_seen: a.first_seen,
+            acked: a.acked,
+            muted_was: a.muted.as_deref(),
+            grouped: GROUPED_KINDS.contains(&a.kind.as_str()),
+            alarm: Some(a),
+            incident: None,
+        });
+    }
+    for i in &inputs.incidents {
+        active.push(Active {
+            key: incident_key(i),
+            row_id: i.id,
+            labels: incident_labels(i),
+            first_seen: i.first_seen,
+            acked: false,
+            muted_was: i.muted.as_deref(),
+            grouped: true,
+            alarm: None,
+            incident: Some(i),
+        });
+    }
+    let mut seen = BTreeSet::new();
+    for s in &active {
+        seen.insert(s.key.as_str());
+        let muted = mutes.reason(&s.labels, now);
+        if muted.as_deref() != s.muted_was {
+            out.push(match s.alarm {
+                Some(_) => NotifyChange::AlarmMuted { id: s.row_id, muted: muted.clone() },
+                None => NotifyChange::IncidentMuted { id: s.row_id, muted: muted.clone() },
+            });
+        }
+        let notified = |out: &mut Vec<NotifyChange>, at: i64| {
+            out.push(match s.alarm {
+                Some(_) => NotifyChange::AlarmNotified { id: s.row_id, at },
+                None => NotifyChange::IncidentNotified { id: s.row_id, at },
+            })
+        };
+        let (channels, repeat, _) = routed(config, &s.labels);
+        match told.get(s.key.as_str()).filter(|t| t.state == "raised") {
+            Some(t) => {
+                // Told and active: the same story, maybe of a newer row
+                // (the condition came back within the resolve hold).
+                let mut row_id = t.row_id;
+                if t.row_id != s.row_id {
+                    row_id = s.row_id;
+                    notified(&mut out, t.told_at);
+                }
+                let mut last_sent = t.last_sent;
+                let due = repeat.is_some_and(|r| now - t.last_sent >= r);
+                if due && muted.is_none() && !s.acked && !channels.is_empty() {
+                    if let Ok(raised) = serde_json::from_str::<Message>(&t.payload) {
+                        let key = format!("{}-{}-repeat-{now}", raised.subject.type_, s.row_id);
+                        enqueue(&mut out, &channels, &raised.retold("repeat", key, now), now);
+                        last_sent = now;
+                    }
+                }
+                if row_id != t.row_id || last_sent != t.last_sent {
+                    out.push(NotifyChange::Told {
+                        subject: s.key.clone(),
+                        row_id,
+                        state: "raised",
+                        told_at: t.told_at,
+                        last_sent,
+                        payload: t.payload.clone(),
+                    });
+                }
+            }
+            None => {
+                let covered =
+                    s.alarm.is_some_and(|a| s.grouped && in_incident.contains(a.agent_id.as_str()));
+                let hold =
+                    if s.grouped { noise.group_wait.secs() } else { noise.raise_hold.secs() };
+                let gap_ok = told
+                    .get(s.key.as_str())
+                    .is_none_or(|t| now - t.last_sent >= noise.min_gap.secs());
+                if covered || muted.is_some() || channels.is_empty() || !gap_ok {
+                    continue;
+                }
+                if now - s.first_seen < hold {
+                    continue;
+                }
+                let m = raise_message(s, now);
+                enqueue(&mut out, &channels, &m, now);
+                notified(&mut out, now);
+                out.push(NotifyChange::Told {
+                    subject: s.key.clone(),
+                    row_id: s.row_id,
+                    state: "raised",
+                    told_at: now,
+                    last_sent: now,
+                    payload: serde_json::to_string(&m).expect("a message serialises"),
+                });
+            }
+        }
+    }
+    // Told raised and no longer active: the resolve, once it held.
+    for t in
+        inputs.told.iter().filter(|t| t.state == "raised" && !seen.contains(t.subject.as_str()))
+    {
+        let Ok(raised) = serde_json::from_str::<Message>(&t.payload) else { continue };
+        let labels = message_labels(&raised);
+        let gone_since = t.row_resolved_at.unwrap_or(now);
+        if now - gone_since < noise.resolve_hold.secs()
+            || now - t.last_sent < noise.min_gap.secs()
+            || mutes.reason(&labels, now).is_some()
+        {
+            continue;
+        }
+        let (channels, _, send_resolved) = routed(config, &labels);
+        if send_resolved && !EVENT_KINDS.contains(&raised.subject.kind.as_str()) {
+            let key = format!("{}-{}-resolved", raised.subject.type_, t.row_id);
+            let mut m = raised.retold("resolved", key, now);
+            m.resolved_at = Some(gone_since);
+            enqueue(&mut out, &channels, &m, now);
+        }
+        out.push(NotifyChange::Told {
+            subject: t.subject.clone(),
+            row_id: t.row_id,
+            state: "resolved",
+            told_at: t.told_at,
+            last_sent: now,
+            payload: t.payload.clone(),
+        });
+    }
+    out
+}
