@@ -352,3 +352,192 @@ pub fn decide(config: &NotifyConfig, inputs: &NotifyInputs, now: i64) -> Vec<Not
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kattila_store::notify::SilenceRow;
+
+    const CONFIG: &str = r#"
+[noise]
+raise_hold = "10s"
+group_wait = "30s"
+resolve_hold = "60s"
+min_gap = "20s"
+[channels.hook]
+type = "webhook"
+url = "http://127.0.0.1:9/hook"
+[[routes]]
+channels = ["hook"]
+repeat_interval = "100s"
+[[windows]]
+name = "night"
+agents = ["b"]
+start = "1970-01-01T00:00:00Z"
+end = "1970-01-01T00:16:40Z"
+"#;
+
+    fn config() -> NotifyConfig {
+        NotifyConfig::parse(CONFIG, &|_| None).unwrap()
+    }
+
+    fn alarm(id: i64, agent: &str, first_seen: i64) -> AlarmSubject {
+        AlarmSubject {
+            id,
+            kind: "interface_down".into(),
+            severity: "warning".into(),
+            agent_id: agent.into(),
+            hostname: format!("host-{agent}"),
+            site: "hel".into(),
+            subject: "eth0".into(),
+            message: "eth0 is down".into(),
+            first_seen,
+            acked: false,
+            muted: None,
+        }
+    }
+
+    /// Runs `decide` and folds its told-state back into `inputs`, as the
+    /// database would; returns the events enqueued.
+    fn step(inputs: &mut NotifyInputs, now: i64) -> Vec<&'static str> {
+        let changes = decide(&config(), inputs, now);
+        let mut events = Vec::new();
+        for c in changes {
+            match c {
+                NotifyChange::Enqueue { event, .. } => events.push(event),
+                NotifyChange::Told { subject, row_id, state, told_at, last_sent, payload } => {
+                    inputs.told.retain(|t| t.subject != subject);
+                    inputs.told.push(Told {
+                        subject,
+                        row_id,
+                        state: state.into(),
+                        told_at,
+                        last_sent,
+                        payload,
+                        row_resolved_at: None,
+                    });
+                }
+                _ => {}
+            }
+        }
+        events
+    }
+
+    fn resolve_rows(inputs: &mut NotifyInputs, at: i64) {
+        inputs.alarms.clear();
+        for t in &mut inputs.told {
+            t.row_resolved_at = Some(at);
+        }
+    }
+
+    #[test]
+    fn raise_waits_for_its_hold_and_resolve_for_its_hold_down() {
+        let mut inputs = NotifyInputs { alarms: vec![alarm(1, "a", 2000)], ..Default::default() };
+        assert!(step(&mut inputs, 2005).is_empty(), "inside raise_hold");
+        assert_eq!(step(&mut inputs, 2010), ["raised"]);
+        assert!(step(&mut inputs, 2011).is_empty(), "told once");
+        resolve_rows(&mut inputs, 2050);
+        assert!(step(&mut inputs, 2100).is_empty(), "inside resolve_hold");
+        assert_eq!(step(&mut inputs, 2110), ["resolved"]);
+        assert!(step(&mut inputs, 2200).is_empty());
+    }
+
+    #[test]
+    fn a_condition_back_within_the_hold_down_continues_its_story() {
+        let mut inputs = NotifyInputs { alarms: vec![alarm(1, "a", 2000)], ..Default::default() };
+        assert_eq!(step(&mut inputs, 2010), ["raised"]);
+        resolve_rows(&mut inputs, 2020);
+        assert!(step(&mut inputs, 2030).is_empty());
+        // Flapping: a new alarm row of the same condition.
+        inputs.alarms = vec![alarm(2, "a", 2040)];
+        assert!(step(&mut inputs, 2050).is_empty());
+        assert_eq!(inputs.told[0].row_id, 2, "the story follows the new row");
+        resolve_rows(&mut inputs, 2060);
+        assert!(step(&mut inputs, 2100).is_empty());
+        assert_eq!(step(&mut inputs, 2120), ["resolved"]);
+    }
+
+    #[test]
+    fn an_alarm_that_flaps_faster_than_the_raise_hold_is_never_told() {
+        let mut inputs = NotifyInputs::default();
+        for (i, t) in (0..10).map(|i| (i, 2000 + i * 8)) {
+            inputs.alarms = vec![alarm(i + 1, "a", t)];
+            assert!(step(&mut inputs, t + 4).is_empty());
+            inputs.alarms.clear();
+            assert!(step(&mut inputs, t + 6).is_empty());
+        }
+        assert!(inputs.told.is_empty());
+    }
+
+    #[test]
+    fn repeats_stop_when_acknowledged() {
+        let mut inputs = NotifyInputs { alarms: vec![alarm(1, "a", 2000)], ..Default::default() };
+        assert_eq!(step(&mut inputs, 2010), ["raised"]);
+        assert_eq!(step(&mut inputs, 2110), ["repeat"]);
+        inputs.alarms[0].acked = true;
+        assert!(step(&mut inputs, 2300).is_empty());
+    }
+
+    #[test]
+    fn a_window_records_but_holds_back_and_tells_at_its_end() {
+        // Agent b is in the window until 1000 s.
+        let mut inputs = NotifyInputs { alarms: vec![alarm(1, "b", 100)], ..Default::default() };
+        let changes = decide(&config(), &inputs, 200);
+        assert!(changes.iter().any(|c| matches!(c,
+            NotifyChange::AlarmMuted { id: 1, muted: Some(m) } if m == "maintenance: night")));
+        assert!(!changes.iter().any(|c| matches!(c, NotifyChange::Enqueue { .. })));
+        assert!(step(&mut inputs, 999).is_empty());
+        assert_eq!(step(&mut inputs, 1000), ["raised"], "still present at the end: told once");
+        assert!(step(&mut inputs, 1001).is_empty());
+    }
+
+    #[test]
+    fn a_silence_holds_back_until_it_expires() {
+        let silence = SilenceRow {
+            id: 1,
+            matchers: vec!["site=hel".into(), "kind=~interface_.*".into()],
+            starts_at: 0,
+            ends_at: 3000,
+            comment: "works".into(),
+            created_by: "test".into(),
+            created_at: 0,
+        };
+        let mut inputs = NotifyInputs {
+            alarms: vec![alarm(1, "a", 2000)],
+            silences: vec![silence],
+            ..Default::default()
+        };
+        assert!(step(&mut inputs, 2500).is_empty());
+        assert_eq!(step(&mut inputs, 3000), ["raised"]);
+    }
+
+    #[test]
+    fn alarms_of_an_incident_are_told_as_the_incident() {
+        let silent = |id, agent: &str| AlarmSubject {
+            kind: "agent_silent".into(),
+            subject: String::new(),
+            severity: "critical".into(),
+            ..alarm(id, agent, 2000)
+        };
+        let mut inputs = NotifyInputs {
+            alarms: vec![silent(1, "a"), silent(2, "c"), alarm(3, "a", 2000)],
+            incidents: vec![IncidentSubject {
+                id: 7,
+                kind: "site_silent".into(),
+                site: "hel".into(),
+                severity: "critical".into(),
+                summary: "all 2 agents silent".into(),
+                agents: vec!["a".into(), "c".into()],
+                hostnames: vec!["host-a".into(), "host-c".into()],
+                first_seen: 2005,
+                muted: None,
+            }],
+            ..Default::default()
+        };
+        // The interface alarm is not a kind incidents group: told alone.
+        assert_eq!(step(&mut inputs, 2010), ["raised"]);
+        assert_eq!(step(&mut inputs, 2035), ["raised"], "the incident, once");
+        let subjects: Vec<&str> = inputs.told.iter().map(|t| t.subject.as_str()).collect();
+        assert_eq!(subjects, ["alarm:interface_down:a:eth0", "incident:site_silent:hel"]);
+    }
+}
