@@ -163,8 +163,9 @@ fn config(sink: u16, smtp: u16) -> String {
         r#"
 public_url = "https://mesh.example.org/dash"
 
+# The link kinds (interface_down, peer_stale, relay_only, links_stale) keep
+# their default holds: the flapping interface must stay untold with them.
 [noise]
-raise_hold = "3s"      # longer than the simulator's flap (2 reports down, 2 up, 1 s apart)
 group_wait = "4s"
 resolve_hold = "5s"
 min_gap = "3s"

@@ -56,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/status/alarms", get(alarms))
         .route("/status/admin/reset", post(admin_reset))
         .route("/status/admin/alarms/{id}/ack", post(admin_ack))
+        .route("/status/admin/incidents/{id}/ack", post(admin_ack_incident))
         .route("/status/admin/notifications", get(admin_outbox))
         .route("/status/admin/silences", get(admin_silences).post(admin_add_silence))
         .route("/status/admin/silences/{id}", axum::routing::delete(admin_expire_silence))
@@ -358,6 +359,24 @@ async fn admin_ack(
         return Err(ApiError::NotFound(format!("no alarm {alarm_id}")));
     }
     Ok(Json(AlarmAcked::new(alarm_id)))
+}
+
+async fn admin_ack_incident(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let incident_id = path_id(id)?;
+    let n = state
+        .writer
+        .admin(AdminCommand::AckIncident { incident_id }, crate::unix_now())
+        .await
+        .ok_or(ApiError::Storage)?;
+    if n == 0 {
+        return Err(ApiError::NotFound(format!("no incident {incident_id}")));
+    }
+    Ok(Json(json!({ "acked": incident_id })))
 }
 
 async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {

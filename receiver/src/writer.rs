@@ -44,6 +44,10 @@ pub enum AdminCommand {
     Ack {
         alarm_id: i64,
     },
+    /// Acknowledge one incident.
+    AckIncident {
+        incident_id: i64,
+    },
     /// Add a silence; the count is its id.
     AddSilence {
         silence: kattila_store::notify::SilenceRow,
@@ -370,6 +374,9 @@ fn apply(conn: &Connection, state: &mut WriterState, job: &Job) -> rusqlite::Res
                 AdminCommand::Ack { alarm_id } => {
                     kattila_store::admin::ack(conn, *alarm_id, *now)? as usize
                 }
+                AdminCommand::AckIncident { incident_id } => {
+                    kattila_store::admin::ack_incident(conn, *incident_id, *now)? as usize
+                }
                 AdminCommand::AddSilence { silence } => {
                     kattila_store::notify::add_silence(conn, silence)? as usize
                 }
@@ -453,7 +460,7 @@ fn notify(conn: &Connection, state: &mut WriterState) -> rusqlite::Result<()> {
     kattila_store::notify::apply(conn, &changes)?;
     // A subject's told state outlives its resolve by the minimum gap (and
     // a day, for the dashboard's "notified" column to find nothing stale).
-    let keep = config.noise.min_gap.secs().max(config.noise.resolve_hold.secs()) + 86_400;
+    let keep = config.noise.longest() + 86_400;
     kattila_store::notify::forget_told(conn, now - keep)?;
     Ok(())
 }

@@ -293,6 +293,10 @@ const STEPS: &[&str] = &[
     ALTER TABLE incidents ADD COLUMN notified_at INTEGER;
     ALTER TABLE incidents ADD COLUMN muted TEXT;
     "#,
+    // 13: an incident can be acknowledged, which stops its repeats.
+    r#"
+    ALTER TABLE incidents ADD COLUMN acked_at INTEGER;
+    "#,
 ];
 
 /// The first schema version with the state, topology, alarm and history
@@ -309,6 +313,8 @@ pub const INCIDENTS: i64 = 11;
 /// The first schema version with notifications (outbox, silences, windows,
 /// `alarms.notified_at` and `alarms.muted`).
 pub const NOTIFICATIONS: i64 = 12;
+/// The first schema version with `incidents.acked_at`.
+pub const INCIDENT_ACK: i64 = 13;
 
 pub const LATEST: usize = STEPS.len();
 

@@ -37,6 +37,7 @@ pub struct IncidentSubject {
     /// Hostnames of `agents`, same order.
     pub hostnames: Vec<String>,
     pub first_seen: i64,
+    pub acked: bool,
     pub muted: Option<String>,
 }
 
@@ -153,7 +154,7 @@ pub fn load(conn: &Connection, now: i64) -> rusqlite::Result<NotifyInputs> {
         })?
         .collect::<Result<Vec<_>, _>>()?;
     let mut stmt = conn.prepare_cached(
-        "SELECT id, kind, site, severity, summary, agents, first_seen, muted
+        "SELECT id, kind, site, severity, summary, agents, first_seen, muted, acked_at IS NOT NULL
          FROM incidents WHERE state = 'active' ORDER BY id",
     )?;
     let mut incidents = stmt
@@ -168,6 +169,7 @@ pub fn load(conn: &Connection, now: i64) -> rusqlite::Result<NotifyInputs> {
                 hostnames: Vec::new(),
                 first_seen: r.get(6)?,
                 muted: r.get(7)?,
+                acked: r.get(8)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;

@@ -304,8 +304,25 @@ impl Route {
     }
 }
 
+/// Alarm and incident kinds that follow WireGuard handshakes and link
+/// health. A handshake is due every two minutes on a link that carries
+/// traffic (REKEY_AFTER_TIME, 120 s) and keys are refused after three
+/// (REJECT_AFTER_TIME, 180 s), so these conditions come and go with that
+/// cadence on a link that is merely idle or lossy; they get the link holds.
+pub const LINK_KINDS: [&str; 4] = ["peer_stale", "interface_down", "relay_only", "links_stale"];
+
+/// Every alarm and incident kind, for checking `[noise.kind.*]` names.
+fn known_kinds() -> Vec<&'static str> {
+    use crate::process::{alarms::AlarmKind, incidents};
+    let mut kinds: Vec<&str> = AlarmKind::ALL.iter().map(|k| k.as_str()).collect();
+    kinds.extend([incidents::SITE_SILENT, incidents::GATEWAY_DOWN, incidents::LINKS_STALE]);
+    kinds
+}
+
 /// Noise control: how long a condition must hold or stay gone before it
 /// is told, and the least time between two messages about one subject.
+/// Kinds in [`LINK_KINDS`] take the `link_*` holds, any kind may be set on
+/// its own under `[noise.kind.<kind>]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Noise {
@@ -313,14 +330,72 @@ pub struct Noise {
     /// already held it for the alarm threshold's reports).
     pub raise_hold: Dur,
     /// Alarms of the kinds incidents group (agent_silent, relay_only,
-    /// peer_stale) and incidents wait this long, so that what belongs to
-    /// one incident goes out as that incident, once.
+    /// peer_stale) and incidents wait at least this long, so that what
+    /// belongs to one incident goes out as that incident, once.
     pub group_wait: Dur,
     /// A resolve is told once the condition stayed gone this long; a
     /// condition back within it continues the story it was told in.
     pub resolve_hold: Dur,
     /// The least time between two messages about one subject.
     pub min_gap: Dur,
+    /// `raise_hold` for the link kinds: longer than the handshake cadence,
+    /// so a link that flaps with it is never told.
+    pub link_raise_hold: Dur,
+    /// `resolve_hold` for the link kinds: a link told down is told up
+    /// once it stayed up through more than one handshake round.
+    pub link_resolve_hold: Dur,
+    /// Per kind: any of `raise_hold`, `resolve_hold`, `min_gap`.
+    pub kind: BTreeMap<String, KindNoise>,
+}
+
+/// Noise control for one kind; what is unset comes from `[noise]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KindNoise {
+    pub raise_hold: Option<Dur>,
+    pub resolve_hold: Option<Dur>,
+    pub min_gap: Option<Dur>,
+}
+
+/// The holds that apply to one kind, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holds {
+    pub raise: i64,
+    pub resolve: i64,
+    pub min_gap: i64,
+}
+
+impl Noise {
+    /// The holds for alarms or incidents of `kind`.
+    pub fn holds(&self, kind: &str) -> Holds {
+        let link = LINK_KINDS.contains(&kind);
+        let (raise, resolve) = if link {
+            (self.link_raise_hold, self.link_resolve_hold)
+        } else {
+            (self.raise_hold, self.resolve_hold)
+        };
+        let own = self.kind.get(kind);
+        Holds {
+            raise: own.and_then(|k| k.raise_hold).unwrap_or(raise).secs(),
+            resolve: own.and_then(|k| k.resolve_hold).unwrap_or(resolve).secs(),
+            min_gap: own.and_then(|k| k.min_gap).unwrap_or(self.min_gap).secs(),
+        }
+    }
+
+    /// The longest time a told subject's state must be kept for.
+    pub fn longest(&self) -> i64 {
+        let mut longest = [self.min_gap, self.resolve_hold, self.link_resolve_hold]
+            .into_iter()
+            .map(Dur::secs)
+            .max()
+            .unwrap_or(0);
+        for k in self.kind.values() {
+            for d in [k.resolve_hold, k.min_gap].into_iter().flatten() {
+                longest = longest.max(d.secs());
+            }
+        }
+        longest
+    }
 }
 
 impl Default for Noise {
@@ -330,6 +405,9 @@ impl Default for Noise {
             group_wait: Dur(Duration::from_secs(30)),
             resolve_hold: Dur(Duration::from_secs(60)),
             min_gap: Dur(Duration::from_secs(60)),
+            link_raise_hold: Dur(Duration::from_secs(150)),
+            link_resolve_hold: Dur(Duration::from_secs(180)),
+            kind: BTreeMap::new(),
         }
     }
 }
@@ -708,6 +786,13 @@ impl NotifyConfig {
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        for k in raw.noise.kind.keys() {
+            anyhow::ensure!(
+                known_kinds().contains(&k.as_str()),
+                "[noise.kind.{k}]: no such kind (kinds: {})",
+                known_kinds().join(", ")
+            );
+        }
         anyhow::ensure!(raw.delivery.max_tries >= 1, "delivery.max_tries must be at least 1");
         anyhow::ensure!(raw.delivery.concurrency >= 1, "delivery.concurrency must be at least 1");
         if let Some(url) = &raw.public_url {

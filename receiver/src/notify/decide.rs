@@ -9,12 +9,14 @@
 //! kind and site):
 //! - an alarm of an agent inside an active incident of a kind the
 //!   incidents group is told as that incident, not alone;
-//! - a raise is told once the subject has been active for its hold
-//!   (`raise_hold`, or `group_wait` for what incidents group), not muted
+//! - a raise is told once the subject has been active for its kind's
+//!   hold (`raise_hold`, `link_raise_hold` for the link kinds, at least
+//!   `group_wait` for what incidents group), not muted
 //!   by a window or silence, and `min_gap` after its last message;
 //! - while told and active: a repeat every route's `repeat_interval`,
 //!   unless the alarm is acknowledged;
-//! - a resolve is told once the subject stayed gone for `resolve_hold`;
+//! - a resolve is told once the subject stayed gone for its kind's
+//!   `resolve_hold` (`link_resolve_hold` for the link kinds);
 //!   a condition back before that continues the same story, so a
 //!   flapping link sends nothing more.
 
@@ -240,7 +242,7 @@ pub fn decide(config: &NotifyConfig, inputs: &NotifyInputs, now: i64) -> Vec<Not
             row_id: i.id,
             labels: incident_labels(i),
             first_seen: i.first_seen,
-            acked: false,
+            acked: i.acked,
             muted_was: i.muted.as_deref(),
             grouped: true,
             alarm: None,
@@ -296,11 +298,11 @@ pub fn decide(config: &NotifyConfig, inputs: &NotifyInputs, now: i64) -> Vec<Not
             None => {
                 let covered =
                     s.alarm.is_some_and(|a| s.grouped && in_incident.contains(a.agent_id.as_str()));
+                let holds = noise.holds(&s.labels.kind);
                 let hold =
-                    if s.grouped { noise.group_wait.secs() } else { noise.raise_hold.secs() };
-                let gap_ok = told
-                    .get(s.key.as_str())
-                    .is_none_or(|t| now - t.last_sent >= noise.min_gap.secs());
+                    if s.grouped { holds.raise.max(noise.group_wait.secs()) } else { holds.raise };
+                let gap_ok =
+                    told.get(s.key.as_str()).is_none_or(|t| now - t.last_sent >= holds.min_gap);
                 if covered || muted.is_some() || channels.is_empty() || !gap_ok {
                     continue;
                 }
@@ -328,8 +330,9 @@ pub fn decide(config: &NotifyConfig, inputs: &NotifyInputs, now: i64) -> Vec<Not
         let Ok(raised) = serde_json::from_str::<Message>(&t.payload) else { continue };
         let labels = message_labels(&raised);
         let gone_since = t.row_resolved_at.unwrap_or(now);
-        if now - gone_since < noise.resolve_hold.secs()
-            || now - t.last_sent < noise.min_gap.secs()
+        let holds = noise.holds(&raised.subject.kind);
+        if now - gone_since < holds.resolve
+            || now - t.last_sent < holds.min_gap
             || mutes.reason(&labels, now).is_some()
         {
             continue;
@@ -381,10 +384,12 @@ end = "1970-01-01T00:16:40Z"
         NotifyConfig::parse(CONFIG, &|_| None).unwrap()
     }
 
+    /// An alarm of a kind that is not a link kind, so `[noise]`'s own
+    /// holds apply.
     fn alarm(id: i64, agent: &str, first_seen: i64) -> AlarmSubject {
         AlarmSubject {
             id,
-            kind: "interface_down".into(),
+            kind: "interface_gone".into(),
             severity: "warning".into(),
             agent_id: agent.into(),
             hostname: format!("host-{agent}"),
@@ -400,7 +405,11 @@ end = "1970-01-01T00:16:40Z"
     /// Runs `decide` and folds its told-state back into `inputs`, as the
     /// database would; returns the events enqueued.
     fn step(inputs: &mut NotifyInputs, now: i64) -> Vec<&'static str> {
-        let changes = decide(&config(), inputs, now);
+        step_in(&config(), inputs, now)
+    }
+
+    fn step_in(config: &NotifyConfig, inputs: &mut NotifyInputs, now: i64) -> Vec<&'static str> {
+        let changes = decide(config, inputs, now);
         let mut events = Vec::new();
         for c in changes {
             match c {
@@ -469,6 +478,85 @@ end = "1970-01-01T00:16:40Z"
         assert!(inputs.told.is_empty());
     }
 
+    /// Only a channel and a route: every noise setting is the default.
+    const DEFAULTS: &str = r#"
+[channels.hook]
+type = "webhook"
+url = "http://127.0.0.1:9/hook"
+[default_route]
+channels = ["hook"]
+"#;
+
+    fn link(id: i64, kind: &str, first_seen: i64) -> AlarmSubject {
+        AlarmSubject { kind: kind.into(), ..alarm(id, "a", first_seen) }
+    }
+
+    #[test]
+    fn with_defaults_a_link_flapping_with_the_handshake_cadence_is_never_told() {
+        let config = NotifyConfig::parse(DEFAULTS, &|_| None).unwrap();
+        for kind in ["peer_stale", "interface_down", "relay_only"] {
+            // Stale for up to a handshake round and its retries (120 s +
+            // 20 s), fresh again for a few reports, over and over.
+            let mut inputs = NotifyInputs::default();
+            for i in 0..20 {
+                let t = 1000 + i * 150;
+                inputs.alarms = vec![link(i + 1, kind, t)];
+                for now in (t..t + 140).step_by(10) {
+                    assert!(step_in(&config, &mut inputs, now).is_empty(), "{kind} at {now}");
+                }
+                resolve_rows(&mut inputs, t + 140);
+                assert!(step_in(&config, &mut inputs, t + 145).is_empty());
+            }
+            assert!(inputs.told.is_empty(), "{kind}: nothing told");
+        }
+    }
+
+    #[test]
+    fn with_defaults_a_link_down_for_good_is_told_once_and_its_recovery_once_settled() {
+        let config = NotifyConfig::parse(DEFAULTS, &|_| None).unwrap();
+        let mut inputs =
+            NotifyInputs { alarms: vec![link(1, "peer_stale", 1000)], ..Default::default() };
+        assert!(step_in(&config, &mut inputs, 1149).is_empty(), "inside the link raise hold");
+        assert_eq!(step_in(&config, &mut inputs, 1150), ["raised"]);
+        // Back up, then stale again within the link hold-down: one story.
+        resolve_rows(&mut inputs, 1400);
+        assert!(step_in(&config, &mut inputs, 1500).is_empty());
+        inputs.alarms = vec![link(2, "peer_stale", 1560)];
+        assert!(step_in(&config, &mut inputs, 1570).is_empty(), "continues, not raised again");
+        resolve_rows(&mut inputs, 1600);
+        assert!(step_in(&config, &mut inputs, 1779).is_empty(), "inside the link hold-down");
+        assert_eq!(step_in(&config, &mut inputs, 1780), ["resolved"]);
+    }
+
+    #[test]
+    fn with_defaults_other_kinds_are_told_at_once_and_grouped_kinds_after_the_group_wait() {
+        let config = NotifyConfig::parse(DEFAULTS, &|_| None).unwrap();
+        let mut inputs =
+            NotifyInputs { alarms: vec![link(1, "interface_gone", 1000)], ..Default::default() };
+        assert_eq!(step_in(&config, &mut inputs, 1000), ["raised"], "no raise hold");
+        let mut inputs =
+            NotifyInputs { alarms: vec![link(1, "agent_silent", 1000)], ..Default::default() };
+        assert!(step_in(&config, &mut inputs, 1029).is_empty());
+        assert_eq!(step_in(&config, &mut inputs, 1030), ["raised"], "after group_wait");
+    }
+
+    #[test]
+    fn a_kind_may_set_its_own_holds() {
+        let text = format!(
+            "{DEFAULTS}[noise]\nlink_raise_hold = \"5m\"\n[noise.kind.interface_down]\nraise_hold = \"5s\"\nresolve_hold = \"0s\"\nmin_gap = \"0s\"\n"
+        );
+        let config = NotifyConfig::parse(&text, &|_| None).unwrap();
+        assert_eq!(config.noise.holds("peer_stale").raise, 300);
+        let mut inputs =
+            NotifyInputs { alarms: vec![link(1, "interface_down", 1000)], ..Default::default() };
+        assert_eq!(step_in(&config, &mut inputs, 1005), ["raised"]);
+        resolve_rows(&mut inputs, 1006);
+        assert_eq!(step_in(&config, &mut inputs, 1006), ["resolved"]);
+        let bad = format!("{DEFAULTS}[noise.kind.link_down]\nraise_hold = \"5s\"\n");
+        let err = NotifyConfig::parse(&bad, &|_| None).unwrap_err().to_string();
+        assert!(err.contains("[noise.kind.link_down]: no such kind"), "{err}");
+    }
+
     #[test]
     fn repeats_stop_when_acknowledged() {
         let mut inputs = NotifyInputs { alarms: vec![alarm(1, "a", 2000)], ..Default::default() };
@@ -530,6 +618,7 @@ end = "1970-01-01T00:16:40Z"
                 agents: vec!["a".into(), "c".into()],
                 hostnames: vec!["host-a".into(), "host-c".into()],
                 first_seen: 2005,
+                acked: false,
                 muted: None,
             }],
             ..Default::default()
@@ -538,6 +627,11 @@ end = "1970-01-01T00:16:40Z"
         assert_eq!(step(&mut inputs, 2010), ["raised"]);
         assert_eq!(step(&mut inputs, 2035), ["raised"], "the incident, once");
         let subjects: Vec<&str> = inputs.told.iter().map(|t| t.subject.as_str()).collect();
-        assert_eq!(subjects, ["alarm:interface_down:a:eth0", "incident:site_silent:hel"]);
+        assert_eq!(subjects, ["alarm:interface_gone:a:eth0", "incident:site_silent:hel"]);
+        // The incident repeats (the route's 100 s) until acknowledged.
+        inputs.alarms.retain(|a| a.kind == "agent_silent");
+        assert_eq!(step(&mut inputs, 2135), ["repeat"]);
+        inputs.incidents[0].acked = true;
+        assert!(step(&mut inputs, 2400).is_empty(), "acknowledged: no more repeats");
     }
 }
