@@ -35,6 +35,7 @@ struct Got {
     key: String,
     headers: HeaderMap,
     body: Bytes,
+    at: Instant,
 }
 
 /// The HTTP sink: `/hook` (webhook), `/slack`, `/ntfy/<topic>`; answers 503
@@ -82,7 +83,7 @@ async fn receive(
     let channel = path.split('/').next().unwrap_or("").to_string();
     let key =
         headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    sink.got.lock().unwrap().push(Got { channel, key, headers, body });
+    sink.got.lock().unwrap().push(Got { channel, key, headers, body, at: Instant::now() });
     StatusCode::OK
 }
 
@@ -94,12 +95,18 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 port, out = int(sys.argv[1]), sys.argv[2]
+tls = None
+if len(sys.argv) > 4:                      # cert, key: STARTTLS required before AUTH
+    import ssl
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(sys.argv[3], sys.argv[4])
 
 class Handler:
     async def handle_DATA(self, server, session, envelope):
         with open(out, "a") as f:
             f.write(json.dumps({"from": envelope.mail_from, "to": envelope.rcpt_tos,
                                 "auth": bool(session.authenticated),
+                                "tls": session.ssl is not None,
                                 "data": envelope.content.decode("utf8", "replace")}) + "\n")
         return "250 OK"
 
@@ -108,7 +115,8 @@ def auth(server, session, envelope, mechanism, data):
     return AuthResult(success=ok)
 
 c = Controller(Handler(), hostname="127.0.0.1", port=port, authenticator=auth,
-               auth_require_tls=False, auth_required=True)
+               auth_require_tls=tls is not None, auth_required=True,
+               tls_context=tls, require_starttls=tls is not None)
 c.start()
 print("smtp ready", flush=True)
 signal.sigwait([signal.SIGTERM, signal.SIGINT])
@@ -137,6 +145,11 @@ impl Drop for Killed {
 }
 
 fn start_smtp(python: &str, dir: &Path) -> (Killed, u16, PathBuf) {
+    start_smtp_with(python, dir, &[])
+}
+
+/// `tls`: a certificate and key file; STARTTLS is then required.
+fn start_smtp_with(python: &str, dir: &Path, tls: &[&Path]) -> (Killed, u16, PathBuf) {
     let script = dir.join("smtp_sink.py");
     std::fs::write(&script, SMTP_SINK).unwrap();
     let port = util::free_port();
@@ -145,6 +158,7 @@ fn start_smtp(python: &str, dir: &Path) -> (Killed, u16, PathBuf) {
         .arg(&script)
         .arg(port.to_string())
         .arg(&out)
+        .args(tls)
         .stdout(Stdio::piped())
         .spawn()
         .expect("python starts");
@@ -569,4 +583,491 @@ fn a_bad_configuration_is_refused_with_its_line_and_changes_nothing() {
     );
     assert_ne!(code, 0);
     assert!(err.contains("no channel \"nosuch\""), "{err}");
+}
+
+// ---------------------------------------------------------------------
+// One behaviour at a time: a small fleet (one site of three simulated
+// agents) that reports for a few rounds and then stops, so its site goes
+// silent — one incident, told once — with one webhook channel.
+
+/// The configuration of the small tests: short holds, one webhook
+/// channel with `channel` settings, a default route with `route` settings.
+fn small_config(sink: u16, channel: &str, route: &str) -> String {
+    format!(
+        r#"
+[noise]
+group_wait = "1s"
+resolve_hold = "1s"
+min_gap = "0s"
+
+[delivery]
+timeout = "2s"
+retry_base = "500ms"
+retry_max = "5s"
+max_tries = 1000
+
+[channels.hook]
+type = "webhook"
+url = "http://127.0.0.1:{sink}/hook"
+{channel}
+
+[default_route]
+channels = ["hook"]
+{route}
+"#
+    )
+}
+
+struct Rig {
+    dir: tempfile::TempDir,
+    sink: Sink,
+    port: u16,
+    db: PathBuf,
+    _receiver: Killed,
+}
+
+impl Rig {
+    fn start(channel: &str, route: &str) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, sink_port) = Sink::start();
+        let config = dir.path().join("notify.toml");
+        std::fs::write(&config, small_config(sink_port, channel, route)).unwrap();
+        let port = util::free_port();
+        let receiver = start_receiver(dir.path(), port, &config);
+        let db = dir.path().join("kattila.db");
+        Rig { dir, sink, port, db, _receiver: receiver }
+    }
+
+    /// `agents` simulated agents report `rounds` times a second apart,
+    /// then stop (and are silent three seconds later).
+    fn fleet(&self, agents: usize, rounds: usize) {
+        let state = self.dir.path().join("sim");
+        std::fs::create_dir_all(&state).unwrap();
+        let status = util::agent_command(&state)
+            .args(["simulate", "--agents", &agents.to_string(), "--interval", "1"])
+            .args(["--rounds", &rounds.to_string()])
+            .args(["--url", &format!("http://127.0.0.1:{}", self.port)])
+            .arg("--state-dir")
+            .arg(&state)
+            .env("KATTILA_PSK", PSK)
+            .env("RUST_LOG", "warn")
+            .status()
+            .expect("kattila-agent simulate runs");
+        assert!(status.success());
+    }
+
+    fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let client = reqwest::blocking::Client::new();
+        let url = format!("http://127.0.0.1:{}{path}", self.port);
+        let mut req = match method {
+            "GET" => client.get(url),
+            "POST" => client.post(url),
+            "DELETE" => client.delete(url),
+            other => panic!("{other}"),
+        }
+        .bearer_auth(ADMIN);
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b.to_string());
+        }
+        let r = req.send().unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+    }
+
+    fn scalar(&self, sql: &str) -> i64 {
+        scalar(&self.db, sql)
+    }
+
+    /// The events received, as (idempotency key, event, subject key).
+    fn events(&self) -> Vec<(String, String, String)> {
+        self.sink
+            .got()
+            .iter()
+            .map(|g| {
+                let b: serde_json::Value = serde_json::from_slice(&g.body).unwrap();
+                let event = b["event"].as_str().unwrap().to_string();
+                let subject = b["subject"]["key"].as_str().unwrap_or("").to_string();
+                (g.key.clone(), event, subject)
+            })
+            .collect()
+    }
+}
+
+fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// Unix seconds as RFC 3339 in UTC.
+fn rfc3339(t: i64) -> String {
+    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// Each key received once, and at most one raise per subject.
+fn assert_told_once(events: &[(String, String, String)]) {
+    let keys: BTreeSet<&str> = events.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(keys.len(), events.len(), "a key received twice: {events:?}");
+    let mut raised = BTreeSet::new();
+    for e in events.iter().filter(|e| e.1 == "raised") {
+        assert!(raised.insert(e.2.as_str()), "{} raised twice: {events:?}", e.2);
+    }
+}
+
+#[test]
+fn a_maintenance_window_records_but_sends_nothing_and_tells_what_is_left_once_at_its_end() {
+    let rig = Rig::start("", "");
+    let start = unix_now();
+    let end = start + 14;
+    let (code, body) = rig.admin(
+        "POST",
+        "/status/admin/windows",
+        Some(serde_json::json!({"name": "upgrade", "start": rfc3339(start), "end": rfc3339(end)})),
+    );
+    assert_eq!(code, 200, "{body}");
+    let (_, windows) = rig.admin("GET", "/status/admin/windows", None);
+    assert_eq!(windows["windows"][0]["open"], true, "{windows}");
+
+    rig.fleet(3, 3);
+    // The site goes silent inside the window: recorded, marked, not sent.
+    wait_for("alarms marked in maintenance", Duration::from_secs(10), || {
+        rig.scalar(
+            "SELECT count(*) FROM alarms WHERE state = 'active' AND muted = 'maintenance: upgrade'",
+        ) >= 3
+    });
+    wait_for("the incident marked", Duration::from_secs(5), || {
+        rig.scalar("SELECT count(*) FROM incidents WHERE state = 'active' AND muted = 'maintenance: upgrade'")
+            == 1
+    });
+    while unix_now() < end - 1 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(rig.sink.got().is_empty(), "sent during the window: {:?}", rig.events());
+    assert_eq!(rig.scalar("SELECT count(*) FROM notify_outbox"), 0);
+
+    // At its end the silent site is told once, as its incident.
+    wait_for("the message after the window", Duration::from_secs(10), || {
+        !rig.sink.got().is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let events = rig.events();
+    assert_told_once(&events);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0].2.starts_with("incident:site_silent:"), "{events:?}");
+    assert_eq!(
+        rig.scalar("SELECT count(*) FROM alarms WHERE state = 'active' AND muted IS NOT NULL"),
+        0,
+        "the marks are gone with the window"
+    );
+}
+
+#[test]
+fn a_silence_holds_messages_back_until_it_expires() {
+    let rig = Rig::start("", "");
+    let (code, body) = rig.admin(
+        "POST",
+        "/status/admin/silences",
+        Some(serde_json::json!({"matchers": ["kind=~.+"], "duration_secs": 12, "comment": "test"})),
+    );
+    assert_eq!(code, 200, "{body}");
+    let expires = body["ends_at"].as_i64().unwrap();
+    rig.fleet(3, 3);
+    wait_for("alarms marked silenced", Duration::from_secs(10), || {
+        rig.scalar(
+            "SELECT count(*) FROM alarms WHERE state = 'active' AND muted = 'silenced: test'",
+        ) >= 3
+    });
+    while unix_now() < expires - 1 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(rig.sink.got().is_empty(), "sent while silenced: {:?}", rig.events());
+    wait_for("the message after the silence", Duration::from_secs(10), || {
+        !rig.sink.got().is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let events = rig.events();
+    assert_told_once(&events);
+    assert_eq!(events.len(), 1, "{events:?}");
+    let (_, list) = rig.admin("GET", "/status/admin/silences", None);
+    assert_eq!(list["silences"][0]["active"], false, "{list}");
+}
+
+#[test]
+fn acknowledging_stops_repeats() {
+    let rig = Rig::start("", "repeat_interval = \"2s\"");
+    rig.fleet(3, 3);
+    wait_for("a repeat", Duration::from_secs(20), || rig.events().iter().any(|e| e.1 == "repeat"));
+    // Acknowledge what is active: the incident (and its alarms).
+    let conn = Connection::open(&rig.db).unwrap();
+    let ids = |sql: &str| -> Vec<i64> {
+        conn.prepare(sql)
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let incidents = ids("SELECT id FROM incidents WHERE state = 'active'");
+    assert!(!incidents.is_empty());
+    for id in incidents {
+        let (code, body) = rig.admin("POST", &format!("/status/admin/incidents/{id}/ack"), None);
+        assert_eq!(code, 200, "{body}");
+    }
+    for id in ids("SELECT id FROM alarms WHERE state = 'active'") {
+        let (code, body) = rig.admin("POST", &format!("/status/admin/alarms/{id}/ack"), None);
+        assert_eq!(code, 200, "{body}");
+    }
+    let (code, _) = rig.admin("POST", "/status/admin/incidents/999999/ack", None);
+    assert_eq!(code, 404);
+    let (code, _) = rig.admin("POST", "/status/admin/incidents/x/ack", None);
+    assert_eq!(code, 400);
+    // A repeat decided before the acknowledgement may still arrive.
+    std::thread::sleep(Duration::from_secs(1));
+    let before = rig.events().len();
+    std::thread::sleep(Duration::from_secs(7));
+    let events = rig.events();
+    assert_eq!(events.len(), before, "repeats after the acknowledgement: {events:?}");
+    let keys: BTreeSet<&str> = events.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(keys.len(), events.len(), "a key received twice");
+}
+
+#[test]
+fn a_channel_down_for_a_minute_gets_everything_once_when_it_returns() {
+    let rig = Rig::start("", "");
+    rig.sink.down.store(true, Ordering::SeqCst);
+    rig.fleet(3, 3);
+    wait_for("a message waiting", Duration::from_secs(10), || {
+        rig.scalar("SELECT count(*) FROM notify_outbox WHERE state = 'queued'") > 0
+    });
+    let down_since = Instant::now();
+    std::thread::sleep(Duration::from_secs(60));
+    let tries = rig.scalar("SELECT min(tries) FROM notify_outbox");
+    assert!(tries >= 8, "retried through the outage, {tries} tries");
+    assert_eq!(rig.scalar("SELECT count(*) FROM notify_outbox WHERE state != 'queued'"), 0);
+    rig.sink.down.store(false, Ordering::SeqCst);
+    eprintln!("down for {:?}, {tries} tries", down_since.elapsed());
+    wait_for("the outbox drained", Duration::from_secs(15), || {
+        rig.scalar("SELECT count(*) FROM notify_outbox WHERE state = 'queued'") == 0
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let decided: BTreeSet<String> = outbox(&rig.db).into_iter().map(|r| r.0).collect();
+    let events = rig.events();
+    let got: BTreeSet<String> = events.iter().map(|e| e.0.clone()).collect();
+    assert_eq!(got, decided, "every message delivered");
+    assert_eq!(events.len(), got.len(), "none twice");
+    assert_eq!(rig.scalar("SELECT count(*) FROM notify_outbox WHERE state = 'dead'"), 0);
+}
+
+#[test]
+fn a_channel_rate_limit_spaces_its_messages_and_drops_none() {
+    // Two sites go silent at once: two incidents, decided together.
+    let rig = Rig::start("rate_limit = \"1/3s\"", "");
+    rig.fleet(10, 3);
+    wait_for("two messages", Duration::from_secs(30), || rig.sink.got().len() >= 2);
+    std::thread::sleep(Duration::from_secs(1));
+    let got = rig.sink.got();
+    let created: BTreeSet<i64> = Connection::open(&rig.db)
+        .unwrap()
+        .prepare("SELECT created_at FROM notify_outbox")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let first_created = *created.first().unwrap();
+    assert!(created.last().unwrap() - first_created <= 1, "decided together: {created:?}");
+    for pair in got.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(gap >= Duration::from_millis(2_800), "sent {gap:?} apart");
+    }
+    assert_told_once(&rig.events());
+    assert_eq!(rig.scalar("SELECT count(*) FROM notify_outbox WHERE state != 'sent'"), 0);
+}
+
+#[test]
+fn admin_endpoints_manage_silences_windows_and_the_outbox_and_refuse_bad_input() {
+    let rig = Rig::start("", "");
+    let count = |path: &str, field: &str| -> usize {
+        let (code, body) = rig.admin("GET", path, None);
+        assert_eq!(code, 200, "{body}");
+        body[field].as_array().unwrap().len()
+    };
+    // Silences: created, listed, bad ones refused, expired.
+    let (code, body) = rig.admin(
+        "POST",
+        "/status/admin/silences",
+        Some(
+            serde_json::json!({"matchers": ["site=hel"], "duration_secs": 600, "comment": "move"}),
+        ),
+    );
+    assert_eq!(code, 200, "{body}");
+    let id = body["id"].as_i64().unwrap();
+    for bad in [
+        serde_json::json!({"matchers": ["site~hel"], "duration_secs": 600, "comment": "x"}),
+        serde_json::json!({"matchers": ["site=~("], "duration_secs": 600, "comment": "x"}),
+        serde_json::json!({"matchers": [], "duration_secs": 600, "comment": "x"}),
+        serde_json::json!({"matchers": ["site=hel"], "duration_secs": 600, "comment": " "}),
+        serde_json::json!({"matchers": ["site=hel"], "comment": "no end"}),
+        serde_json::json!({"matchers": ["site=hel"], "duration_secs": -5, "comment": "x"}),
+        serde_json::json!({"matchers": ["site=hel"], "starts_at": 2000, "ends_at": 1000, "comment": "x"}),
+        serde_json::json!({"matchers": ["site=hel"], "duration_secs": 60, "comment": "x", "extra": 1}),
+    ] {
+        let (code, body) = rig.admin("POST", "/status/admin/silences", Some(bad.clone()));
+        assert_eq!(code, 400, "{bad} → {body}");
+        assert!(body.to_string().len() > 10, "a reason: {body}");
+    }
+    assert_eq!(count("/status/admin/silences", "silences"), 1, "nothing added");
+    assert_eq!(rig.admin("DELETE", "/status/admin/silences/999", None).0, 404);
+    assert_eq!(rig.admin("DELETE", "/status/admin/silences/abc", None).0, 400);
+    assert_eq!(rig.admin("DELETE", &format!("/status/admin/silences/{id}"), None).0, 200);
+    let (_, list) = rig.admin("GET", "/status/admin/silences", None);
+    assert_eq!(list["silences"][0]["active"], false, "expired: {list}");
+
+    // Windows: created, listed, bad ones refused, deleted.
+    let (code, body) = rig.admin(
+        "POST",
+        "/status/admin/windows",
+        Some(serde_json::json!({"name": "nightly", "sites": ["hel"], "every": "day",
+            "at": "02:00", "duration": "1h", "time_zone": "Europe/Helsinki"})),
+    );
+    assert_eq!(code, 200, "{body}");
+    let wid = body["id"].as_i64().unwrap();
+    for bad in [
+        serde_json::json!({"name": "no times"}),
+        serde_json::json!({"name": "zone", "every": "day", "at": "02:00", "duration": "1h", "time_zone": "Mars/Olympus"}),
+        serde_json::json!({"name": "late", "every": "day", "at": "25:00", "duration": "1h"}),
+        serde_json::json!({"name": "backwards", "start": "2030-01-02T00:00:00Z", "end": "2030-01-01T00:00:00Z"}),
+        serde_json::json!("not a window"),
+    ] {
+        let (code, body) = rig.admin("POST", "/status/admin/windows", Some(bad.clone()));
+        assert_eq!(code, 400, "{bad} → {body}");
+    }
+    assert_eq!(count("/status/admin/windows", "windows"), 1, "nothing added");
+    assert_eq!(rig.admin("DELETE", "/status/admin/windows/999", None).0, 404);
+    assert_eq!(rig.admin("DELETE", &format!("/status/admin/windows/{wid}"), None).0, 200);
+    assert_eq!(count("/status/admin/windows", "windows"), 0);
+
+    // The outbox and its dead letters; no token, no answer.
+    assert_eq!(count("/status/admin/notifications", "notifications"), 0);
+    assert_eq!(count("/status/admin/notifications?state=dead", "notifications"), 0);
+    assert_eq!(rig.admin("GET", "/status/admin/notifications?state=lost", None).0, 400);
+    let anonymous =
+        reqwest::blocking::get(format!("http://127.0.0.1:{}/status/admin/notifications", rig.port))
+            .unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+}
+
+#[test]
+fn mail_goes_out_over_starttls_with_authentication_trusting_the_configured_ca() {
+    let Some(python) = python_with_aiosmtpd() else {
+        kattila_testsupport::skip(
+            "mail_goes_out_over_starttls_with_authentication_trusting_the_configured_ca",
+            "python3-aiosmtpd is not installed",
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // A private CA and the server's certificate signed by it.
+    let (ca, ca_key) = (dir.path().join("ca.pem"), dir.path().join("ca-key.pem"));
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let (csr, ext) = (dir.path().join("server.csr"), dir.path().join("server.ext"));
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n")
+        .unwrap();
+    let p = |f: &PathBuf| f.to_str().unwrap().to_string();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let steps: [Vec<String>; 3] = [
+        [&["req", "-x509"][..], &ec, &["-days", "1", "-subj", "/CN=kattila test CA"]]
+            .concat()
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["-keyout".into(), p(&ca_key), "-out".into(), p(&ca)])
+            .collect(),
+        [&["req"][..], &ec, &["-subj", "/CN=127.0.0.1"]]
+            .concat()
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["-keyout".into(), p(&key), "-out".into(), p(&csr)])
+            .collect(),
+        ["x509", "-req", "-days", "1", "-CAcreateserial", "-in"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([p(&csr), "-CA".into(), p(&ca), "-CAkey".into(), p(&ca_key)])
+            .chain(["-extfile".into(), p(&ext), "-out".into(), p(&cert)])
+            .collect(),
+    ];
+    for args in steps {
+        let ok = Command::new("openssl")
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            kattila_testsupport::skip(
+                "mail_goes_out_over_starttls_with_authentication_trusting_the_configured_ca",
+                "openssl is not installed",
+            );
+            return;
+        }
+    }
+    let (_smtp, port, mail_file) = start_smtp_with(&python, dir.path(), &[&cert, &key]);
+    let config = |ca: &str| {
+        format!(
+            "[channels.mail]\ntype = \"email\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"starttls\"\n{ca}\
+             username = \"kattila\"\nsecret_env = \"KATTILA_TEST_MAIL_SECRET\"\n\
+             from = \"Kattila <kattila@example.org>\"\nto = [\"ops@example.org\"]\n"
+        )
+    };
+    let file = dir.path().join("mail.toml");
+    let secret = [("KATTILA_TEST_MAIL_SECRET", "mail-secret")];
+    // Without the CA the server's certificate is not trusted: nothing sent.
+    std::fs::write(&file, config("")).unwrap();
+    let (code, _, err) = util::run(
+        util::RECEIVER,
+        &["--notify-config", file.to_str().unwrap(), "notify", "test", "mail"],
+        &secret,
+    );
+    assert_ne!(code, 0, "an untrusted certificate was accepted");
+    assert!(!err.contains("mail-secret"), "{err}");
+    // With it: STARTTLS, then AUTH, then the message.
+    std::fs::write(&file, config(&format!("ca_file = {:?}\n", ca.to_str().unwrap()))).unwrap();
+    let (code, out, err) = util::run(
+        util::RECEIVER,
+        &["--notify-config", file.to_str().unwrap(), "notify", "test", "mail"],
+        &secret,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let mails: Vec<serde_json::Value> = std::fs::read_to_string(&mail_file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert_eq!(mails[0]["tls"], true);
+    assert_eq!(mails[0]["auth"], true);
+    let data = mails[0]["data"].as_str().unwrap();
+    assert!(data.contains("multipart/alternative") && data.contains("text/html"), "{data}");
 }

@@ -502,10 +502,16 @@ async fn admin_add_silence(
     if r.matchers.is_empty() || r.comment.trim().is_empty() {
         return Err(ApiError::BadRequest("a silence needs matchers and a comment".into()));
     }
+    let starts_at = r.starts_at.unwrap_or(now);
+    if ends_at <= starts_at.max(now) {
+        return Err(ApiError::BadRequest(format!(
+            "the silence would end ({ends_at}) before it starts ({starts_at}) or now ({now})"
+        )));
+    }
     let silence = kattila_store::notify::SilenceRow {
         id: 0,
         matchers: r.matchers,
-        starts_at: r.starts_at.unwrap_or(now),
+        starts_at,
         ends_at,
         comment: r.comment,
         created_by: r.created_by.unwrap_or_else(|| "admin".into()),
