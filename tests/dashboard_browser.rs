@@ -11,6 +11,8 @@
 //! Needs nginx, chromium and node/npm; skips with the reason otherwise.
 
 mod browser;
+#[path = "../sitegen/tests/common/published.rs"]
+mod published;
 
 #[path = "../sitegen/tests/common/fixture.rs"]
 mod fixture;
@@ -180,7 +182,8 @@ fn nothing_with_a_silent_end_is_shown_healthy() {
     let dir = tempfile::tempdir().unwrap();
     let out = site(dir.path(), 1000, 3);
     let current = out.join("current");
-    let agents = json_file(&current, "api/v1/agents.json");
+    let agents =
+        published::published_agents(&current).expect("agents.json and the per-agent files");
     let agents = agents["agents"].as_array().unwrap();
     let silent_ids: HashSet<&str> = agents
         .iter()

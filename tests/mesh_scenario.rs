@@ -469,7 +469,7 @@ impl Site {
             serde_json::from_slice(&std::fs::read(current.join("api/v1").join(f)).ok()?).ok()
         };
         Some(Site {
-            agents: get("agents.json")?,
+            agents: util::published::published_agents(current)?,
             alarms: get("alarms.json")?,
             topology: get("topology.json")?,
             summary: get("summary.json")?,

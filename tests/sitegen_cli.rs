@@ -195,6 +195,35 @@ fn no_address_from_the_receivers_database_is_published() {
     raw.sort();
     raw.dedup();
     assert!(raw.len() > 30, "{raw:?}");
+    // The pseudonyms of what is stored, addresses and networks alike. A
+    // pseudonym can be, by chance, another stored address (private
+    // addresses stay in their private range, so 10.20.0.0/24 may stand for
+    // 10.31.0.0/24): such an address is the pseudonym that is published,
+    // not a leak, and is not looked for in this run.
+    let key =
+        kattila_sitegen::anon::SiteKey::load_or_create(&out.join(".sitegen/site-key")).unwrap();
+    let mut anon = kattila_sitegen::anon::Anon::new(&key);
+    let mut published = std::collections::HashSet::new();
+    for sql in [
+        "SELECT value FROM interfaces, json_each(interfaces.addresses)",
+        "SELECT value FROM wg_peers, json_each(wg_peers.allowed_ips)",
+        "SELECT dst FROM routes",
+    ] {
+        let mut stmt = conn.prepare(sql).unwrap();
+        for cidr in stmt.query_map([], |r| r.get::<_, String>(0)).unwrap() {
+            let cidr = cidr.unwrap();
+            for form in [anon.text(&cidr), anon.network(&cidr)] {
+                published.insert(form.split('/').next().unwrap().to_string());
+            }
+        }
+    }
+    let coincidences: Vec<String> =
+        raw.iter().filter(|a| published.contains(*a)).cloned().collect();
+    raw.retain(|a| !published.contains(a));
+    assert!(raw.len() > 30, "{raw:?}");
+    if !coincidences.is_empty() {
+        eprintln!("not looked for (also a pseudonym under this key): {coincidences:?}");
+    }
     let root = std::fs::canonicalize(out.join("current")).unwrap();
     let mut stack = vec![root];
     let mut files = 0;
@@ -216,7 +245,12 @@ fn no_address_from_the_receivers_database_is_published() {
                         let part = |c: Option<char>| {
                             c.is_some_and(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
                         };
-                        assert!(part(before) || part(after), "{form} published in {}", p.display());
+                        assert!(
+                            part(before) || part(after),
+                            "{form} published in {}: …{}…",
+                            p.display(),
+                            &text[at.saturating_sub(120)..(at + 60).min(text.len())]
+                        );
                     }
                 }
             }
@@ -290,7 +324,7 @@ fn site_key_file_is_private_and_keeps_pseudonyms_stable() {
     let out = dir.path().join("site");
     let o = out.to_str().unwrap();
     let d = db.to_str().unwrap();
-    let agents = || std::fs::read_to_string(out.join("current/api/v1/agents.json")).unwrap();
+    let agents = || util::published::published_agents(&out.join("current")).unwrap().to_string();
     assert_eq!(run(SITEGEN, &["--once", "--db", d, "--out", o], &[]).0, 0);
     let first = agents();
     let key = out.join(".sitegen/site-key");

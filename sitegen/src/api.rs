@@ -1,6 +1,12 @@
 //! The JSON files under `api/v1/` for other tools, each with a JSON Schema
 //! published beside it in `api/v1/schema/`. Field names are stable; a
 //! change that breaks readers bumps `schema_version`.
+//!
+//! What grows with the fleet is split so that a reader opens small files:
+//! `agents.json` is the index (one entry per agent, about 500 bytes), and
+//! each agent's interfaces, routes and WireGuard peers are in
+//! `api/v1/agents/<file>.json`. Those carry no generation time, so a build
+//! reuses the file of every agent whose data did not change.
 
 use std::borrow::Cow;
 
@@ -10,18 +16,25 @@ use serde::Serialize;
 
 use crate::files::SiteFile;
 use crate::format::iso_time;
-use crate::view::{AgentView, AlarmView, ClusterView, IncidentView, LinkView, Site, Summary};
+use crate::view::{
+    AgentView, AlarmView, ClusterView, CollectError, DeviceView, IncidentView, InterfaceView,
+    LinkView, PeerView, RouteView, Site, Summary,
+};
 
 /// The published schemas: (file name under api/v1/schema/, text).
 pub const SCHEMAS: &[(&str, &str)] = &[
     ("summary.schema.json", include_str!("../../templates/api/schema/summary.schema.json")),
     ("agents.schema.json", include_str!("../../templates/api/schema/agents.schema.json")),
+    ("agent.schema.json", include_str!("../../templates/api/schema/agent.schema.json")),
     ("alarms.schema.json", include_str!("../../templates/api/schema/alarms.schema.json")),
     ("topology.schema.json", include_str!("../../templates/api/schema/topology.schema.json")),
     ("netjson.schema.json", include_str!("../../templates/api/schema/netjson.schema.json")),
 ];
 
-/// Which schema describes which file.
+/// The schema of every per-agent file, `api/v1/agents/<file>.json`.
+pub const AGENT_DETAIL_SCHEMA: &str = "agent.schema.json";
+
+/// Which schema describes which file (the per-agent files aside).
 pub const FILES: &[(&str, &str)] = &[
     ("api/v1/summary.json", "summary.schema.json"),
     ("api/v1/agents.json", "agents.schema.json"),
@@ -93,7 +106,159 @@ struct SummaryFile<'a> {
 struct AgentsFile<'a> {
     #[serde(flatten)]
     header: Header<'a>,
-    agents: &'a [AgentView],
+    agents: Vec<AgentEntry<'a>>,
+}
+
+/// One agent in the index `agents.json`.
+#[derive(Serialize)]
+struct AgentEntry<'a> {
+    agent_id: &'a str,
+    page: &'a str,
+    detail: String,
+    hostname: &'a str,
+    display_name: &'a str,
+    agent_version: &'a str,
+    status: &'a str,
+    reachability: &'a str,
+    relay_hops: i64,
+    via_agent: Option<&'a str>,
+    first_seen: i64,
+    last_seen: i64,
+    last_seen_age: i64,
+    last_observed_at: Option<i64>,
+    kernel: Option<&'a str>,
+    uptime_secs: Option<i64>,
+    load: Option<[f64; 3]>,
+    reports: i64,
+    spool_dropped: i64,
+    collect_errors: &'a [CollectError],
+    cluster: &'a str,
+    peers_total: usize,
+    peers_healthy: usize,
+    alarms_active: usize,
+}
+
+impl<'a> From<&'a AgentView> for AgentEntry<'a> {
+    fn from(a: &'a AgentView) -> Self {
+        // Two decimals, as the pages show them: 1.1, not 1.0999999999999999.
+        let round = |x: f64| (x * 100.0).round() / 100.0;
+        AgentEntry {
+            agent_id: &a.agent_id,
+            page: &a.page,
+            detail: detail_path(&a.page),
+            hostname: &a.reported_hostname,
+            display_name: &a.hostname,
+            agent_version: &a.agent_version,
+            status: a.status.as_str(),
+            reachability: &a.reachability,
+            relay_hops: a.relay_hops,
+            via_agent: a.via_agent.as_deref(),
+            first_seen: a.first_seen,
+            last_seen: a.last_seen,
+            last_seen_age: a.last_seen_age,
+            last_observed_at: a.last_observed_at,
+            kernel: a.kernel.as_deref(),
+            uptime_secs: a.uptime_secs,
+            load: a.load.map(|l| l.map(round)),
+            reports: a.reports,
+            spool_dropped: a.spool_dropped,
+            collect_errors: &a.collect_errors,
+            cluster: &a.cluster,
+            peers_total: a.peers_total,
+            peers_healthy: a.peers_healthy,
+            alarms_active: a.alarms_active,
+        }
+    }
+}
+
+/// The per-agent file beside a page: `agents/x.html` → `api/v1/agents/x.json`.
+pub fn detail_path(page: &str) -> String {
+    let name = page.strip_prefix("agents/").unwrap_or(page);
+    format!("api/v1/agents/{}.json", name.strip_suffix(".html").unwrap_or(name))
+}
+
+/// `api/v1/agents/<file>.json`: what the agent's page shows in its tables.
+/// Values that only move with the clock (ages) and names found in the
+/// index are left out, so the file changes only when the agent's data does.
+#[derive(Serialize)]
+struct AgentDetail<'a> {
+    #[serde(rename = "$schema")]
+    schema: &'static str,
+    schema_version: u32,
+    addresses_revealed: bool,
+    agent_id: &'a str,
+    hostname: &'a str,
+    page: &'a str,
+    last_seen: i64,
+    interfaces: &'a [InterfaceView],
+    routes: &'a [RouteView],
+    wireguard: Vec<DeviceOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct DeviceOut<'a> {
+    name: &'a str,
+    public_key: &'a str,
+    listen_port: Option<i64>,
+    peers: Vec<PeerOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct PeerOut<'a> {
+    public_key: &'a str,
+    peer_agent_id: Option<&'a str>,
+    mutual: bool,
+    endpoint: Option<&'a str>,
+    allowed_ips: &'a [String],
+    latest_handshake: Option<i64>,
+    rx_bytes: i64,
+    tx_bytes: i64,
+    persistent_keepalive: Option<i64>,
+    health: &'a str,
+}
+
+impl<'a> From<&'a DeviceView> for DeviceOut<'a> {
+    fn from(d: &'a DeviceView) -> Self {
+        DeviceOut {
+            name: &d.name,
+            public_key: &d.public_key,
+            listen_port: d.listen_port,
+            peers: d.peers.iter().map(PeerOut::from).collect(),
+        }
+    }
+}
+
+impl<'a> From<&'a PeerView> for PeerOut<'a> {
+    fn from(p: &'a PeerView) -> Self {
+        PeerOut {
+            public_key: &p.public_key,
+            peer_agent_id: p.peer_agent_id.as_deref(),
+            mutual: p.mutual,
+            endpoint: p.endpoint.as_deref(),
+            allowed_ips: &p.allowed_ips,
+            latest_handshake: p.latest_handshake,
+            rx_bytes: p.rx_bytes,
+            tx_bytes: p.tx_bytes,
+            persistent_keepalive: p.persistent_keepalive,
+            health: p.health.as_str(),
+        }
+    }
+}
+
+fn agent_detail(site: &Site, a: &AgentView) -> anyhow::Result<SiteFile> {
+    let detail = AgentDetail {
+        schema: "../schema/agent.schema.json",
+        schema_version: site.schema_version,
+        addresses_revealed: site.addresses_revealed,
+        agent_id: &a.agent_id,
+        hostname: &a.reported_hostname,
+        page: &a.page,
+        last_seen: a.last_seen,
+        interfaces: &a.interfaces,
+        routes: &a.routes,
+        wireguard: a.wireguard.iter().map(DeviceOut::from).collect(),
+    };
+    Ok(SiteFile::new(detail_path(&a.page), to_bytes(&detail)?))
 }
 
 #[derive(Serialize)]
@@ -255,7 +420,7 @@ pub fn files_into<T: Send>(
         ("api/v1/agents.json", |site| {
             to_bytes(&AgentsFile {
                 header: header(site, "schema/agents.schema.json"),
-                agents: &site.agents,
+                agents: site.agents.iter().map(AgentEntry::from).collect(),
             })
         }),
         ("api/v1/alarms.json", |site| {
@@ -288,6 +453,12 @@ pub fn files_into<T: Send>(
         .par_iter()
         .map(|(path, make)| sink(SiteFile::new(*path, make(site)?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    out.extend(
+        site.agents
+            .par_iter()
+            .map(|a| sink(agent_detail(site, a)?))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+    );
     for (name, text) in SCHEMAS {
         out.push(sink(SiteFile::new(format!("api/v1/schema/{name}"), text.as_bytes().to_vec()))?);
     }

@@ -14,8 +14,9 @@ use serde::Serialize;
 
 use crate::shown::Pieces;
 
-/// Version of the JSON files' layout (`schema_version` in each).
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the JSON files' layout (`schema_version` in each); 2 split
+/// `agents.json` into an index and one file per agent.
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Site {

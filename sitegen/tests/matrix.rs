@@ -350,6 +350,10 @@ fn cluster_cells_show_the_worst_health_and_lead_to_the_pair() {
     let down: Vec<_> =
         links_with(&cur, "down").into_iter().filter(|(a, b)| agents[a].1 != agents[b].1).collect();
     assert!(!down.is_empty(), "the fixture has a down link between clusters");
+    let all_links: Vec<(String, String)> = ["healthy", "stale", "never", "down", "unknown"]
+        .iter()
+        .flat_map(|h| links_with(&cur, h))
+        .collect();
     for (a, b) in &down {
         let (ca, cb) = (&agents[a].1, &agents[b].1);
         for (r, c) in [(ca, cb), (cb, ca)] {
@@ -365,10 +369,17 @@ fn cluster_cells_show_the_worst_health_and_lead_to_the_pair() {
             let pair_html = read(&cur, &href);
             check_structure(&href, &pair_html);
             let pair = &matrices(&pair_html)[0];
-            let members = |cl: &str| -> Vec<String> {
-                let mut v: Vec<String> =
-                    agents.values().filter(|x| x.1 == cl).map(|x| x.0.clone()).collect();
+            // Rows and columns: the agents of each cluster with a link to
+            // the other, whatever its health.
+            let members = |cl: &str, other: &str| -> Vec<String> {
+                let mut v: Vec<String> = all_links
+                    .iter()
+                    .flat_map(|(x, y)| [(x, y), (y, x)])
+                    .filter(|(x, y)| agents[*x].1 == cl && agents[*y].1 == other)
+                    .map(|(x, _)| agents[x].0.clone())
+                    .collect();
                 v.sort();
+                v.dedup();
                 v
             };
             let mut rows: Vec<String> = pair
@@ -380,7 +391,12 @@ fn cluster_cells_show_the_worst_health_and_lead_to_the_pair() {
                 pair.cols.iter().map(|p| p.title().split(':').next().unwrap().into()).collect();
             rows.sort();
             cols.sort();
-            let (x, y) = (members(ca), members(cb));
+            let (x, y) = (members(ca, cb), members(cb, ca));
+            let everyone = |cl: &str| agents.values().filter(|a| a.1 == cl).count();
+            assert!(
+                x.len() < everyone(ca) || y.len() < everyone(cb),
+                "{href}: a pair linked by all"
+            );
             assert!(
                 (rows == x && cols == y) || (rows == y && cols == x),
                 "{href}: {rows:?} × {cols:?}"

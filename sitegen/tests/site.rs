@@ -114,10 +114,7 @@ fn pseudonyms_are_stable_for_a_key_and_keep_subnets() {
     let dir = tempfile::tempdir().unwrap();
     let (db, _) = fixture(dir.path(), &FleetSpec::new(10));
     let read = |out: &Path| {
-        let v: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(out.join("current/api/v1/agents.json")).unwrap(),
-        )
-        .unwrap();
+        let v = common::published::published_agents(&out.join("current")).unwrap();
         v["agents"]
             .as_array()
             .unwrap()
@@ -187,7 +184,7 @@ fn statuses_and_links_are_shown_as_the_receiver_stored_them() {
         serde_json::from_str(&std::fs::read_to_string(out.join("current").join(p)).unwrap())
             .unwrap()
     };
-    let agents = json("api/v1/agents.json");
+    let agents = common::published::published_agents(&out.join("current")).unwrap();
     let agent = |id: &str| {
         agents["agents"].as_array().unwrap().iter().find(|a| a["agent_id"] == id).unwrap().clone()
     };
@@ -256,7 +253,7 @@ fn every_json_file_validates_against_its_schema() {
             panic!("{file} does not match {schema_name}: {e:#}");
         }
         if file.ends_with(".json") {
-            assert_eq!(instance["schema_version"], 1, "{file}");
+            assert_eq!(instance["schema_version"], 2, "{file}");
             // The schema really constrains: a missing field is refused.
             let mut broken = instance.clone();
             broken.as_object_mut().unwrap().remove("generated_at");
@@ -266,6 +263,41 @@ fn every_json_file_validates_against_its_schema() {
             );
         }
     }
+    // Every agent's own file, named by the index, matches its schema, and
+    // no other file is in the folder.
+    let schema: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(root.join("schema").join(kattila_sitegen::api::AGENT_DETAIL_SCHEMA))
+            .unwrap(),
+    )
+    .unwrap();
+    let url = schema["$id"].as_str().unwrap().to_string();
+    compiler.add_resource(&url, schema).unwrap();
+    let detail_schema = compiler.compile(&url, &mut schemas).unwrap();
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("agents.json")).unwrap()).unwrap();
+    let mut named = std::collections::BTreeSet::new();
+    for agent in index["agents"].as_array().unwrap() {
+        let rel = agent["detail"].as_str().unwrap();
+        let detail: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("current").join(rel)).unwrap()).unwrap();
+        if let Err(e) = schemas.validate(&detail, detail_schema) {
+            panic!("{rel} does not match agent.schema.json: {e:#}");
+        }
+        assert_eq!(detail["agent_id"], agent["agent_id"], "{rel}");
+        let mut broken = detail.clone();
+        broken.as_object_mut().unwrap().remove("wireguard");
+        assert!(
+            schemas.validate(&broken, detail_schema).is_err(),
+            "{rel}: schema accepts anything"
+        );
+        named.insert(rel.to_string());
+    }
+    let present: std::collections::BTreeSet<String> = std::fs::read_dir(root.join("agents"))
+        .unwrap()
+        .map(|e| format!("api/v1/agents/{}", e.unwrap().file_name().to_string_lossy()))
+        .collect();
+    assert_eq!(named.len(), 30);
+    assert_eq!(named, present, "one file per agent, each named by the index");
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(root.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["summary"]["agents_total"], 30);

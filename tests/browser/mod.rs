@@ -237,6 +237,7 @@ pub const API_FILES: &[&str] = &[
     "api/v1/topology.netjson",
     "api/v1/schema/summary.schema.json",
     "api/v1/schema/agents.schema.json",
+    "api/v1/schema/agent.schema.json",
     "api/v1/schema/alarms.schema.json",
     "api/v1/schema/topology.schema.json",
     "api/v1/schema/netjson.schema.json",

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod dist;
+#[path = "../../sitegen/tests/common/published.rs"]
+pub mod published;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

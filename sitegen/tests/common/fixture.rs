@@ -43,6 +43,9 @@ pub struct FleetSpec {
     /// Agents per site (one /24 each, so one cluster each): the tests'
     /// [`SITE_SIZE`] by default; larger for fleets of fewer, larger sites.
     pub site_size: usize,
+    /// Extra peers in other sites per agent, as in meshes where nodes talk
+    /// across sites directly (0: only gateways link sites).
+    pub cross_links: usize,
 }
 
 impl FleetSpec {
@@ -57,6 +60,7 @@ impl FleetSpec {
             duplicate_hostname: false,
             site_labels: false,
             site_size: SITE_SIZE,
+            cross_links: 0,
         }
     }
 }
@@ -149,6 +153,12 @@ pub fn mesh(n: usize) -> Vec<Vec<usize>> {
 /// [`mesh`] with sites of `ss` agents: nodes peer with their gateway and
 /// the next node, gateways as in [`mesh`].
 pub fn mesh_sized(n: usize, ss: usize) -> Vec<Vec<usize>> {
+    mesh_dense(n, ss, 0)
+}
+
+/// [`mesh_sized`], and every agent peers with `cross` agents of other
+/// sites, spread over the fleet (the same fleet every time).
+pub fn mesh_dense(n: usize, ss: usize, cross: usize) -> Vec<Vec<usize>> {
     let mut peers: Vec<Vec<usize>> = vec![Vec::new(); n];
     let mut link = |a: usize, b: usize| {
         if a != b && a < n && b < n && !peers[a].contains(&b) {
@@ -173,6 +183,16 @@ pub fn mesh_sized(n: usize, ss: usize) -> Vec<Vec<usize>> {
             link(hub, core * ss);
         }
     }
+    if sites > 1 {
+        for i in 0..n {
+            for k in 0..cross {
+                let j = (i * 2_654_435_761 + (k + 1) * 40_503 * ss) % n;
+                if j / ss != i / ss {
+                    link(i, j);
+                }
+            }
+        }
+    }
     peers
 }
 
@@ -187,7 +207,7 @@ pub fn create(path: &Path, spec: &FleetSpec) -> Fixture {
     let n = spec.agents;
     let now = spec.now;
     let ss = spec.site_size;
-    let peers = mesh_sized(n, ss);
+    let peers = mesh_dense(n, ss, spec.cross_links);
     let mut fx = Fixture::default();
     let tx = conn.transaction().unwrap();
     {
