@@ -35,6 +35,9 @@ pub struct AppState {
     pub body_budget: BodyBudget,
     pub db_path: PathBuf,
     pub admin_token: Option<AdminToken>,
+    /// The notification configuration in use (for listing its silences
+    /// and windows).
+    pub notify: crate::notify::Live,
     pub metrics: Arc<Metrics>,
     /// Ingest requests being handled; beyond its capacity they are shed.
     pub in_flight: Arc<tokio::sync::Semaphore>,
@@ -53,6 +56,12 @@ pub fn router(state: AppState) -> Router {
         .route("/status/alarms", get(alarms))
         .route("/status/admin/reset", post(admin_reset))
         .route("/status/admin/alarms/{id}/ack", post(admin_ack))
+        .route("/status/admin/incidents/{id}/ack", post(admin_ack_incident))
+        .route("/status/admin/notifications", get(admin_outbox))
+        .route("/status/admin/silences", get(admin_silences).post(admin_add_silence))
+        .route("/status/admin/silences/{id}", axum::routing::delete(admin_expire_silence))
+        .route("/status/admin/windows", get(admin_windows).post(admin_add_window))
+        .route("/status/admin/windows/{id}", axum::routing::delete(admin_delete_window))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -352,9 +361,252 @@ async fn admin_ack(
     Ok(Json(AlarmAcked::new(alarm_id)))
 }
 
+async fn admin_ack_incident(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let incident_id = path_id(id)?;
+    let n = state
+        .writer
+        .admin(AdminCommand::AckIncident { incident_id }, crate::unix_now())
+        .await
+        .ok_or(ApiError::Storage)?;
+    if n == 0 {
+        return Err(ApiError::NotFound(format!("no incident {incident_id}")));
+    }
+    Ok(Json(json!({ "acked": incident_id })))
+}
+
 async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let (alarms, agents) = read(&state, kattila_store::status::gauges).await?;
-    let text =
-        state.metrics.render(&state.keys.status(), &alarms, agents, state.body_budget.in_use());
+    let (alarms, agents, outbox) = read(&state, |c| {
+        let (alarms, agents) = kattila_store::status::gauges(c)?;
+        Ok((alarms, agents, kattila_store::notify::counts(c)?))
+    })
+    .await?;
+    let text = state.metrics.render(
+        &state.keys.status(),
+        &alarms,
+        agents,
+        state.body_budget.in_use(),
+        &outbox,
+    );
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
+}
+
+#[derive(Debug, Deserialize)]
+struct OutboxQuery {
+    state: Option<String>,
+    limit: Option<i64>,
+}
+
+/// The notification outbox, newest first (`?state=dead` for dead letters).
+async fn admin_outbox(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<OutboxQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    if let Some(s) = &q.state {
+        if !matches!(s.as_str(), "queued" | "sent" | "dead") {
+            return Err(ApiError::BadRequest(format!(
+                "state must be queued, sent or dead, not {s:?}"
+            )));
+        }
+    }
+    let limit = q.limit.unwrap_or(200).clamp(1, 10_000);
+    let items =
+        read(&state, move |c| kattila_store::notify::list(c, q.state.as_deref(), limit)).await?;
+    Ok(Json(json!({ "notifications": items })))
+}
+
+async fn admin_silences(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let now = crate::unix_now();
+    let stored = read(&state, |c| kattila_store::notify::silences(c, None)).await?;
+    let from_file: Vec<Value> = state
+        .notify
+        .get()
+        .map(|c| {
+            c.silences
+                .iter()
+                .map(|s| {
+                    json!({
+                        "source": "file",
+                        "matchers": s.matchers.iter().map(|m| m.text.clone()).collect::<Vec<_>>(),
+                        "starts_at": (s.starts_at != i64::MIN).then_some(s.starts_at),
+                        "ends_at": s.ends_at,
+                        "comment": s.comment,
+                        "active": s.active_at(now),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let stored: Vec<Value> = stored
+        .into_iter()
+        .map(|s| {
+            let active = (s.starts_at..s.ends_at).contains(&now);
+            let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
+            v["source"] = json!("api");
+            v["active"] = json!(active);
+            v
+        })
+        .collect();
+    let all = [stored, from_file].concat();
+    Ok(Json(json!({ "silences": all })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SilenceRequest {
+    matchers: Vec<String>,
+    starts_at: Option<i64>,
+    /// Unix seconds; or `duration_secs` from now.
+    ends_at: Option<i64>,
+    duration_secs: Option<i64>,
+    comment: String,
+    created_by: Option<String>,
+}
+
+async fn admin_add_silence(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let body = crate::body::read(body, &headers, &state.body_limits, &state.body_budget).await?;
+    let r: SilenceRequest = serde_json::from_slice(&body.bytes).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "expected {{\"matchers\": [\"site=x\"], \"duration_secs\": 3600, \"comment\": \"…\"}}: {e}"
+        ))
+    })?;
+    for m in &r.matchers {
+        crate::notify::config::Matcher::parse(m).map_err(ApiError::BadRequest)?;
+    }
+    let now = crate::unix_now();
+    let ends_at = match (r.ends_at, r.duration_secs) {
+        (Some(t), None) => t,
+        (None, Some(d)) if d > 0 => now + d,
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give ends_at (Unix seconds) or a positive duration_secs".into(),
+            ))
+        }
+    };
+    if r.matchers.is_empty() || r.comment.trim().is_empty() {
+        return Err(ApiError::BadRequest("a silence needs matchers and a comment".into()));
+    }
+    let starts_at = r.starts_at.unwrap_or(now);
+    if ends_at <= starts_at.max(now) {
+        return Err(ApiError::BadRequest(format!(
+            "the silence would end ({ends_at}) before it starts ({starts_at}) or now ({now})"
+        )));
+    }
+    let silence = kattila_store::notify::SilenceRow {
+        id: 0,
+        matchers: r.matchers,
+        starts_at,
+        ends_at,
+        comment: r.comment,
+        created_by: r.created_by.unwrap_or_else(|| "admin".into()),
+        created_at: now,
+    };
+    let id = state
+        .writer
+        .admin(AdminCommand::AddSilence { silence }, now)
+        .await
+        .ok_or(ApiError::Storage)?;
+    Ok(Json(json!({ "id": id, "ends_at": ends_at })))
+}
+
+fn path_id(
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<i64, ApiError> {
+    let Path(id) = id.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    id.parse().map_err(|_| ApiError::BadRequest(format!("id {id:?} is not a number")))
+}
+
+async fn admin_expire_silence(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let id = path_id(id)?;
+    let n = state
+        .writer
+        .admin(AdminCommand::ExpireSilence { id }, crate::unix_now())
+        .await
+        .ok_or(ApiError::Storage)?;
+    if n == 0 {
+        return Err(ApiError::NotFound(format!("no silence {id}")));
+    }
+    Ok(Json(json!({ "expired": id })))
+}
+
+async fn admin_windows(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let now = crate::unix_now();
+    let stored = read(&state, kattila_store::notify::windows).await?;
+    let mut out: Vec<Value> = stored
+        .into_iter()
+        .map(|w| {
+            let open = crate::notify::config::Window::from_json(&w.spec, Some(w.id))
+                .map(|x| x.open_at(now))
+                .unwrap_or(false);
+            json!({ "source": "api", "id": w.id, "spec": w.spec, "open": open })
+        })
+        .collect();
+    if let Some(c) = state.notify.get() {
+        out.extend(c.windows.iter().map(|w| {
+            json!({ "source": "file", "name": w.name, "agents": w.agents, "sites": w.sites, "open": w.open_at(now) })
+        }));
+    }
+    Ok(Json(json!({ "windows": out })))
+}
+
+async fn admin_add_window(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let body = crate::body::read(body, &headers, &state.body_limits, &state.body_budget).await?;
+    let spec: Value = serde_json::from_slice(&body.bytes)
+        .map_err(|e| ApiError::BadRequest(format!("expected a window as JSON: {e}")))?;
+    crate::notify::config::Window::from_json(&spec, None)
+        .map_err(|e| ApiError::BadRequest(format!("{e:#}")))?;
+    let id = state
+        .writer
+        .admin(AdminCommand::AddWindow { spec }, crate::unix_now())
+        .await
+        .ok_or(ApiError::Storage)?;
+    Ok(Json(json!({ "id": id })))
+}
+
+async fn admin_delete_window(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let id = path_id(id)?;
+    let n = state
+        .writer
+        .admin(AdminCommand::DeleteWindow { id }, crate::unix_now())
+        .await
+        .ok_or(ApiError::Storage)?;
+    if n == 0 {
+        return Err(ApiError::NotFound(format!("no window {id}")));
+    }
+    Ok(Json(json!({ "deleted": id })))
 }

@@ -26,9 +26,24 @@ use crate::process::Settings;
 /// environment variable or --psk-file. The admin
 /// API token comes from KATTILA_ADMIN_TOKEN or --admin-token-file; without
 /// one the admin API answers 403.
+///
+/// Notifications (webhook, Slack/Mattermost, ntfy, e-mail) are configured
+/// in one TOML file given by --notify-config; see docs/notifications.md.
+/// `kattila-receiver notify check FILE` validates one, `kattila-receiver
+/// notify test CHANNEL` sends a test message. SIGHUP reloads the file; a
+/// bad file is refused and the configuration in use kept.
 #[derive(Debug, Parser)]
 #[command(name = "kattila-receiver", version)]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Notification configuration (TOML: channels, routes, noise control,
+    /// maintenance windows, silences). Without one nothing is sent. A bad
+    /// file stops the receiver from starting.
+    #[arg(long, env = "KATTILA_NOTIFY_CONFIG", value_name = "FILE", global = true)]
+    pub notify_config: Option<PathBuf>,
+
     /// Address and port to listen on.
     #[arg(long, env = "KATTILA_LISTEN", default_value = "0.0.0.0:5086")]
     pub listen: SocketAddr,
@@ -154,6 +169,25 @@ pub struct Args {
     pub max_batch: usize,
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Notification tools.
+    Notify {
+        #[command(subcommand)]
+        action: NotifyAction,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum NotifyAction {
+    /// Validates a notification configuration file: every error with its
+    /// line; secrets are looked up (their values never printed).
+    Check { file: PathBuf },
+    /// Sends a test message on one channel of --notify-config, now,
+    /// without the outbox; says whether the channel accepted it.
+    Test { channel: String },
+}
+
 impl Args {
     /// Validates the arguments into a [`Config`]. Secrets are read from the
     /// environment here and nowhere else, so they never appear on a command line.
@@ -226,6 +260,13 @@ impl Args {
             self.body_budget,
             self.max_body
         );
+        let notify = match &self.notify_config {
+            Some(path) => crate::notify::Live::new(
+                Some(crate::notify::NotifyConfig::load(path)?),
+                Some(path.clone()),
+            ),
+            None => crate::notify::Live::default(),
+        };
         let key_state =
             Some(self.key_state.unwrap_or_else(|| crate::config::key_state_beside(&self.db)));
         Ok(Config {
@@ -254,6 +295,7 @@ impl Args {
             body_timeout: Duration::from_secs_f64(self.body_timeout_secs),
             body_min_rate: self.body_min_rate,
             body_budget: self.body_budget,
+            notify,
         })
     }
 }
@@ -275,6 +317,9 @@ pub fn main(version: &'static str) -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(Command::Notify { action }) = &args.command {
+        return notify_tool(action, args.notify_config.as_deref());
+    }
     let config = args.into_config()?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
@@ -307,4 +352,52 @@ async fn shutdown_signal() {
         _ = term.recv() => {},
     }
     tracing::info!("shutting down: finishing requests and committing the queue");
+}
+
+/// `kattila-receiver notify …`.
+fn notify_tool(action: &NotifyAction, config_file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    match action {
+        NotifyAction::Check { file } => {
+            let config = crate::notify::NotifyConfig::load(file)?;
+            println!(
+                "{}: ok: {} channel(s), {} route(s){}, {} window(s), {} silence(s)",
+                file.display(),
+                config.channels.len(),
+                config.routes.len(),
+                if config.default_route.is_some() { " and a default route" } else { "" },
+                config.windows.len(),
+                config.silences.len()
+            );
+            Ok(())
+        }
+        NotifyAction::Test { channel } => {
+            let file = config_file.context(
+                "give the configuration with --notify-config (or KATTILA_NOTIFY_CONFIG)",
+            )?;
+            let config = crate::notify::NotifyConfig::load(file)?;
+            let c = config.channels.get(channel).with_context(|| {
+                format!(
+                    "no channel {channel:?} in {} (it has: {})",
+                    file.display(),
+                    config.channels.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            })?;
+            let now = crate::unix_now();
+            let message = crate::notify::message::Message::test(channel, now)
+                .for_channel(c.private, config.public_url.as_deref());
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime
+                .block_on(async {
+                    let client = reqwest::Client::new();
+                    crate::notify::channels::send(&client, c, &message).await
+                })
+                .with_context(|| format!("channel {channel:?} ({})", c.type_name()))?;
+            println!(
+                "channel {channel:?} ({}) accepted the test message {}",
+                c.type_name(),
+                message.idempotency_key
+            );
+            Ok(())
+        }
+    }
 }

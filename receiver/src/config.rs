@@ -50,6 +50,8 @@ pub struct Config {
     pub body_min_rate: u64,
     /// Memory for request bodies being received, in bytes.
     pub body_budget: usize,
+    /// Notifications: the configuration in use (none: off) and its file.
+    pub notify: crate::notify::Live,
 }
 
 /// Defaults shared by the command line and [`Config::for_test`].
@@ -79,6 +81,7 @@ impl Config {
             body_timeout: Duration::from_secs_f64(DEFAULT_BODY_TIMEOUT_SECS),
             body_min_rate: DEFAULT_BODY_MIN_RATE,
             body_budget: DEFAULT_BODY_BUDGET,
+            notify: crate::notify::Live::default(),
         }
     }
 }

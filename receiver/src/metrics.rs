@@ -9,6 +9,7 @@ use std::time::Duration;
 use kattila_keysource::KeyStatus;
 
 const LATENCY_BUCKETS_MS: [f64; 10] = [0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0];
+const DELIVERY_BUCKETS_S: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 300.0, 3600.0];
 const BATCH_BUCKETS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 256.0, 1024.0];
 
 #[derive(Debug)]
@@ -62,6 +63,19 @@ pub struct Metrics {
     connections: AtomicU64,
     head_timeouts: AtomicU64,
     send_timeouts: AtomicU64,
+    /// Notification messages by channel: queued, sent, failed attempts,
+    /// dead-lettered.
+    notify: Mutex<BTreeMap<String, [u64; 4]>>,
+    /// From the outbox write to the channel's acceptance.
+    delivery_seconds: Histogram,
+}
+
+/// What happened to a notification message.
+#[derive(Debug, Clone, Copy)]
+pub enum Delivered {
+    Sent,
+    Failed,
+    Dead,
 }
 
 /// Where a connection timed out.
@@ -92,6 +106,8 @@ impl Default for Metrics {
             connections: AtomicU64::new(0),
             head_timeouts: AtomicU64::new(0),
             send_timeouts: AtomicU64::new(0),
+            notify: Mutex::new(BTreeMap::new()),
+            delivery_seconds: Histogram::new(&DELIVERY_BUCKETS_S),
         }
     }
 }
@@ -119,6 +135,32 @@ impl Metrics {
         .fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A notification message written to the outbox for `channel`.
+    pub fn notify_queued(&self, channel: &str) {
+        self.notify_count(channel, 0);
+    }
+
+    /// An attempt at a message for `channel`; `latency` from its outbox
+    /// write to its delivery, when sent.
+    pub fn notify_attempt(&self, channel: &str, what: Delivered, latency: Option<Duration>) {
+        match what {
+            Delivered::Sent => self.notify_count(channel, 1),
+            Delivered::Failed => self.notify_count(channel, 2),
+            Delivered::Dead => {
+                self.notify_count(channel, 2);
+                self.notify_count(channel, 3);
+            }
+        }
+        if let Some(l) = latency {
+            self.delivery_seconds.observe(l.as_secs_f64());
+        }
+    }
+
+    fn notify_count(&self, channel: &str, which: usize) {
+        let mut map = self.notify.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(channel.to_string()).or_default()[which] += 1;
+    }
+
     pub fn record_batch(&self, size: usize, elapsed: Duration) {
         self.batch_size.observe(size as f64);
         self.commit_ms.observe(elapsed.as_secs_f64() * 1000.0);
@@ -132,6 +174,7 @@ impl Metrics {
         alarms: &[(String, i64)],
         agents: i64,
         body_bytes: usize,
+        outbox: &[(String, String, i64)],
     ) -> String {
         let mut out = String::new();
         let _ =
@@ -182,6 +225,27 @@ impl Metrics {
         let _ = writeln!(out, "kattila_key_refresh_failures_total {}", keys.failures);
         let _ = writeln!(out, "# HELP kattila_key_rotations_total Key changes seen.\n# TYPE kattila_key_rotations_total counter");
         let _ = writeln!(out, "kattila_key_rotations_total {}", keys.rotations);
+        let _ = writeln!(out, "# HELP kattila_notifications_total Notification messages by channel: queued (written to the outbox), sent, failed (attempts), dead (given up after the last try).\n# TYPE kattila_notifications_total counter");
+        for (channel, n) in self.notify.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            for (what, v) in ["queued", "sent", "failed", "dead"].iter().zip(n) {
+                let _ = writeln!(
+                    out,
+                    "kattila_notifications_total{{channel=\"{channel}\",outcome=\"{what}\"}} {v}"
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP kattila_notifications_outbox Messages in the outbox by channel and state.\n# TYPE kattila_notifications_outbox gauge");
+        for (channel, state, n) in outbox {
+            let _ = writeln!(
+                out,
+                "kattila_notifications_outbox{{channel=\"{channel}\",state=\"{state}\"}} {n}"
+            );
+        }
+        self.delivery_seconds.render(
+            &mut out,
+            "kattila_notification_delivery_seconds",
+            "From a message's outbox write to its channel accepting it.",
+        );
         if let Some(t) = keys.last_success {
             let _ = writeln!(out, "# HELP kattila_key_last_success_timestamp_seconds Last successful key lookup.\n# TYPE kattila_key_last_success_timestamp_seconds gauge");
             let _ = writeln!(out, "kattila_key_last_success_timestamp_seconds {t}");

@@ -15,8 +15,9 @@ use crate::api::{router, AppState};
 use crate::body::{BodyBudget, BodyLimits};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::notify::Live;
 use crate::transport::TransportLimits;
-use crate::writer::Writer;
+use crate::writer::{Notifications, Writer};
 
 /// Serves on `listener` until `shutdown` resolves, then stops accepting,
 /// finishes in-flight requests and lets the writer commit its queue.
@@ -26,8 +27,25 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
-    let (writer, handle) =
-        Writer::start(&config.db_path, config.max_batch, config.settings.clone(), metrics.clone())?;
+    let notifications =
+        Notifications { live: config.notify.clone(), wake: Arc::new(tokio::sync::Notify::new()) };
+    let (writer, handle) = Writer::start_with(
+        &config.db_path,
+        config.max_batch,
+        config.settings.clone(),
+        metrics.clone(),
+        notifications.clone(),
+    )?;
+    // Delivery runs whatever the configuration: an outbox left by an
+    // earlier run is sent once a configuration names its channels.
+    let delivery = tokio::spawn(crate::delivery::run(
+        config.db_path.clone(),
+        notifications.live.clone(),
+        handle.clone(),
+        notifications.wake.clone(),
+        metrics.clone(),
+    ));
+    let reloader = tokio::spawn(reload_on_hangup(notifications.live.clone()));
     let keys = KeyRing::open(&config.keys, config.key_state.as_deref());
     let refresher = tokio::spawn(refresh_forever(keys.clone(), config.keys.clone()));
     let sweeper = {
@@ -56,6 +74,7 @@ pub async fn serve(
         body_budget: BodyBudget::new(config.body_budget),
         db_path: config.db_path.clone(),
         admin_token: config.admin_token.clone(),
+        notify: notifications.live.clone(),
         metrics: metrics.clone(),
         in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
         shutting_down: shutting_down.clone(),
@@ -74,7 +93,10 @@ pub async fn serve(
     // last handle drops, then the writer drains its queue, commits and exits.
     sweeper.abort();
     refresher.abort();
+    delivery.abort();
+    reloader.abort();
     let _ = sweeper.await;
+    let _ = delivery.await;
     tokio::task::spawn_blocking(move || writer.join()).await.ok();
     Ok(())
 }
@@ -82,4 +104,23 @@ pub async fn serve(
 /// Binds the configured address.
 pub async fn bind(config: &Config) -> anyhow::Result<TcpListener> {
     TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))
+}
+
+/// Reads the notification configuration again on SIGHUP; a bad file is
+/// logged and the configuration in use kept.
+async fn reload_on_hangup(live: Live) {
+    let Some(path) = live.path.clone() else { return };
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("no SIGHUP handler: the notification configuration is not reloaded");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match live.reload() {
+            Ok(()) => tracing::info!(file = %path.display(), "notification configuration reloaded"),
+            Err(e) => tracing::error!(
+                error = format!("{e:#}"),
+                "notification configuration not reloaded; the one in use stays"
+            ),
+        }
+    }
 }

@@ -3,7 +3,10 @@
 //! batches (group commit: one fsync for many messages). Each request is
 //! answered only after the batch holding it committed, so a 200 always means
 //! "on disk". Timer sweeps and admin commands go through the same queue, so
-//! nothing else ever writes.
+//! nothing else ever writes. When notifications are configured, a batch
+//! that moved an alarm (and every sweep) also decides its messages
+//! (`notify::decide`) and writes them to the outbox before it commits; the
+//! delivery worker records its attempts through this queue too.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,6 +20,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
+use crate::notify::Live;
 use crate::process::{AlarmKind, Processor, Settings};
 use kattila_store::audit as store;
 use kattila_store::checkpoint::{self, Checkpointer};
@@ -33,9 +37,38 @@ pub enum Outcome {
 #[derive(Debug)]
 pub enum AdminCommand {
     /// Forget topology state and alarms of one agent (or all).
-    Reset { agent: Option<String> },
+    Reset {
+        agent: Option<String>,
+    },
     /// Acknowledge one alarm.
-    Ack { alarm_id: i64 },
+    Ack {
+        alarm_id: i64,
+    },
+    /// Acknowledge one incident.
+    AckIncident {
+        incident_id: i64,
+    },
+    /// Add a silence; the count is its id.
+    AddSilence {
+        silence: kattila_store::notify::SilenceRow,
+    },
+    /// End a silence now.
+    ExpireSilence {
+        id: i64,
+    },
+    /// Add a maintenance window (its JSON form); the count is its id.
+    AddWindow {
+        spec: serde_json::Value,
+    },
+    DeleteWindow {
+        id: i64,
+    },
+    /// Queue a test message for one channel; the count is its outbox id.
+    TestMessage {
+        channel: String,
+        event_key: String,
+        payload: String,
+    },
 }
 
 enum Job {
@@ -55,6 +88,12 @@ enum Job {
         command: AdminCommand,
         now: i64,
         reply: oneshot::Sender<Option<usize>>,
+    },
+    /// The delivery worker's attempt at one outbox message.
+    Delivery {
+        id: i64,
+        attempt: kattila_store::notify::Attempt,
+        reply: oneshot::Sender<bool>,
     },
 }
 
@@ -95,6 +134,24 @@ impl WriterHandle {
         self.tx.send(Job::Admin { command, now, reply }).await.ok()?;
         answer.await.ok().flatten()
     }
+
+    /// Records a delivery attempt; false when it was not committed (the
+    /// message stays queued and is tried again: at least once).
+    pub async fn record_delivery(&self, id: i64, attempt: kattila_store::notify::Attempt) -> bool {
+        let (reply, answer) = oneshot::channel();
+        if self.tx.send(Job::Delivery { id, attempt, reply }).await.is_err() {
+            return false;
+        }
+        answer.await.unwrap_or(false)
+    }
+}
+
+/// What the writer needs for notifications: the configuration in use and
+/// the delivery worker's wake-up.
+#[derive(Clone, Default)]
+pub struct Notifications {
+    pub live: Live,
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 /// The running writer thread; joining it drains and commits what is queued.
@@ -110,6 +167,17 @@ impl Writer {
         settings: Settings,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<(Writer, WriterHandle)> {
+        Self::start_with(db_path, max_batch, settings, metrics, Notifications::default())
+    }
+
+    /// [`Writer::start`] with notifications.
+    pub fn start_with(
+        db_path: &Path,
+        max_batch: usize,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        notifications: Notifications,
+    ) -> anyhow::Result<(Writer, WriterHandle)> {
         let conn = kattila_store::open(db_path)?;
         checkpoint::disable_automatic(&conn)?;
         let checkpointer = Checkpointer::start(db_path)?;
@@ -121,6 +189,9 @@ impl Writer {
             processor: Processor::new(settings),
             metrics,
             fleet_changed: false,
+            notifications,
+            notify_wanted: false,
+            queued: Vec::new(),
         };
         // The fleet-wide state (topology, alarms) before the first request,
         // not inside its batch: after a restart with thousands of agents it
@@ -153,6 +224,12 @@ struct WriterState {
     metrics: Arc<Metrics>,
     /// A job of the current batch changed what the dashboard shows.
     fleet_changed: bool,
+    notifications: Notifications,
+    /// A job of the current batch moved an alarm, or was a sweep or an
+    /// admin command: notifications are decided before the commit.
+    notify_wanted: bool,
+    /// Channels of the messages the current batch queued.
+    queued: Vec<String>,
 }
 
 fn run(
@@ -182,6 +259,9 @@ fn run(
                 (Job::Admin { reply, .. }, JobOutcome::Admin(n)) => {
                     let _ = reply.send(n);
                 }
+                (Job::Delivery { reply, .. }, JobOutcome::Delivery(ok)) => {
+                    let _ = reply.send(ok);
+                }
                 _ => {}
             }
         }
@@ -198,6 +278,7 @@ enum JobOutcome {
     Message(Outcome),
     Admin(Option<usize>),
     Sweep,
+    Delivery(bool),
 }
 
 fn failed(job: &Job) -> JobOutcome {
@@ -205,6 +286,7 @@ fn failed(job: &Job) -> JobOutcome {
         Job::Message { .. } => JobOutcome::Message(Outcome::Failed),
         Job::Admin { .. } => JobOutcome::Admin(None),
         Job::Sweep { .. } => JobOutcome::Sweep,
+        Job::Delivery { .. } => JobOutcome::Delivery(false),
     }
 }
 
@@ -247,14 +329,25 @@ fn try_commit(
     let result = (|| {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         state.fleet_changed = false;
+        state.notify_wanted = false;
+        state.queued.clear();
         let outcomes =
             batch.iter().map(|job| apply(&tx, state, job)).collect::<rusqlite::Result<Vec<_>>>()?;
+        if state.notify_wanted {
+            notify(&tx, state)?;
+        }
         // Once per batch, so readers (sitegen --watch) can tell a change
         // of the fleet from counters moving.
         if state.fleet_changed {
             store::fleet_changed(&tx)?;
         }
         tx.commit()?;
+        if !state.queued.is_empty() {
+            for channel in &state.queued {
+                state.metrics.notify_queued(channel);
+            }
+            state.notifications.wake.notify_one();
+        }
         Ok(outcomes)
     })();
     if result.is_err() {
@@ -272,7 +365,12 @@ fn apply(conn: &Connection, state: &mut WriterState, job: &Job) -> rusqlite::Res
         }
         Job::Sweep { now } => {
             state.fleet_changed |= sweep(conn, &mut state.processor, *now)?;
+            state.notify_wanted = true;
             Ok(JobOutcome::Sweep)
+        }
+        Job::Delivery { id, attempt, .. } => {
+            kattila_store::notify::record(conn, *id, attempt)?;
+            Ok(JobOutcome::Delivery(true))
         }
         Job::Admin { command, now, .. } => {
             let n = match command {
@@ -285,8 +383,29 @@ fn apply(conn: &Connection, state: &mut WriterState, job: &Job) -> rusqlite::Res
                 AdminCommand::Ack { alarm_id } => {
                     kattila_store::admin::ack(conn, *alarm_id, *now)? as usize
                 }
+                AdminCommand::AckIncident { incident_id } => {
+                    kattila_store::admin::ack_incident(conn, *incident_id, *now)? as usize
+                }
+                AdminCommand::AddSilence { silence } => {
+                    kattila_store::notify::add_silence(conn, silence)? as usize
+                }
+                AdminCommand::ExpireSilence { id } => {
+                    kattila_store::notify::expire_silence(conn, *id, *now)? as usize
+                }
+                AdminCommand::AddWindow { spec } => {
+                    kattila_store::notify::add_window(conn, spec, *now)? as usize
+                }
+                AdminCommand::DeleteWindow { id } => {
+                    kattila_store::notify::delete_window(conn, *id)? as usize
+                }
+                AdminCommand::TestMessage { channel, event_key, payload } => {
+                    state.queued.push(channel.clone());
+                    kattila_store::notify::enqueue_test(conn, event_key, channel, payload, *now)?
+                        as usize
+                }
             };
             state.fleet_changed = true;
+            state.notify_wanted = true;
             Ok(JobOutcome::Admin(Some(n)))
         }
     }
@@ -313,14 +432,14 @@ fn load_known(
 }
 
 /// Processes an accepted message and writes what it changed. Returns
-/// whether its raw copy is kept for the audit, and whether it changed what
-/// the dashboard shows.
+/// whether its raw copy is kept for the audit, whether it changed what
+/// the dashboard shows, and whether it raised or resolved an alarm.
 fn process(
     conn: &Connection,
     processor: &mut Processor,
     verified: &Verified,
     now: i64,
-) -> rusqlite::Result<(bool, bool)> {
+) -> rusqlite::Result<(bool, bool, bool)> {
     load_known(conn, processor, Some(verified))?;
     let claimed = processor.claimed_keys(verified);
     let listings = if claimed.is_empty() {
@@ -330,7 +449,29 @@ fn process(
     };
     let processed = processor.apply(verified, &listings, now);
     kattila_store::apply(conn, &processed.changes)?;
-    Ok((processed.keep_raw, processed.visible))
+    let moved = processed.changes.alarms.iter().any(crate::process::alarms::is_transition);
+    Ok((processed.keep_raw, processed.visible, moved))
+}
+
+/// Decides the messages of what this batch changed (and of what time did:
+/// holds passed, windows closed, silences expired) and writes them to the
+/// outbox, in the batch's transaction.
+fn notify(conn: &Connection, state: &mut WriterState) -> rusqlite::Result<()> {
+    let Some(config) = state.notifications.live.get() else { return Ok(()) };
+    let now = crate::unix_now();
+    let inputs = kattila_store::notify::load(conn, now)?;
+    let changes = crate::notify::decide::decide(&config, &inputs, now);
+    for change in &changes {
+        if let kattila_store::notify::NotifyChange::Enqueue { channel, .. } = change {
+            state.queued.push(channel.clone());
+        }
+    }
+    kattila_store::notify::apply(conn, &changes)?;
+    // A subject's told state outlives its resolve by the minimum gap (and
+    // a day, for the dashboard's "notified" column to find nothing stale).
+    let keep = config.noise.longest() + 86_400;
+    kattila_store::notify::forget_told(conn, now - keep)?;
+    Ok(())
 }
 
 /// Timer work: silent agents, expiring events, incidents, retention.
@@ -385,7 +526,8 @@ fn apply_message(
         }
     }
     store::upsert_agent(conn, verified, received_at)?;
-    let (keep_raw, visible) = process(conn, &mut state.processor, verified, received_at)?;
+    let (keep_raw, visible, moved) = process(conn, &mut state.processor, verified, received_at)?;
+    state.notify_wanted |= moved;
     state.fleet_changed |= visible;
     store::insert_report(conn, verified, raw, keep_raw, received_at)?;
     Ok(Outcome::Committed)

@@ -29,6 +29,11 @@ pub const SCHEMAS: &[(&str, &str)] = &[
     ("alarms.schema.json", include_str!("../../templates/api/schema/alarms.schema.json")),
     ("topology.schema.json", include_str!("../../templates/api/schema/topology.schema.json")),
     ("netjson.schema.json", include_str!("../../templates/api/schema/netjson.schema.json")),
+    // What the receiver's webhook channel sends (docs/notifications.md).
+    (
+        "notification.schema.json",
+        include_str!("../../templates/api/schema/notification.schema.json"),
+    ),
 ];
 
 /// The schema of every per-agent file, `api/v1/agents/<file>.json`.

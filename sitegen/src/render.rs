@@ -624,6 +624,8 @@ impl Renderer<'_> {
                 ..context! {
                     active => v(if p == 1 { active.clone() } else { Vec::new() }),
                     active_total => active.len(),
+                    silences => v(if p == 1 { site.silences.clone() } else { Vec::new() }),
+                    windows => v(if p == 1 { site.windows.clone() } else { Vec::new() }),
                     history => v(chunk),
                     history_total => history.len(),
                     page => p,

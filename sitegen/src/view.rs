@@ -28,6 +28,9 @@ pub struct Site {
     pub alarms: Vec<AlarmView>,
     /// Active first, then newest first.
     pub incidents: Vec<IncidentView>,
+    /// Silences and maintenance windows made through the admin API.
+    pub silences: Vec<SilenceView>,
+    pub windows: Vec<WindowView>,
     pub links: Vec<LinkView>,
     pub clusters: Vec<ClusterView>,
     pub problems: Problems,
@@ -279,6 +282,33 @@ pub struct AlarmView {
     pub acknowledged: bool,
     /// Seconds from raised to resolved (or to last observed while active).
     pub duration: i64,
+    /// When a notification about it was decided (None: not told on its
+    /// own — held back, told as its incident, or no notifications).
+    pub notified_at: Option<i64>,
+    /// Why notifications about it are held back now: "maintenance: …" or
+    /// "silenced: …".
+    pub muted: Option<String>,
+}
+
+/// A silence made through the receiver's admin API that has not ended.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SilenceView {
+    pub matchers: Vec<String>,
+    pub starts_at: i64,
+    pub ends_at: i64,
+    pub comment: String,
+    /// Started (else it starts later).
+    pub active: bool,
+}
+
+/// A maintenance window made through the receiver's admin API.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct WindowView {
+    pub name: String,
+    /// "the whole fleet", or the sites and agents it covers.
+    pub scope: String,
+    /// When it is open, in words.
+    pub when: String,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -46,6 +46,16 @@ pub fn ack(conn: &Connection, alarm_id: i64, now: i64) -> rusqlite::Result<bool>
     Ok(n > 0)
 }
 
+/// Acknowledges an active or resolved incident; false when there is no
+/// such incident.
+pub fn ack_incident(conn: &Connection, incident_id: i64, now: i64) -> rusqlite::Result<bool> {
+    let n = conn.execute(
+        "UPDATE incidents SET acked_at = coalesce(acked_at, ?2) WHERE id = ?1",
+        params![incident_id, now],
+    )?;
+    Ok(n > 0)
+}
+
 /// How long things are kept, as cutoffs in Unix seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {

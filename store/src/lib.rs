@@ -14,6 +14,8 @@
 //! - [`alarms`]: alarms and their streaks.
 //! - [`incidents`]: related alarms of one site grouped into one.
 //! - [`history`]: history samples and their roll-up.
+//! - [`notify`]: the notification outbox, what each subject was told,
+//!   silences and maintenance windows.
 //! - [`admin`]: resets, acknowledgements, retention.
 //! - [`checkpoint`]: WAL checkpoints off the writer thread.
 //! - [`snapshot`]: everything a dashboard build shows, read in one
@@ -32,6 +34,7 @@ pub mod checkpoint;
 pub mod history;
 pub mod incidents;
 pub mod migrations;
+pub mod notify;
 mod open;
 pub mod snapshot;
 pub mod state;

@@ -243,6 +243,60 @@ const STEPS: &[&str] = &[
     CREATE UNIQUE INDEX one_active_incident ON incidents(kind, site) WHERE state = 'active';
     CREATE INDEX incidents_by_state ON incidents(state, first_seen);
     "#,
+    // 12: notifications. The outbox holds every message decided, written
+    // in the transaction of the alarm or incident change that caused it;
+    // notify_subjects what each subject (an alarm's condition, an incident's
+    // kind and site) was last told, so a flapping condition continues one
+    // story; silences and maintenance windows made through the admin API
+    // (those of the configuration file live in the receiver's memory).
+    r#"
+    CREATE TABLE notify_outbox (
+        id          INTEGER PRIMARY KEY,
+        event_key   TEXT NOT NULL,   -- idempotency key, the same on every channel
+        channel     TEXT NOT NULL,
+        subject     TEXT NOT NULL,   -- 'alarm:kind:agent:subject' | 'incident:kind:site' | 'test'
+        event       TEXT NOT NULL CHECK (event IN ('raised', 'resolved', 'repeat', 'test')),
+        payload     TEXT NOT NULL,   -- JSON: what the message says, before a channel renders it
+        state       TEXT NOT NULL CHECK (state IN ('queued', 'sent', 'dead')),
+        tries       INTEGER NOT NULL DEFAULT 0,
+        created_at  INTEGER NOT NULL,
+        next_try    INTEGER NOT NULL,  -- unix milliseconds
+        last_error  TEXT,
+        sent_at     INTEGER,
+        UNIQUE (event_key, channel)
+    );
+    CREATE INDEX notify_outbox_due ON notify_outbox(state, next_try);
+    CREATE TABLE notify_subjects (
+        subject     TEXT PRIMARY KEY,
+        row_id      INTEGER NOT NULL,  -- the alarm or incident told of
+        state       TEXT NOT NULL CHECK (state IN ('raised', 'resolved')),
+        told_at     INTEGER NOT NULL,  -- when the raise was decided
+        last_sent   INTEGER NOT NULL,  -- the newest message decided
+        payload     TEXT NOT NULL      -- JSON of the raise, for its repeats and its resolve
+    ) WITHOUT ROWID;
+    CREATE TABLE silences (
+        id         INTEGER PRIMARY KEY,
+        matchers   TEXT NOT NULL,    -- JSON array of "label=value" | "label!=value" | "label=~regex"
+        starts_at  INTEGER NOT NULL,
+        ends_at    INTEGER NOT NULL,
+        comment    TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE maintenance_windows (
+        id         INTEGER PRIMARY KEY,
+        spec       TEXT NOT NULL,    -- JSON: name, scope, one-off or recurring times, time zone
+        created_at INTEGER NOT NULL
+    );
+    ALTER TABLE alarms ADD COLUMN notified_at INTEGER;
+    ALTER TABLE alarms ADD COLUMN muted TEXT;     -- 'silenced: …' | 'maintenance: …' while held back
+    ALTER TABLE incidents ADD COLUMN notified_at INTEGER;
+    ALTER TABLE incidents ADD COLUMN muted TEXT;
+    "#,
+    // 13: an incident can be acknowledged, which stops its repeats.
+    r#"
+    ALTER TABLE incidents ADD COLUMN acked_at INTEGER;
+    "#,
 ];
 
 /// The first schema version with the state, topology, alarm and history
@@ -256,6 +310,11 @@ pub const AGENT_SITE: i64 = 9;
 pub const FLEET_STATE: i64 = 10;
 /// The first schema version with `incidents`.
 pub const INCIDENTS: i64 = 11;
+/// The first schema version with notifications (outbox, silences, windows,
+/// `alarms.notified_at` and `alarms.muted`).
+pub const NOTIFICATIONS: i64 = 12;
+/// The first schema version with `incidents.acked_at`.
+pub const INCIDENT_ACK: i64 = 13;
 
 pub const LATEST: usize = STEPS.len();
 

@@ -137,6 +137,13 @@ pub struct Alarm {
     pub last_seen: i64,
     pub resolved_at: Option<i64>,
     pub acked_at: Option<i64>,
+    /// When a notification about it was decided; before schema step
+    /// `migrations::NOTIFICATIONS`, and for alarms told as their
+    /// incident, None.
+    pub notified_at: Option<i64>,
+    /// Why notifications are held back now ("maintenance: …",
+    /// "silenced: …").
+    pub muted: Option<String>,
 }
 
 /// An incident: related alarms of one site, grouped by the receiver.
@@ -194,6 +201,10 @@ pub struct FleetSnapshot {
     /// Active ones first, then newest first; empty before schema step
     /// `migrations::INCIDENTS`.
     pub incidents: Vec<Incident>,
+    /// Silences made through the admin API that have not ended.
+    pub silences: Vec<crate::notify::SilenceRow>,
+    /// Maintenance windows made through the admin API.
+    pub windows: Vec<crate::notify::WindowRow>,
 }
 
 /// How much history the agent pages show.
@@ -450,11 +461,16 @@ impl FleetSnapshot {
             .collect::<rusqlite::Result<Vec<_>>>()
             .context("reading topology_edges")?;
 
-        let mut stmt = conn.prepare(
+        let told = if schema_version >= migrations::NOTIFICATIONS {
+            "notified_at, muted"
+        } else {
+            "NULL, NULL"
+        };
+        let mut stmt = conn.prepare(&format!(
             "SELECT id, kind, severity, agent_id, subject, message, state, first_seen, last_seen,
-                    resolved_at, acked_at
-             FROM alarms ORDER BY first_seen DESC, id DESC",
-        )?;
+                    resolved_at, acked_at, {told}
+             FROM alarms ORDER BY first_seen DESC, id DESC"
+        ))?;
         snap.alarms = stmt
             .query_map([], |r| {
                 Ok(Alarm {
@@ -469,6 +485,8 @@ impl FleetSnapshot {
                     last_seen: r.get(8)?,
                     resolved_at: r.get(9)?,
                     acked_at: r.get(10)?,
+                    notified_at: r.get(11)?,
+                    muted: r.get(12)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()
@@ -497,6 +515,15 @@ impl FleetSnapshot {
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .context("reading incidents")?;
+        }
+        if schema_version >= migrations::NOTIFICATIONS {
+            let now = kattila_fleet::unix_now();
+            snap.silences = crate::notify::silences(conn, Some(now))
+                .context("reading silences")?
+                .into_iter()
+                .filter(|s| s.ends_at > now)
+                .collect();
+            snap.windows = crate::notify::windows(conn).context("reading maintenance windows")?;
         }
         snap.agents = agents;
         Ok(snap)

@@ -117,7 +117,8 @@ pub fn alarms(conn: &Connection, state: &str, limit: i64) -> rusqlite::Result<Ve
         _ => "WHERE ?1 = ?1",
     };
     let mut stmt = conn.prepare(&format!(
-        "SELECT id, kind, severity, agent_id, subject, message, state, first_seen, last_seen, resolved_at, acked_at
+        "SELECT id, kind, severity, agent_id, subject, message, state, first_seen, last_seen, resolved_at, acked_at,
+                notified_at, muted
          FROM alarms {filter}
          ORDER BY state = 'active' DESC,
                   CASE severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, last_seen DESC, id DESC
@@ -136,6 +137,8 @@ pub fn alarms(conn: &Connection, state: &str, limit: i64) -> rusqlite::Result<Ve
             last_seen: r.get(8)?,
             resolved_at: r.get(9)?,
             acked_at: r.get(10)?,
+            notified_at: r.get(11)?,
+            muted: r.get(12)?,
         })
     })?;
     rows.collect()

@@ -9,7 +9,7 @@ use kattila_store::snapshot::{Alarm, FleetSnapshot};
 
 use crate::anon::Anon;
 use crate::build::pages::Directory;
-use crate::view::AlarmView;
+use crate::view::{AlarmView, SilenceView, WindowView};
 
 /// The log, and each agent's number of active alarms (by agent index).
 pub fn alarms(
@@ -57,7 +57,71 @@ fn view(al: &Alarm, who: Option<usize>, directory: &Directory, anon: &mut Anon) 
         acked_at: al.acked_at,
         acknowledged: al.acked_at.is_some(),
         duration: (end - al.first_seen).max(0),
+        notified_at: al.notified_at,
+        muted: al.muted.as_deref().map(|m| anon.text(m)),
     }
+}
+
+/// The silences and maintenance windows of the admin API, as shown.
+pub fn mutes(
+    snap: &FleetSnapshot,
+    anon: &mut Anon,
+    now: i64,
+) -> (Vec<SilenceView>, Vec<WindowView>) {
+    let silences = snap
+        .silences
+        .iter()
+        .map(|s| SilenceView {
+            matchers: s.matchers.iter().map(|m| anon.text(m)).collect(),
+            starts_at: s.starts_at,
+            ends_at: s.ends_at,
+            comment: anon.text(&s.comment),
+            active: s.starts_at <= now,
+        })
+        .collect();
+    let windows = snap
+        .windows
+        .iter()
+        .map(|w| {
+            let spec = &w.spec;
+            let list = |key: &str| -> Vec<String> {
+                spec[key]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|v| v.as_str()).map(String::from).collect())
+                    .unwrap_or_default()
+            };
+            let (sites, agents) = (list("sites"), list("agents"));
+            let mut scope = Vec::new();
+            if !sites.is_empty() {
+                scope.push(format!("sites {}", sites.join(", ")));
+            }
+            if !agents.is_empty() {
+                scope.push(format!("agents {}", agents.join(", ")));
+            }
+            let scope =
+                if scope.is_empty() { "the whole fleet".to_string() } else { scope.join("; ") };
+            let s = |key: &str| spec[key].as_str().unwrap_or("").to_string();
+            let zone = spec["time_zone"].as_str().unwrap_or("UTC");
+            let when = match spec["every"].as_str() {
+                Some(every) => {
+                    let days = list("days");
+                    let on = if days.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" on {}", days.join(", "))
+                    };
+                    format!("every {every}{on} at {} for {} ({zone})", s("at"), s("duration"))
+                }
+                None => format!("{} to {} ({zone})", s("start"), s("end")),
+            };
+            WindowView {
+                name: anon.text(&s("name")),
+                scope: anon.text(&scope),
+                when: anon.text(&when),
+            }
+        })
+        .collect();
+    (silences, windows)
 }
 
 /// Active before resolved; active ones by severity; then newest first.

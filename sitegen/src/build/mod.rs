@@ -24,6 +24,7 @@ impl Site {
     pub fn build(snap: &FleetSnapshot, anon: &mut Anon, now: i64) -> Site {
         let directory = pages::Directory::new(snap, anon);
         let (alarms, active_alarms) = alarms::alarms(snap, &directory, anon);
+        let (silences, windows) = alarms::mutes(snap, anon, now);
         let links = links::links(snap, anon);
         let pair_links = links::pair_links(&links, &directory.index);
         let both_ends = |i: usize, j: usize| {
@@ -50,6 +51,8 @@ impl Site {
             agents,
             alarms,
             incidents,
+            silences,
+            windows,
             links,
             clusters,
             problems,
