@@ -151,7 +151,8 @@ fn gunzip(path: &Path) -> String {
     stdout_of("gzip", &["-dc", path.to_str().unwrap()])
 }
 
-/// The commands a program's man pages document: it and its visible subcommands.
+/// The commands a program's man pages document: it and its visible
+/// subcommands, at every depth (`kattila-receiver notify check`).
 fn commands(program: &str) -> Vec<clap::Command> {
     let mut cmd = match program {
         "kattila-agent" => kattila_agent::cli::Args::command(),
@@ -162,8 +163,12 @@ fn commands(program: &str) -> Vec<clap::Command> {
     // As kattila-gen-docs: no page for clap's `help` subcommand.
     cmd = cmd.disable_help_subcommand(true);
     cmd.build();
-    let mut all = vec![cmd.clone()];
-    all.extend(cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned());
+    let mut all = Vec::new();
+    let mut pending = vec![cmd];
+    while let Some(cmd) = pending.pop() {
+        pending.extend(cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned());
+        all.push(cmd);
+    }
     all
 }
 

@@ -27,6 +27,12 @@ const NOT_UP_SHOWN: usize = 4;
 
 /// Links not healthy named above an agent matrix; more are only counted.
 pub const PROBLEMS_SHOWN: usize = 12;
+/// A large fleet's cluster list shows this many problem clusters in full
+/// (most urgent first), the others as links: at 10,000 agents with
+/// problems everywhere, every row in full made `matrix.html` 1.7 MB.
+const CLUSTER_ROWS_SHOWN: usize = 100;
+/// … and in a row this many pairs with problems, worst first.
+const PAIRS_SHOWN: usize = 12;
 
 /// The text mark of a link health, so colour is never the only signal.
 pub fn health_mark(h: Health) -> &'static str {
@@ -519,6 +525,8 @@ impl ClusterLinks {
             };
             shown.sort_by_cached_key(|&c| (urgency(c), worst_link(c))); // stable: natural within
             m.hidden_ok = site.clusters.len() - shown.len();
+            let more = shown.split_off(shown.len().min(CLUSTER_ROWS_SHOWN));
+            m.more_heads = more.iter().map(|&c| Self::head(site, c)).collect();
             for a in shown {
                 let (mut sick, healthy): (Vec<usize>, Vec<usize>) = std::iter::once(a)
                     .filter(|&b| self.counts(a, b).total() > 0)
@@ -526,7 +534,7 @@ impl ClusterLinks {
                     .partition(|&b| self.counts(a, b).worst() != Some(Health::Healthy));
                 sick.sort_by_key(|&b| self.counts(a, b).worst().map(rank)); // stable
                 let cells: Vec<ClusterCell> =
-                    sick.iter().map(|&b| self.cell(site, a, b, true)).collect();
+                    sick.iter().take(PAIRS_SHOWN).map(|&b| self.cell(site, a, b, true)).collect();
                 note(&mut seen, &cells);
                 if !healthy.is_empty() {
                     seen[rank(Health::Healthy)] = true;
@@ -545,6 +553,7 @@ impl ClusterLinks {
                     healthy_pairs: healthy.iter().filter(|&&b| b != a).count(),
                     healthy_inside: healthy.contains(&a),
                     healthy_links: healthy.iter().map(|&b| self.counts(a, b).total()).sum(),
+                    cells_more: sick.len().saturating_sub(PAIRS_SHOWN),
                     cells,
                 });
             }
@@ -630,6 +639,8 @@ pub struct ClusterRow {
     pub healthy_pairs: usize,
     pub healthy_inside: bool,
     pub healthy_links: usize,
+    /// In the list: pairs with problems beyond the [`PAIRS_SHOWN`] shown.
+    pub cells_more: usize,
 }
 
 /// The cluster × cluster matrix: a grid, or for many clusters the rows of
@@ -641,6 +652,9 @@ pub struct ClusterMatrix {
     pub rows: Vec<ClusterRow>,
     /// Clusters not shown because nothing in them needs a look.
     pub hidden_ok: usize,
+    /// In the list: problem clusters beyond the [`CLUSTER_ROWS_SHOWN`]
+    /// shown in full, most urgent first.
+    pub more_heads: Vec<ClusterHead>,
     pub legend: Vec<Symbol>,
 }
 
