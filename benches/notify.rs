@@ -195,20 +195,19 @@ fn main() {
             .ok()
         };
         // (alarm id, raise time in Unix µs)
-        let raised: (i64, i64);
-        if silent {
+        let raised: (i64, i64) = if silent {
             post(i, 1, &format!("silent-{i}"));
             let deadline = Instant::now() + Duration::from_secs(60);
-            raised = loop {
+            loop {
                 if let Some((id, first_seen)) = active(&reader()) {
                     break (id, first_seen * 1_000_000);
                 }
                 assert!(Instant::now() < deadline, "no agent_silent alarm");
                 std::thread::sleep(Duration::from_millis(100));
-            };
+            }
         } else {
             let mut tick = 0;
-            raised = loop {
+            loop {
                 tick += 1;
                 assert!(tick < 20, "no identity_conflict raised after 20 reports");
                 let host = if tick % 2 == 1 { "host-a" } else { "host-b" };
@@ -220,8 +219,8 @@ fn main() {
                 if let Some((id, _)) = active(&reader()) {
                     break (id, sent);
                 }
-            };
-        }
+            }
+        };
         let key = format!("alarm-{}-raised", raised.0);
         let deadline = Instant::now() + Duration::from_secs(300);
         let arrived = loop {

@@ -44,7 +44,7 @@ fn told_with<'a>(al: &Alarm, incidents: &'a [Incident]) -> Option<&'a Incident> 
     let end = al.resolved_at.unwrap_or(i64::MAX);
     incidents.iter().find(|i| {
         i.notified_at.is_some()
-            && i.agents.iter().any(|a| *a == al.agent_id)
+            && i.agents.contains(&al.agent_id)
             && i.first_seen <= end
             && i.resolved_at.unwrap_or(i64::MAX) >= al.first_seen
     })
