@@ -6,11 +6,17 @@
 #   scripts/bench-receiver.sh --agents 1000 --seconds 20 --connections 128
 #   scripts/bench-receiver.sh --agents 1000 --seconds 20 --rate 5000 --connections 256
 #   scripts/bench-receiver.sh --realistic --agents 10000 --seconds 20 --restart
+#   scripts/bench-receiver.sh --notify-hang --realistic --agents 1000 --seconds 10
 #
 # --restart (this script's own option): after the warm-up the receiver is
 # stopped and started again on the same database, and the measured phase
 # begins as soon as it answers its health check: ingest while per-agent
 # state reloads.
+#
+# --notify-hang (this script's own option): the receiver runs with
+# notifications on (--notify-config), every alarm routed to one webhook
+# channel whose server accepts connections and never answers; prints the
+# outbox by state at the end. Compare with the same run without it.
 #
 # Generator options are those of `cargo bench -p kattila --bench ingest`
 # (see benches/ingest.rs). Prints the generator's result
@@ -36,11 +42,14 @@ if [ -z "$generator" ]; then
 fi
 
 restart=0
+notify_hang=0
 args=()
 for a in "$@"; do
   if [ "$a" = --restart ]; then
     restart=1
     args+=(--pause-after-warmup)
+  elif [ "$a" = --notify-hang ]; then
+    notify_hang=1
   else
     args+=("$a")
   fi
@@ -48,9 +57,33 @@ done
 
 dir=$(mktemp -d)
 port=$((20000 + RANDOM % 20000))
+notify_args=()
+hang=
+if [ $notify_hang = 1 ]; then
+  hang_port=$((20000 + RANDOM % 20000))
+  # Accepts every connection, reads nothing, answers nothing.
+  python3 -c '
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(1024)
+held = []
+while True:
+    held.append(s.accept()[0])
+' "$hang_port" &
+  hang=$!
+  cat >"$dir/notify.toml" <<EOF
+[channels.hang]
+type = "webhook"
+url = "http://127.0.0.1:$hang_port/hook"
+
+[default_route]
+channels = ["hang"]
+EOF
+  notify_args=(--notify-config "$dir/notify.toml")
+fi
 start_receiver() {
   KATTILA_PSK=bench-key "$receiver_bin" --listen "127.0.0.1:$port" \
-    --db "$dir/bench.db" 2>>"$dir/receiver.log" &
+    --db "$dir/bench.db" "${notify_args[@]}" 2>>"$dir/receiver.log" &
   receiver=$!
   for _ in $(seq 600); do
     curl -sf "http://127.0.0.1:$port/status/healthcheck" >/dev/null && break
@@ -58,7 +91,7 @@ start_receiver() {
   done
 }
 start_receiver
-trap 'kill $receiver 2>/dev/null || true; rm -rf "$dir"' EXIT
+trap 'kill $receiver ${hang:-} 2>/dev/null || true; rm -rf "$dir"' EXIT
 
 # CPU ticks per thread name (tokio workers summed).
 threads() {
@@ -105,6 +138,12 @@ echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 kill $receiver
 wait $receiver 2>/dev/null || true
 
+if [ $notify_hang = 1 ]; then
+  python3 -c 'import sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+print("alarms raised:", c.execute("SELECT count(*) FROM alarms").fetchone()[0],
+      "; outbox:", ", ".join(f"{s} {n}" for s, n in c.execute("SELECT state, count(*) FROM notify_outbox GROUP BY state")) or "empty")' "$dir/bench.db"
+fi
 committed=$(sed -n 's/^mode=.* committed=\([0-9]*\).*/\1/p' "$dir/generator.out")
 warmup=$(sed -n 's/.*warm-up: \([0-9]*\) first reports.*/\1/p' "$dir/generator.log")
 rows=$(python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT count(*) FROM reports").fetchone()[0])' "$dir/bench.db")

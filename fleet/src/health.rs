@@ -186,6 +186,11 @@ impl Severity {
     }
 }
 
+/// Alarm kinds that incidents group: while an incident covering its agent
+/// is active, an agent's alarm of these kinds is notified as that incident,
+/// not on its own.
+pub const INCIDENT_GROUPED_KINDS: [&str; 3] = ["agent_silent", "relay_only", "peer_stale"];
+
 /// An alarm kind, as stored, in words a reader understands; None for a
 /// kind this version does not know (shown as stored).
 pub fn alarm_kind_words(kind: &str) -> Option<&'static str> {

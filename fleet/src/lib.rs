@@ -9,7 +9,9 @@ mod health;
 mod net;
 mod site;
 
-pub use health::{alarm_kind_words, AgentStatus, Health, PeerHealth, Severity};
+pub use health::{
+    alarm_kind_words, AgentStatus, Health, PeerHealth, Severity, INCIDENT_GROUPED_KINDS,
+};
 pub use net::{masked_network, network_of, shared_scope, AddressClass};
 pub use site::{site_network, site_of};
 

@@ -282,9 +282,13 @@ pub struct AlarmView {
     pub acknowledged: bool,
     /// Seconds from raised to resolved (or to last observed while active).
     pub duration: i64,
-    /// When a notification about it was decided (None: not told on its
-    /// own — held back, told as its incident, or no notifications).
+    /// When a notification about it was decided (None: not told — held
+    /// back, or no notifications); for an alarm told as its incident, when
+    /// the incident was.
     pub notified_at: Option<i64>,
+    /// The incident it was told with ("site hel: all 5 agents silent"),
+    /// when it was not told on its own.
+    pub notified_with: Option<String>,
     /// Why notifications about it are held back now: "maintenance: …" or
     /// "silenced: …".
     pub muted: Option<String>,

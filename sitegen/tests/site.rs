@@ -441,7 +441,10 @@ fn hidden_characters_are_shown_and_agent_text_is_isolated() {
     assert!(agent.contains(&format!("<td>{FSI}{eth}{PDI}</td>")), "route device");
     // The WireGuard device's key and port follow its isolated name.
     assert!(agent.contains(&format!("<caption>{FSI}{wg}{PDI} — key <code>")), "device caption");
-    assert!(page("alarms.html").contains(&format!("<td>{FSI}{eth}{PDI}</td>")), "alarm subject");
+    assert!(
+        page("alarms.html").contains(&format!("<td class=\"subject\">{FSI}{eth}{PDI}</td>")),
+        "alarm subject"
+    );
     // The maps' titles name the host, isolated within the sentence.
     assert!(
         pages.iter().any(|(p, t)| p.starts_with("map/")

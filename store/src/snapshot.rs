@@ -165,6 +165,9 @@ pub struct Incident {
     pub first_seen: i64,
     pub last_seen: i64,
     pub resolved_at: Option<i64>,
+    /// When a notification about it was decided (None: not told, or
+    /// before schema step `migrations::NOTIFICATIONS`).
+    pub notified_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -493,11 +496,13 @@ impl FleetSnapshot {
             .context("reading alarms")?;
 
         if schema_version >= migrations::INCIDENTS {
-            let mut stmt = conn.prepare(
+            let told =
+                if schema_version >= migrations::NOTIFICATIONS { "notified_at" } else { "NULL" };
+            let mut stmt = conn.prepare(&format!(
                 "SELECT id, kind, site, severity, summary, agents, state, first_seen, last_seen,
-                        resolved_at
-                 FROM incidents ORDER BY state = 'active' DESC, first_seen DESC, id DESC",
-            )?;
+                        resolved_at, {told}
+                 FROM incidents ORDER BY state = 'active' DESC, first_seen DESC, id DESC"
+            ))?;
             snap.incidents = stmt
                 .query_map([], |r| {
                     Ok(Incident {
@@ -511,6 +516,7 @@ impl FleetSnapshot {
                         first_seen: r.get(7)?,
                         last_seen: r.get(8)?,
                         resolved_at: r.get(9)?,
+                        notified_at: r.get(10)?,
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()

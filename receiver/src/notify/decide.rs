@@ -29,7 +29,7 @@ use super::message::{AgentRef, Message, Subject, SCHEMA};
 
 /// Alarm kinds that incidents group: an agent's alarm of these kinds is
 /// told as its incident while one is active.
-pub const GROUPED_KINDS: [&str; 3] = ["agent_silent", "relay_only", "peer_stale"];
+pub const GROUPED_KINDS: [&str; 3] = kattila_fleet::INCIDENT_GROUPED_KINDS;
 
 /// Event alarms (resolved by age): no resolve is told.
 const EVENT_KINDS: [&str; 2] = ["interface_new", "endpoint_changed"];

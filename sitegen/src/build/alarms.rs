@@ -5,7 +5,7 @@
 use std::cmp::Ordering;
 
 use kattila_fleet::Severity;
-use kattila_store::snapshot::{Alarm, FleetSnapshot};
+use kattila_store::snapshot::{Alarm, FleetSnapshot, Incident};
 
 use crate::anon::Anon;
 use crate::build::pages::Directory;
@@ -26,14 +26,37 @@ pub fn alarms(
             if let (Some(i), true) = (who, al.state == "active") {
                 active[i] += 1;
             }
-            view(al, who, directory, anon)
+            view(al, who, directory, anon, told_with(al, &snap.incidents))
         })
         .collect();
     log.sort_by(log_order);
     (log, active)
 }
 
-fn view(al: &Alarm, who: Option<usize>, directory: &Directory, anon: &mut Anon) -> AlarmView {
+/// The incident an alarm not told on its own was told with: one that was
+/// notified, groups its kind, covers its agent, and overlapped it in time.
+fn told_with<'a>(al: &Alarm, incidents: &'a [Incident]) -> Option<&'a Incident> {
+    if al.notified_at.is_some()
+        || !kattila_fleet::INCIDENT_GROUPED_KINDS.contains(&al.kind.as_str())
+    {
+        return None;
+    }
+    let end = al.resolved_at.unwrap_or(i64::MAX);
+    incidents.iter().find(|i| {
+        i.notified_at.is_some()
+            && i.agents.contains(&al.agent_id)
+            && i.first_seen <= end
+            && i.resolved_at.unwrap_or(i64::MAX) >= al.first_seen
+    })
+}
+
+fn view(
+    al: &Alarm,
+    who: Option<usize>,
+    directory: &Directory,
+    anon: &mut Anon,
+    incident: Option<&Incident>,
+) -> AlarmView {
     // Raised until resolved, or until last observed while active (not
     // until now: pages stay the same while nothing changes).
     let end = al.resolved_at.unwrap_or(al.last_seen);
@@ -57,7 +80,8 @@ fn view(al: &Alarm, who: Option<usize>, directory: &Directory, anon: &mut Anon) 
         acked_at: al.acked_at,
         acknowledged: al.acked_at.is_some(),
         duration: (end - al.first_seen).max(0),
-        notified_at: al.notified_at,
+        notified_at: al.notified_at.or(incident.and_then(|i| i.notified_at)),
+        notified_with: incident.map(|i| anon.text(&format!("site {}: {}", i.site, i.summary))),
         muted: al.muted.as_deref().map(|m| anon.text(m)),
     }
 }
