@@ -48,6 +48,9 @@ pub async fn run(
     let mut per_channel: BTreeMap<String, usize> = BTreeMap::new();
     // When each rate-limited channel may send next.
     let mut next_slot: BTreeMap<String, Instant> = BTreeMap::new();
+    // One read connection for the worker's life, not one per wake-up: the
+    // writer wakes it after every batch that queued a message.
+    let mut reader: Option<rusqlite::Connection> = None;
     loop {
         if !writer.is_running() {
             return;
@@ -67,13 +70,21 @@ pub async fn run(
         let Some(config) = live.get() else { continue };
         let due_at = now_ms();
         let path = db_path.clone();
+        let open = reader.take();
         let due = tokio::task::spawn_blocking(move || {
-            kattila_store::open_read_only(&path)
-                .and_then(|c| kattila_store::notify::due(&c, due_at, 500).map_err(Into::into))
+            let conn = match open {
+                Some(conn) => conn,
+                None => kattila_store::open_read_only(&path)?,
+            };
+            let due = kattila_store::notify::due(&conn, due_at, 500)?;
+            anyhow::Ok((conn, due))
         })
         .await;
         let due = match due {
-            Ok(Ok(d)) => d,
+            Ok(Ok((conn, d))) => {
+                reader = Some(conn);
+                d
+            }
             Ok(Err(e)) => {
                 tracing::warn!(
                     error = format!("{e:#}"),
