@@ -27,6 +27,11 @@ use crate::writer::WriterHandle;
 
 /// How often due messages are looked for when nothing wakes the worker.
 const POLL: Duration = Duration::from_millis(500);
+/// The outbox is read at most this often: under load the writer wakes the
+/// worker after nearly every batch, and reading the queue each time took
+/// CPU from ingest (about 10 % of the committed rate with a channel that
+/// hangs and hundreds of messages queued behind it).
+const MIN_READ_GAP: Duration = Duration::from_millis(100);
 
 /// Runs until the writer stops.
 pub async fn run(
@@ -51,6 +56,7 @@ pub async fn run(
     // One read connection for the worker's life, not one per wake-up: the
     // writer wakes it after every batch that queued a message.
     let mut reader: Option<rusqlite::Connection> = None;
+    let mut last_read = Instant::now() - MIN_READ_GAP;
     loop {
         if !writer.is_running() {
             return;
@@ -68,6 +74,11 @@ pub async fn run(
             }
         }
         let Some(config) = live.get() else { continue };
+        let since = last_read.elapsed();
+        if since < MIN_READ_GAP {
+            tokio::time::sleep(MIN_READ_GAP - since).await;
+        }
+        last_read = Instant::now();
         let due_at = now_ms();
         let path = db_path.clone();
         let open = reader.take();
