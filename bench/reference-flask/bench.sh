@@ -6,6 +6,7 @@
 # WORKERS  gunicorn sync workers (2, 4)
 # SYNC     FULL, NORMAL or default (= SQLite's default, FULL in WAL mode here)
 # RATE     0 = closed loop (64 connections), else open loop at RATE reports/s
+# GEN_ARGS (environment) more generator options, e.g. GEN_ARGS=--realistic
 #
 # The load generator is `cargo bench -p kattila --bench ingest`; set
 # LOADGEN to the binary that command builds (target/release/deps/ingest-*) to
@@ -28,6 +29,8 @@ else
 fi
 args=(--url "http://127.0.0.1:$PORT" --psk bench-key --agents 1000 --seconds "$SECONDS_")
 [ "$RATE" != 0 ] && args+=(--rate "$RATE")
+# shellcheck disable=SC2206 # word splitting is wanted: several options
+args+=(${GEN_ARGS:-})
 
 # Wait for a quiet machine: 1-minute load average below MAX_LOAD, and the
 # CPUs at least 90% idle over the last 3 seconds.

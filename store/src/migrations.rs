@@ -297,6 +297,19 @@ const STEPS: &[&str] = &[
     r#"
     ALTER TABLE incidents ADD COLUMN acked_at INTEGER;
     "#,
+    // 14: fewer indexes for a new agent's rows to land in. Every index keyed
+    // by something random (agent ids, WireGuard keys) costs a new agent one
+    // page of its own per row, written to the WAL at its commit; these four
+    // served no lookup worth that. Peers listing an agent are found through
+    // its device keys (wg_peers_by_key), devices by agent, and only
+    // physical edges are looked up by their b end.
+    r#"
+    DROP INDEX wg_peers_by_peer_agent;
+    DROP INDEX wg_devices_by_key;
+    DROP INDEX edges_by_b;
+    DROP INDEX edges_by_external;
+    CREATE INDEX physical_edges_by_b ON topology_edges(b_agent) WHERE kind = 'physical';
+    "#,
 ];
 
 /// The first schema version with the state, topology, alarm and history
@@ -331,4 +344,55 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
     }
     tx.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    /// The writer's lookups that step 14 moved to other indexes still seek
+    /// instead of scanning a fleet-sized table, and a new agent's peer and
+    /// WireGuard edge rows go into no index but their own keys'.
+    #[test]
+    fn writer_lookups_seek_after_the_dropped_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::open(&dir.path().join("k.db")).unwrap();
+        let plan = |sql: &str| -> String {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let rows = stmt.query_map(["a", "b"], |r| r.get::<_, String>(3)).unwrap();
+            rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+        };
+        let silenced = plan(
+            "UPDATE wg_peers SET health = ?2
+             WHERE public_key IN (SELECT public_key FROM wg_devices WHERE agent_id = ?1)",
+        );
+        assert!(silenced.contains("USING INDEX wg_peers_by_key"), "{silenced}");
+        assert!(!silenced.contains("SCAN"), "{silenced}");
+        let physical = plan(
+            "DELETE FROM topology_edges INDEXED BY physical_edges_by_b
+             WHERE b_agent = ?1 AND kind = 'physical' AND ?2 = ?2",
+        );
+        assert!(physical.contains("USING INDEX physical_edges_by_b"), "{physical}");
+
+        let indexed: Vec<String> = conn
+            .prepare(
+                "SELECT il.name FROM pragma_index_list('wg_peers') il
+                 UNION ALL SELECT il.name FROM pragma_index_list('topology_edges') il",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let mut indexed: Vec<&str> = indexed.iter().map(String::as_str).collect();
+        indexed.sort();
+        assert_eq!(
+            indexed,
+            [
+                "physical_edges_by_b",
+                "sqlite_autoindex_topology_edges_1",
+                "sqlite_autoindex_wg_peers_1",
+                "wg_peers_by_key"
+            ],
+            "an index on these tables costs every new agent pages of the WAL"
+        );
+    }
 }

@@ -222,10 +222,14 @@ pub fn apply(conn: &Connection, changes: &Changes<'_>) -> rusqlite::Result<()> {
     }
     topology::apply(conn, &changes.edges)?;
     for agent in &changes.silenced {
-        conn.prepare_cached(
-            "UPDATE wg_peers SET health = ?2 WHERE agent_id = ?1 OR peer_agent_id = ?1",
-        )?
-        .execute(params![agent, PeerHealth::Unknown.as_str()])?;
+        // Its own peers, and every peer whose key is one of its devices'.
+        for sql in [
+            "UPDATE wg_peers SET health = ?2 WHERE agent_id = ?1",
+            "UPDATE wg_peers SET health = ?2
+             WHERE public_key IN (SELECT public_key FROM wg_devices WHERE agent_id = ?1)",
+        ] {
+            conn.prepare_cached(sql)?.execute(params![agent, PeerHealth::Unknown.as_str()])?;
+        }
     }
     alarms::apply(conn, &changes.alarms)
 }

@@ -194,10 +194,11 @@ pub fn apply(conn: &Connection, changes: &[EdgeChange<'_>]) -> rusqlite::Result<
             }
             EdgeChange::PhysicalReplaced { agent, edges, now } => {
                 // Two statements, so each uses an index (an OR would scan every
-                // physical edge of the fleet; `+kind` keeps the planner on edges_by_b).
+                // physical edge of the fleet).
                 for sql in [
                     "DELETE FROM topology_edges WHERE kind = 'physical' AND a_agent = ?1",
-                    "DELETE FROM topology_edges WHERE b_agent = ?1 AND +kind = 'physical'",
+                    "DELETE FROM topology_edges INDEXED BY physical_edges_by_b
+                     WHERE b_agent = ?1 AND kind = 'physical'",
                 ] {
                     conn.prepare_cached(sql)?.execute([agent])?;
                 }
