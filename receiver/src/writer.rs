@@ -411,21 +411,38 @@ fn apply(conn: &Connection, state: &mut WriterState, job: &Job) -> rusqlite::Res
     }
 }
 
+/// How many reports of the message's agent are stored, this one included
+/// (`kattila_store::audit::upsert_agent`).
+#[derive(Clone, Copy)]
+struct ReportCount(i64);
+
 /// Loads what processing needs to know before it can take `verified`: the
 /// fleet-wide state once, the message's agent on first sight.
 fn load_known(
     conn: &Connection,
     processor: &mut Processor,
-    verified: Option<&Verified>,
+    verified: Option<(&Verified, ReportCount)>,
 ) -> rusqlite::Result<()> {
     if !processor.is_loaded() {
         let topology = kattila_store::topology::load(conn)?;
         let alarms = kattila_store::alarms::load(conn)?;
         processor.load(topology, alarms);
     }
-    if let Some(origin) = verified.map(|v| v.origin().agent_id.as_str()) {
+    if let Some((verified, ReportCount(reports))) = verified {
+        let origin = verified.origin().agent_id.as_str();
         if !processor.knows(origin) {
-            processor.know(origin, kattila_store::state::load_agent(conn, origin)?);
+            let rows = if reports <= 1 {
+                // Its first report (or a registration): state is written
+                // only by processing a report, so there is none to read.
+                // A new fleet's agents each save five lookups.
+                kattila_store::state::AgentRows {
+                    hostname: (reports == 1).then(|| verified.message.hostname().to_string()),
+                    ..Default::default()
+                }
+            } else {
+                kattila_store::state::load_agent(conn, origin)?
+            };
+            processor.know(origin, rows);
         }
     }
     Ok(())
@@ -438,9 +455,10 @@ fn process(
     conn: &Connection,
     processor: &mut Processor,
     verified: &Verified,
+    reports: ReportCount,
     now: i64,
 ) -> rusqlite::Result<(bool, bool, bool)> {
-    load_known(conn, processor, Some(verified))?;
+    load_known(conn, processor, Some((verified, reports)))?;
     let claimed = processor.claimed_keys(verified);
     let listings = if claimed.is_empty() {
         Vec::new()
@@ -525,8 +543,9 @@ fn apply_message(
             store::record_relay_layer(conn, layer, window, &dropped)?;
         }
     }
-    store::upsert_agent(conn, verified, received_at)?;
-    let (keep_raw, visible, moved) = process(conn, &mut state.processor, verified, received_at)?;
+    let reports = ReportCount(store::upsert_agent(conn, verified, received_at)?);
+    let (keep_raw, visible, moved) =
+        process(conn, &mut state.processor, verified, reports, received_at)?;
     state.notify_wanted |= moved;
     state.fleet_changed |= visible;
     store::insert_report(conn, verified, raw, keep_raw, received_at)?;

@@ -71,12 +71,14 @@ pub fn record_relay_layer(
 }
 
 /// Records the agent behind a message: its `agents` row, including the
-/// system facts of a report and its status, in one statement.
+/// system facts of a report and its status, in one statement. Returns the
+/// number of its reports, this one included: at most 1 means no report of
+/// it was processed before, so it has no stored state yet.
 pub fn upsert_agent(
     conn: &Connection,
     verified: &Verified,
     received_at: i64,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<i64> {
     let origin = verified.origin();
     let msg = &verified.message;
     let report = match msg {
@@ -113,9 +115,10 @@ pub fn upsert_agent(
              collect_errors = CASE WHEN ?16 IS NULL THEN agents.collect_errors ELSE excluded.collect_errors END,
              reports = agents.reports + excluded.reports,
              status = excluded.status,
-             site = CASE WHEN ?17 = 1 THEN excluded.site ELSE agents.site END",
+             site = CASE WHEN ?17 = 1 THEN excluded.site ELSE agents.site END
+         RETURNING reports",
     )?
-    .execute(params![
+    .query_row(params![
         origin.agent_id,
         msg.hostname(),
         msg.agent_version(),
@@ -137,8 +140,7 @@ pub fn upsert_agent(
         // A report says the site (or that there is none); a registration
         // leaves it as it was.
         report.and_then(|r| r.site.as_deref()),
-    ])?;
-    Ok(())
+    ], |r| r.get(0))
 }
 
 /// Appends the message to the audit table: always its metadata, and the

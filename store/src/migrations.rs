@@ -310,6 +310,29 @@ const STEPS: &[&str] = &[
     DROP INDEX edges_by_external;
     CREATE INDEX physical_edges_by_b ON topology_edges(b_agent) WHERE kind = 'physical';
     "#,
+    // 15: history keyed by time first. Samples arrive in time order, so a
+    // new one goes to the right-hand end of the table instead of to a page
+    // of its agent's among the fleet's; readers take a time range
+    // (sitegen's recent window, the roll-up), and history_by_time is the
+    // table itself now.
+    r#"
+    CREATE TABLE history_by_ts (
+        agent_id          TEXT NOT NULL REFERENCES agents(agent_id) ON DELETE CASCADE,
+        ts                INTEGER NOT NULL,
+        load1             REAL,
+        rx_rate           REAL,
+        tx_rate           REAL,
+        max_handshake_age INTEGER,
+        peers_healthy     INTEGER,
+        peers_total       INTEGER,
+        PRIMARY KEY (ts, agent_id)
+    ) WITHOUT ROWID;
+    INSERT INTO history_by_ts
+        SELECT agent_id, ts, load1, rx_rate, tx_rate, max_handshake_age, peers_healthy, peers_total
+        FROM history ORDER BY ts, agent_id;
+    DROP TABLE history;
+    ALTER TABLE history_by_ts RENAME TO history;
+    "#,
 ];
 
 /// The first schema version with the state, topology, alarm and history
@@ -348,6 +371,45 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use rusqlite::Connection;
+
+    /// A database of step 14 with history keeps every sample through step
+    /// 15, and the table is then in time order.
+    #[test]
+    fn history_moves_to_time_order_and_keeps_every_sample() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("k.db")).unwrap();
+        for step in &super::STEPS[..14] {
+            conn.execute_batch(step).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 14).unwrap();
+        conn.execute_batch(
+            "INSERT INTO agents (agent_id, hostname, agent_version, first_seen, last_seen, last_tick)
+                 VALUES ('b', 'hb', 'v', 1, 1, 1), ('a', 'ha', 'v', 1, 1, 1);
+             INSERT INTO history (agent_id, ts, load1, peers_healthy, peers_total)
+                 VALUES ('b', 60, 0.5, 1, 2), ('a', 120, 1.5, 2, 2), ('a', 60, 2.5, 0, 2);",
+        )
+        .unwrap();
+        super::migrate(&mut conn).unwrap();
+        let rows: Vec<(String, i64, f64)> = conn
+            .prepare("SELECT agent_id, ts, load1 FROM history")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            rows,
+            [("a".into(), 60, 2.5), ("b".into(), 60, 0.5), ("a".into(), 120, 1.5)],
+            "every sample, in (time, agent) order"
+        );
+        let plan: String = conn
+            .query_row("EXPLAIN QUERY PLAN SELECT * FROM history WHERE ts >= 100", [], |r| {
+                r.get(3)
+            })
+            .unwrap();
+        assert!(plan.contains("SEARCH history USING PRIMARY KEY (ts>?)"), "{plan}");
+    }
     /// The writer's lookups that step 14 moved to other indexes still seek
     /// instead of scanning a fleet-sized table, and a new agent's peer and
     /// WireGuard edge rows go into no index but their own keys'.

@@ -420,7 +420,7 @@ impl FleetSnapshot {
         let mut stmt = conn.prepare(
             "SELECT agent_id, ts, load1, rx_rate, tx_rate, max_handshake_age, peers_healthy,
                     peers_total
-             FROM history WHERE ts >= ?1 ORDER BY agent_id, ts",
+             FROM history WHERE ts >= ?1 ORDER BY ts, agent_id",
         )?;
         for_each_agent_row(&mut stmt, [now - HISTORY_WINDOW_SECS], &index, |i, r| {
             agents[i].history.push(Sample {
