@@ -47,6 +47,47 @@ pub fn load_replay_window(conn: &Connection, agent_id: &str) -> rusqlite::Result
     Ok(ReplayWindow::from_parts(highest as u64, seen))
 }
 
+/// The anti-replay window (as [`load_replay_window`] loads one) of every
+/// agent heard from since `since`, in one pass per table: the receiver
+/// loads them when it starts.
+pub fn load_replay_windows(
+    conn: &Connection,
+    since: i64,
+    mut f: impl FnMut(String, ReplayWindow),
+) -> rusqlite::Result<()> {
+    let mut highest = conn.prepare(
+        "SELECT a.agent_id, max(a.last_tick, coalesce(s.highest_tick, 0))
+         FROM agents a LEFT JOIN replay_state s ON s.agent_id = a.agent_id
+         WHERE a.last_seen >= ?1 ORDER BY a.agent_id",
+    )?;
+    // Rows below a window's floor (where replay_state is ahead of
+    // last_tick) are dropped by the window itself.
+    let mut reports = conn.prepare(
+        "SELECT a.agent_id, r.tick, r.nonce FROM agents a
+             JOIN reports r ON r.agent_id = a.agent_id AND r.tick > a.last_tick - ?1
+         WHERE a.last_seen >= ?2 ORDER BY a.agent_id",
+    )?;
+    let mut relayed =
+        conn.prepare("SELECT agent_id, tick, nonce FROM replay_seen ORDER BY agent_id, tick")?;
+    let pair = |r: &rusqlite::Row<'_>| {
+        Ok((r.get::<_, String>(0)?, (r.get::<_, i64>(1)?, r.get::<_, Option<Vec<u8>>>(2)?)))
+    };
+    let mut reports = reports.query_map([REPLAY_WINDOW as i64, since], pair)?.peekable();
+    let mut relayed = relayed.query_map([], pair)?.peekable();
+    for row in highest.query_map([since], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+        let (agent, highest) = row?;
+        let mut pairs = crate::state::rows_of(&mut reports, &agent)?;
+        pairs.extend(crate::state::rows_of(&mut relayed, &agent)?);
+        // Audit rows from before nonces were recorded have none (see
+        // load_replay_window).
+        let pairs = pairs.into_iter().filter_map(|(tick, nonce)| {
+            Some((tick as u64, nonce.and_then(|n| <[u8; 16]>::try_from(n).ok())?))
+        });
+        f(agent, ReplayWindow::from_parts(highest as u64, pairs));
+    }
+    Ok(())
+}
+
 /// Persists the (tick, nonce) of a relayer's layer and drops the pairs that
 /// left its window. The origin layer needs no call: see [`load_replay_window`].
 pub fn record_relay_layer(
@@ -194,4 +235,42 @@ pub fn mark_silent(conn: &Connection, heard_before: i64) -> rusqlite::Result<Vec
 pub fn fleet_changed(conn: &Connection) -> rusqlite::Result<()> {
     conn.prepare_cached("UPDATE fleet_state SET version = version + 1 WHERE id = 1")?.execute([])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every window loaded in one pass is the window loaded alone: audit
+    /// rows inside and below the window, relayed pairs, a replay_state
+    /// ahead of last_tick, an agent without nonces, a fresh agent.
+    #[test]
+    fn the_windows_load_as_each_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::open(&dir.path().join("t.db")).unwrap();
+        conn.execute_batch(
+            "INSERT INTO agents (agent_id, hostname, agent_version, first_seen, last_seen, last_tick) VALUES
+                 ('a', 'h', 'v', 1, 500, 300), ('b', 'h', 'v', 1, 500, 5), ('c', 'h', 'v', 1, 500, 0),
+                 ('old', 'h', 'v', 1, 10, 7);
+             INSERT INTO reports (agent_id, kind, tick, received_at, raw, nonce) VALUES
+                 ('a', 'report', 300, 1, x'', randomblob(16)), ('a', 'report', 250, 1, x'', randomblob(16)),
+                 ('a', 'report', 100, 1, x'', randomblob(16)), ('b', 'report', 4, 1, x'', randomblob(16)),
+                 ('b', 'report', 5, 1, x'', NULL), ('old', 'report', 7, 1, x'', randomblob(16));
+             INSERT INTO replay_state (agent_id, highest_tick) VALUES ('b', 200), ('c', 3);
+             INSERT INTO replay_seen (agent_id, tick, nonce) VALUES
+                 ('b', 150, randomblob(16)), ('b', 60, randomblob(16)), ('c', 3, randomblob(16));",
+        )
+        .unwrap();
+        let mut loaded = Vec::new();
+        load_replay_windows(&conn, 100, |id, w| loaded.push((id, w))).unwrap();
+        let ids: Vec<&str> = loaded.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+        for (id, window) in &loaded {
+            assert_eq!(*window, load_replay_window(&conn, id).unwrap(), "agent {id}");
+        }
+        let ticks = |i: usize| loaded[i].1.entries().map(|(t, _)| t).collect::<Vec<_>>();
+        assert_eq!(ticks(0), [250, 300], "tick 100 is below a's floor");
+        assert_eq!(ticks(1), [150], "b's floor is 200 - 120: tick 4, 5 and 60 are below it");
+        assert_eq!(ticks(2), [3]);
+    }
 }

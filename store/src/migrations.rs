@@ -404,9 +404,7 @@ mod tests {
             "every sample, in (time, agent) order"
         );
         let plan: String = conn
-            .query_row("EXPLAIN QUERY PLAN SELECT * FROM history WHERE ts >= 100", [], |r| {
-                r.get(3)
-            })
+            .query_row("EXPLAIN QUERY PLAN SELECT * FROM history WHERE ts >= 100", [], |r| r.get(3))
             .unwrap();
         assert!(plan.contains("SEARCH history USING PRIMARY KEY (ts>?)"), "{plan}");
     }
