@@ -21,17 +21,31 @@ pub enum ReplayError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplayWindow {
     highest: u64,
-    /// (tick, nonce) for ticks above `floor()`, ordered by tick. A receiver
-    /// holds one window per agent, so the layout is compact: 24 bytes a
-    /// pair (a BTreeMap took about twice that). Ticks mostly arrive in
-    /// order, so inserts are pushes at the back and pruning pops the front.
-    seen: VecDeque<(u64, [u8; 16])>,
+    /// (tick, nonce fingerprint) for ticks above `floor()`, ordered by
+    /// tick. A receiver holds one window per agent, full after an hour of
+    /// reports, so the layout is compact: 16 bytes a pair (the whole nonce
+    /// took 24, a BTreeMap about 48). Ticks mostly arrive in order, so
+    /// inserts are pushes at the back and pruning pops the front.
+    seen: VecDeque<(u64, u64)>,
+}
+
+/// A 64-bit fingerprint of a nonce, for the reuse check. Two different
+/// nonces in one window share a fingerprint with a chance of about
+/// 120 / 2^64: a keyed hash (SipHash with fixed keys), so that nonces with
+/// structure (a counter, a timestamp) spread as well as random ones.
+fn fingerprint(nonce: &[u8; 16]) -> u64 {
+    use std::hash::Hasher;
+    #[allow(deprecated)] // SipHasher's algorithm is fixed; DefaultHasher's may change
+    let mut h = std::hash::SipHasher::new_with_keys(0x6b61_7474_696c_6121, 0x6e6f_6e63_6573_2121);
+    h.write(nonce);
+    h.finish()
 }
 
 impl ReplayWindow {
     /// Rebuilds a window from persisted state.
     pub fn from_parts(highest: u64, seen: impl IntoIterator<Item = (u64, [u8; 16])>) -> Self {
-        let mut pairs: Vec<(u64, [u8; 16])> = seen.into_iter().collect();
+        let mut pairs: Vec<(u64, u64)> =
+            seen.into_iter().map(|(tick, nonce)| (tick, fingerprint(&nonce))).collect();
         pairs.sort_by_key(|(tick, _)| *tick);
         pairs.dedup_by_key(|(tick, _)| *tick);
         let mut w = ReplayWindow { highest, seen: pairs.into() };
@@ -61,7 +75,8 @@ impl ReplayWindow {
         if self.position(tick).is_ok() {
             return Err(ReplayError::TickReused(tick));
         }
-        if self.seen.iter().any(|(_, n)| n == nonce) {
+        let nonce = fingerprint(nonce);
+        if self.seen.iter().any(|(_, n)| *n == nonce) {
             return Err(ReplayError::NonceReused);
         }
         Ok(())
@@ -70,6 +85,7 @@ impl ReplayWindow {
     /// Records an accepted pair. Returns the ticks that fell out of the
     /// window, so a persistent copy can delete them too.
     pub fn record(&mut self, tick: u64, nonce: [u8; 16]) -> Vec<u64> {
+        let nonce = fingerprint(&nonce);
         match self.position(tick) {
             Ok(i) => self.seen[i].1 = nonce,
             Err(i) => self.seen.insert(i, (tick, nonce)),
@@ -90,9 +106,9 @@ impl ReplayWindow {
         dropped
     }
 
-    /// The pairs inside the window, for persisting.
-    pub fn entries(&self) -> impl Iterator<Item = (u64, &[u8; 16])> {
-        self.seen.iter().map(|(t, n)| (*t, n))
+    /// The ticks inside the window.
+    pub fn ticks(&self) -> impl Iterator<Item = u64> + '_ {
+        self.seen.iter().map(|(t, _)| *t)
     }
 }
 
@@ -138,7 +154,7 @@ mod tests {
         w.record(1, n(1));
         let dropped = w.record(200, n(2));
         assert_eq!(dropped, vec![1]);
-        let again = ReplayWindow::from_parts(200, w.entries().map(|(t, n)| (t, *n)));
+        let again = ReplayWindow::from_parts(200, [(200, n(2))]);
         assert_eq!(again, w);
         assert!(again.check(200, &n(9)).is_err());
     }
@@ -150,7 +166,7 @@ mod tests {
         for t in [5, 3, 4, 200, 150, 81] {
             dropped.extend(w.record(t, n(t as u8)));
         }
-        assert_eq!(w.entries().map(|(t, _)| t).collect::<Vec<_>>(), vec![81, 150, 200]);
+        assert_eq!(w.ticks().collect::<Vec<_>>(), vec![81, 150, 200]);
         dropped.sort();
         assert_eq!(dropped, vec![3, 4, 5]);
         assert!(matches!(w.check(80, &n(99)), Err(ReplayError::TooOld { .. })));
@@ -158,5 +174,27 @@ mod tests {
         assert!(w.check(149, &n(99)).is_ok());
         let rebuilt = ReplayWindow::from_parts(200, [(150, n(150)), (81, n(81)), (200, n(200))]);
         assert_eq!(rebuilt, w);
+    }
+
+    /// Nonces with structure (a counter in a constant prefix, a counter in
+    /// the high bytes) are told apart as well as random ones.
+    #[test]
+    fn structured_nonces_do_not_share_fingerprints() {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0u64..50_000 {
+            let mut low = [0xab; 16];
+            low[8..].copy_from_slice(&i.to_be_bytes());
+            let mut high = [0; 16];
+            high[..8].copy_from_slice(&i.to_le_bytes());
+            assert!(seen.insert(fingerprint(&low)) && seen.insert(fingerprint(&high)), "{i}");
+        }
+        let mut w = ReplayWindow::default();
+        let mut a = [0; 16];
+        a[15] = 1;
+        w.record(1, a);
+        let mut b = a;
+        b[15] = 2;
+        assert!(w.check(2, &b).is_ok(), "a nonce one bit apart is another nonce");
+        assert_eq!(w.check(2, &a), Err(ReplayError::NonceReused));
     }
 }

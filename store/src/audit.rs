@@ -268,7 +268,7 @@ mod tests {
         for (id, window) in &loaded {
             assert_eq!(*window, load_replay_window(&conn, id).unwrap(), "agent {id}");
         }
-        let ticks = |i: usize| loaded[i].1.entries().map(|(t, _)| t).collect::<Vec<_>>();
+        let ticks = |i: usize| loaded[i].1.ticks().collect::<Vec<_>>();
         assert_eq!(ticks(0), [250, 300], "tick 100 is below a's floor");
         assert_eq!(ticks(1), [150], "b's floor is 200 - 120: tick 4, 5 and 60 are below it");
         assert_eq!(ticks(2), [3]);
