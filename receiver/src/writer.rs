@@ -454,9 +454,10 @@ fn load_known(
     verified: Option<(&Verified, ReportCount)>,
 ) -> rusqlite::Result<()> {
     if !processor.is_loaded() {
-        let topology = kattila_store::topology::load(conn)?;
+        let mut topology = crate::process::topology::TopologyLoader::default();
+        kattila_store::topology::load(conn, &mut topology)?;
         let alarms = kattila_store::alarms::load(conn)?;
-        processor.load(topology, alarms);
+        processor.load(topology.finish(), alarms);
     }
     if let Some((verified, ReportCount(reports))) = verified {
         let origin = verified.origin().agent_id.as_str();

@@ -7,19 +7,20 @@ use rusqlite::{params, Connection};
 
 use crate::state::json_list;
 
-/// Everything the topology model starts from, fleet-wide.
-#[derive(Debug, Default)]
-pub struct TopologyRows {
-    /// (agent, device name, device public key) of every WireGuard device.
-    pub devices: Vec<(String, String, String)>,
-    /// Every peer whose key belongs to an agent.
-    pub agent_peers: Vec<PeerListing>,
-    /// Interfaces that are not gone.
-    pub interfaces: Vec<InterfaceAddresses>,
-    /// Every WireGuard edge.
-    pub wireguard_edges: Vec<WireguardEdgeRow>,
-    /// Agents the receiver decided are silent.
-    pub silent: Vec<String>,
+/// What the topology model is built from, handed over row by row so that
+/// the fleet's rows are never held twice (as rows and as the model): at
+/// 10,000 agents the rows alone are tens of megabytes.
+pub trait TopologySink {
+    /// (agent, device name, device public key) of a WireGuard device. All
+    /// devices come first.
+    fn device(&mut self, agent: String, name: String, public_key: String);
+    /// A peer whose key belongs to an agent.
+    fn agent_peer(&mut self, listing: PeerListing);
+    /// An interface that is not gone; one agent's interfaces come together.
+    fn interface(&mut self, interface: InterfaceAddresses);
+    fn wireguard_edge(&mut self, edge: WireguardEdgeRow);
+    /// An agent the receiver decided is silent.
+    fn silent(&mut self, agent: String);
 }
 
 /// One agent listing one key as a WireGuard peer.
@@ -88,46 +89,56 @@ pub enum EdgeChange<'a> {
     },
 }
 
-/// Loads everything the topology model starts from.
-pub fn load(conn: &Connection) -> rusqlite::Result<TopologyRows> {
+/// Reads everything the topology model starts from into `sink`, one table
+/// at a time.
+pub fn load(conn: &Connection, sink: &mut impl TopologySink) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare("SELECT agent_id, name, public_key FROM wg_devices")?;
-    let devices =
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
+    for row in stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))? {
+        let (agent, name, key) = row?;
+        sink.device(agent, name, key);
+    }
     let mut stmt = conn.prepare(
         "SELECT agent_id, public_key, peer_agent_id, health, latest_handshake
          FROM wg_peers WHERE peer_agent_id IS NOT NULL",
     )?;
-    let agent_peers = stmt.query_map([], listing)?.collect::<Result<_, _>>()?;
-    let mut stmt = conn
-        .prepare("SELECT agent_id, kind, addresses, name FROM interfaces WHERE state != 'gone'")?;
-    let interfaces = stmt
-        .query_map([], |r| {
-            Ok(InterfaceAddresses {
-                agent_id: r.get(0)?,
-                kind: r.get(1)?,
-                addresses: json_list(&r.get::<_, String>(2)?),
-                name: r.get(3)?,
-            })
-        })?
-        .collect::<Result<_, _>>()?;
+    for row in stmt.query_map([], listing)? {
+        sink.agent_peer(row?);
+    }
+    let mut stmt = conn.prepare(
+        "SELECT agent_id, kind, addresses, name FROM interfaces WHERE state != 'gone'
+         ORDER BY agent_id, name",
+    )?;
+    let interfaces = stmt.query_map([], |r| {
+        Ok(InterfaceAddresses {
+            agent_id: r.get(0)?,
+            kind: r.get(1)?,
+            addresses: json_list(&r.get::<_, String>(2)?),
+            name: r.get(3)?,
+        })
+    })?;
+    for row in interfaces {
+        sink.interface(row?);
+    }
     let mut stmt = conn.prepare(
         "SELECT a_agent, b_agent, b_external, both_ends, health, last_seen
          FROM topology_edges WHERE kind = 'wireguard'",
     )?;
-    let wireguard_edges = stmt
-        .query_map([], |r| {
-            Ok(WireguardEdgeRow {
-                key: (r.get(0)?, r.get(1)?, r.get(2)?),
-                both_ends: r.get(3)?,
-                health: Health::parse(&r.get::<_, String>(4)?),
-                last_seen: r.get(5)?,
-            })
-        })?
-        .collect::<Result<_, _>>()?;
+    let edges = stmt.query_map([], |r| {
+        Ok(WireguardEdgeRow {
+            key: (r.get(0)?, r.get(1)?, r.get(2)?),
+            both_ends: r.get(3)?,
+            health: Health::parse(&r.get::<_, String>(4)?),
+            last_seen: r.get(5)?,
+        })
+    })?;
+    for row in edges {
+        sink.wireguard_edge(row?);
+    }
     let mut stmt = conn.prepare("SELECT agent_id FROM agents WHERE status = ?1")?;
-    let silent =
-        stmt.query_map([AgentStatus::Silent.as_str()], |r| r.get(0))?.collect::<Result<_, _>>()?;
-    Ok(TopologyRows { devices, agent_peers, interfaces, wireguard_edges, silent })
+    for row in stmt.query_map([AgentStatus::Silent.as_str()], |r| r.get(0))? {
+        sink.silent(row?);
+    }
+    Ok(())
 }
 
 /// Every peer, of any agent, whose key is one of `keys`.

@@ -26,7 +26,7 @@ use kattila_proto::{Message, Verified};
 use kattila_store::admin::Retention;
 use kattila_store::alarms::{AlarmRows, Condition};
 use kattila_store::state::AgentRows;
-use kattila_store::topology::{PeerListing, TopologyRows};
+use kattila_store::topology::PeerListing;
 use kattila_store::Changes;
 
 pub use alarms::{AlarmKind, Observation};
@@ -128,8 +128,8 @@ impl Processor {
         self.loaded
     }
 
-    pub fn load(&mut self, topology: TopologyRows, alarms: AlarmRows) {
-        self.topology = topology::Topology::load(topology);
+    pub fn load(&mut self, topology: topology::Topology, alarms: AlarmRows) {
+        self.topology = topology;
         self.alarms = alarms::Alarms::load(alarms);
         self.loaded = true;
     }

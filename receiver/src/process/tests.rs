@@ -5,7 +5,7 @@ use kattila_proto::model::{Interface, SystemInfo, WgDevice, WgPeer};
 use kattila_proto::{Kind, Layer, Message, Report, Verified};
 use kattila_store::alarms::AlarmChange;
 use kattila_store::state::AgentRows;
-use kattila_store::topology::{EdgeChange, PeerListing, TopologyRows};
+use kattila_store::topology::{EdgeChange, PeerListing};
 
 use super::*;
 
@@ -83,7 +83,7 @@ fn direct(r: Report) -> Verified {
 /// A processor over an empty database, with every agent of `agents` known.
 fn processor(agents: &[&str]) -> Processor {
     let mut p = Processor::new(Settings { alarm_threshold: 2, ..Settings::default() });
-    p.load(TopologyRows::default(), AlarmRows::default());
+    p.load(super::topology::Topology::default(), AlarmRows::default());
     for id in agents {
         p.know(id, AgentRows::default());
     }

@@ -13,7 +13,9 @@ use foldhash::{HashMap, HashMapExt};
 use kattila_fleet::{masked_network, Health, PeerHealth};
 use kattila_proto::model::Interface;
 use kattila_proto::Verified;
-use kattila_store::topology::{EdgeChange, EdgeKey, PeerListing, TopologyRows};
+use kattila_store::topology::{
+    EdgeChange, EdgeKey, InterfaceAddresses, PeerListing, TopologySink, WireguardEdgeRow,
+};
 
 use super::Settings;
 
@@ -71,57 +73,85 @@ pub struct Topology {
     pub silent: foldhash::HashSet<String>,
 }
 
-impl Topology {
-    pub fn load(rows: TopologyRows) -> Topology {
-        let mut t = Topology::default();
-        let mut wg_names: HashMap<String, Vec<String>> = HashMap::new();
-        for (agent, name, key) in rows.devices {
-            t.owners.0.insert(key.clone(), agent.clone());
-            t.devices.entry(agent.clone()).or_default().push(key);
-            wg_names.entry(agent).or_default().push(name);
-        }
-        for p in rows.agent_peers {
-            let Some(to) = p.peer_agent_id else { continue };
-            let view =
-                t.views.entry(p.agent_id).or_default().entry(to).or_insert((Health::Down, None));
-            *view = merge(*view, (p.health.link(), p.latest_handshake));
-        }
-        let mut per_agent: HashMap<String, Vec<Interface>> = HashMap::new();
-        for i in rows.interfaces {
-            per_agent.entry(i.agent_id).or_default().push(Interface {
-                name: i.name,
-                kind: i.kind,
-                state: String::new(),
-                mtu: 0,
-                mac: None,
-                addresses: i.addresses,
-                rx_bytes: 0,
-                tx_bytes: 0,
-                rx_errors: 0,
-                tx_errors: 0,
-            });
-        }
-        for (agent, ifaces) in per_agent {
-            let names: Vec<&str> = wg_names
-                .get(&agent)
-                .map(|v| v.iter().map(String::as_str).collect())
-                .unwrap_or_default();
-            let nets = physical_networks(&ifaces, &names);
-            for n in &nets {
-                t.subnets.entry(n.clone()).or_default().insert(agent.clone());
-            }
-            t.agent_subnets.insert(agent, nets);
-        }
-        t.silent = rows.silent.into_iter().collect();
-        for e in rows.wireguard_edges {
-            let state =
-                EdgeState { both_ends: e.both_ends, health: e.health, written_at: e.last_seen };
-            t.index_edge(&e.key);
-            t.wg_edges.insert(e.key, state);
-        }
-        t
+/// Builds the [`Topology`] from the stored rows as they are read
+/// (`kattila_store::topology::load`).
+#[derive(Debug, Default)]
+pub struct TopologyLoader {
+    t: Topology,
+    /// Agent → its WireGuard device names (userspace devices are plain
+    /// "tun" interfaces: their names tell them from the underlay).
+    wg_names: HashMap<String, Vec<String>>,
+    /// The agent whose interfaces are being read, and those read so far.
+    interfaces_of: Option<(String, Vec<Interface>)>,
+}
+
+impl TopologyLoader {
+    pub fn finish(mut self) -> Topology {
+        self.flush_interfaces();
+        self.t
     }
 
+    fn flush_interfaces(&mut self) {
+        let Some((agent, ifaces)) = self.interfaces_of.take() else { return };
+        let names: Vec<&str> = self
+            .wg_names
+            .get(&agent)
+            .map(|v| v.iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        let nets = physical_networks(&ifaces, &names);
+        for n in &nets {
+            self.t.subnets.entry(n.clone()).or_default().insert(agent.clone());
+        }
+        self.t.agent_subnets.insert(agent, nets);
+    }
+}
+
+impl TopologySink for TopologyLoader {
+    fn device(&mut self, agent: String, name: String, public_key: String) {
+        self.t.owners.0.insert(public_key.clone(), agent.clone());
+        self.t.devices.entry(agent.clone()).or_default().push(public_key);
+        self.wg_names.entry(agent).or_default().push(name);
+    }
+
+    fn agent_peer(&mut self, p: PeerListing) {
+        let Some(to) = p.peer_agent_id else { return };
+        let view =
+            self.t.views.entry(p.agent_id).or_default().entry(to).or_insert((Health::Down, None));
+        *view = merge(*view, (p.health.link(), p.latest_handshake));
+    }
+
+    fn interface(&mut self, i: InterfaceAddresses) {
+        if self.interfaces_of.as_ref().is_none_or(|(agent, _)| *agent != i.agent_id) {
+            self.flush_interfaces();
+            self.interfaces_of = Some((i.agent_id.clone(), Vec::new()));
+        }
+        let (_, ifaces) = self.interfaces_of.as_mut().expect("set above");
+        ifaces.push(Interface {
+            name: i.name,
+            kind: i.kind,
+            state: String::new(),
+            mtu: 0,
+            mac: None,
+            addresses: i.addresses,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            rx_errors: 0,
+            tx_errors: 0,
+        });
+    }
+
+    fn wireguard_edge(&mut self, e: WireguardEdgeRow) {
+        let state = EdgeState { both_ends: e.both_ends, health: e.health, written_at: e.last_seen };
+        self.t.index_edge(&e.key);
+        self.t.wg_edges.insert(e.key, state);
+    }
+
+    fn silent(&mut self, agent: String) {
+        self.t.silent.insert(agent);
+    }
+}
+
+impl Topology {
     fn index_edge(&mut self, key: &EdgeKey) {
         self.edges_of.entry(key.0.clone()).or_default().insert(key.clone());
         if !key.1.is_empty() {
