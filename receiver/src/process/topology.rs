@@ -8,6 +8,7 @@
 //! or, for handshake ages, at most once per sample interval.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use foldhash::{HashMap, HashMapExt};
 use kattila_fleet::{masked_network, Health, PeerHealth};
@@ -63,9 +64,11 @@ pub struct Topology {
     /// Subnet → agents with an address in it.
     subnets: HashMap<String, BTreeSet<String>>,
     agent_subnets: HashMap<String, BTreeSet<String>>,
-    /// WireGuard edges as last written, and each agent's edges.
-    wg_edges: HashMap<EdgeKey, EdgeState>,
-    edges_of: HashMap<String, BTreeSet<EdgeKey>>,
+    /// WireGuard edges as last written, and each agent's edges. Both ends
+    /// share the one key (at 10,000 agents, copies of the keys' strings in
+    /// every end's set took about 15 MB).
+    wg_edges: HashMap<Arc<EdgeKey>, EdgeState>,
+    edges_of: HashMap<String, BTreeSet<Arc<EdgeKey>>>,
     /// Agent → fingerprint of its peers' structure (key, owner, health) and
     /// when its edges were last brought up to date from them.
     peer_structure: HashMap<String, (u64, i64)>,
@@ -142,8 +145,9 @@ impl TopologySink for TopologyLoader {
 
     fn wireguard_edge(&mut self, e: WireguardEdgeRow) {
         let state = EdgeState { both_ends: e.both_ends, health: e.health, written_at: e.last_seen };
-        self.t.index_edge(&e.key);
-        self.t.wg_edges.insert(e.key, state);
+        let key = Arc::new(e.key);
+        self.t.index_edge(&key);
+        self.t.wg_edges.insert(key, state);
     }
 
     fn silent(&mut self, agent: String) {
@@ -152,7 +156,7 @@ impl TopologySink for TopologyLoader {
 }
 
 impl Topology {
-    fn index_edge(&mut self, key: &EdgeKey) {
+    fn index_edge(&mut self, key: &Arc<EdgeKey>) {
         self.edges_of.entry(key.0.clone()).or_default().insert(key.clone());
         if !key.1.is_empty() {
             self.edges_of.entry(key.1.clone()).or_default().insert(key.clone());
@@ -256,7 +260,13 @@ impl Topology {
         let gone: Vec<EdgeKey> = self
             .edges_of
             .get(agent)
-            .map(|edges| edges.iter().filter(|k| !current.contains(*k)).cloned().collect())
+            .map(|edges| {
+                edges
+                    .iter()
+                    .filter(|k| !current.contains(k.as_ref()))
+                    .map(|k| (**k).clone())
+                    .collect()
+            })
             .unwrap_or_default();
         for (a, b, ext) in gone {
             if b.is_empty() {
@@ -304,8 +314,11 @@ impl Topology {
 
     fn rewrite_edges_of(&mut self, agent: &str, now: i64, out: &mut Vec<EdgeChange<'_>>) {
         let write = Write { now, min_gap: i64::MAX };
-        let edges: Vec<EdgeKey> =
-            self.edges_of.get(agent).map(|e| e.iter().cloned().collect()).unwrap_or_default();
+        let edges: Vec<EdgeKey> = self
+            .edges_of
+            .get(agent)
+            .map(|e| e.iter().map(|k| (**k).clone()).collect())
+            .unwrap_or_default();
         for key in edges {
             if key.1.is_empty() {
                 // An external peer: unknown while its agent is silent.
@@ -366,8 +379,13 @@ impl Topology {
             handshake_age,
             now: write.now,
         });
-        self.index_edge(&key);
-        self.wg_edges.insert(key, state);
+        if let Some(known) = self.wg_edges.get_mut(&key) {
+            *known = state;
+        } else {
+            let key = Arc::new(key);
+            self.index_edge(&key);
+            self.wg_edges.insert(key, state);
+        }
     }
 
     fn delete_edge(&mut self, key: EdgeKey, out: &mut Vec<EdgeChange<'_>>) {
