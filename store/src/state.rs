@@ -5,7 +5,7 @@
 
 use kattila_fleet::PeerHealth;
 use kattila_proto::model::{Interface, Route, WgDevice, WgPeer};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::alarms::{self, AlarmChange};
 use crate::history::{self, Sample};
@@ -60,73 +60,125 @@ pub fn load_agent(conn: &Connection, agent_id: &str) -> rusqlite::Result<AgentRo
         .prepare_cached("SELECT hostname FROM agents WHERE agent_id = ?1 AND reports > 0")?
         .query_row([agent_id], |r| r.get(0))
         .optional()?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT name, kind, state, mtu, mac, addresses, last_seen FROM interfaces WHERE agent_id = ?1",
-    )?;
-    let interfaces = stmt
-        .query_map([agent_id], |r| {
-            let row = InterfaceRow {
-                name: r.get(0)?,
-                kind: r.get(1)?,
-                state: r.get(2)?,
-                mtu: r.get(3)?,
-                mac: r.get(4)?,
-                addresses: json_list(&r.get::<_, String>(5)?),
-            };
-            Ok((row, r.get::<_, i64>(6)?))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT device, public_key, endpoint, allowed_ips, latest_handshake, rx_bytes, rx_grew_at, health, peer_agent_id,
-                last_seen
-         FROM wg_peers WHERE agent_id = ?1",
-    )?;
-    let peers = stmt
-        .query_map([agent_id], |r| {
-            let seen: i64 = r.get(9)?;
-            Ok((
-                PeerRow {
-                    device: r.get(0)?,
-                    public_key: r.get(1)?,
-                    endpoint: r.get(2)?,
-                    allowed_ips: json_list(&r.get::<_, String>(3)?),
-                    latest_handshake: r.get(4)?,
-                    rx_bytes: r.get::<_, i64>(5)? as u64,
-                    rx_grew_at: r.get(6)?,
-                    health: PeerHealth::parse(&r.get::<_, String>(7)?),
-                    peer_agent_id: r.get(8)?,
-                },
-                seen,
-            ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT public_key FROM wg_devices WHERE agent_id = ?1 ORDER BY public_key",
-    )?;
-    let device_keys = stmt.query_map([agent_id], |r| r.get(0))?.collect::<Result<_, _>>()?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT dst, gateway, dev, metric, table_id FROM routes WHERE agent_id = ?1 ORDER BY rowid",
-    )?;
-    let routes = stmt
-        .query_map([agent_id], |row| {
-            Ok(Route {
-                dst: row.get(0)?,
-                gateway: row.get(1)?,
-                dev: row.get(2)?,
-                metric: row.get(3)?,
-                table: row.get(4)?,
-            })
-        })?
-        .collect::<Result<_, _>>()?;
-    let counters_written = interfaces
-        .iter()
-        .map(|(_, seen)| *seen)
-        .chain(peers.iter().map(|(_, seen)| *seen))
-        .max()
-        .unwrap_or(0);
-    let interfaces = interfaces.into_iter().map(|(row, _)| row).collect();
-    let peers = peers.into_iter().map(|(row, _)| row).collect();
-    Ok(AgentRows { hostname, interfaces, peers, device_keys, routes, counters_written })
+    fn rows<T>(
+        conn: &Connection,
+        table: Read,
+        agent_id: &str,
+        read: fn(&Row<'_>) -> rusqlite::Result<(String, T)>,
+    ) -> rusqlite::Result<Vec<T>> {
+        let mut stmt = conn.prepare_cached(&table.of_one_agent())?;
+        let rows = stmt.query_map([agent_id], read)?;
+        rows.map(|row| row.map(|(_, value)| value)).collect()
+    }
+    Ok(agent_rows(
+        hostname,
+        rows(conn, INTERFACES, agent_id, interface)?,
+        rows(conn, PEERS, agent_id, peer)?,
+        rows(conn, DEVICE_KEYS, agent_id, device_key)?,
+        rows(conn, ROUTES, agent_id, route)?,
+    ))
+}
+
+/// What both loaders read of a table, the agent id first, and the order
+/// of one agent's rows. One agent's rows are read `WHERE agent_id = ?1`,
+/// the whole fleet's in the table's key order, which starts with the agent
+/// id, so that the fleet's streams merge by agent without sorting.
+struct Read {
+    select: &'static str,
+    order: &'static str,
+}
+
+const INTERFACES: Read = Read {
+    select: "SELECT agent_id, name, kind, state, mtu, mac, addresses, last_seen FROM interfaces",
+    order: "name",
+};
+const PEERS: Read = Read {
+    select:
+        "SELECT agent_id, device, public_key, endpoint, allowed_ips, latest_handshake, rx_bytes,
+                    rx_grew_at, health, peer_agent_id, last_seen
+             FROM wg_peers",
+    order: "device, public_key",
+};
+const DEVICE_KEYS: Read =
+    Read { select: "SELECT agent_id, public_key FROM wg_devices", order: "name" };
+const ROUTES: Read = Read {
+    select: "SELECT agent_id, dst, gateway, dev, metric, table_id FROM routes",
+    order: "rowid",
+};
+
+impl Read {
+    fn of_one_agent(&self) -> String {
+        format!("{} WHERE agent_id = ?1 ORDER BY {}", self.select, self.order)
+    }
+
+    fn of_the_fleet(&self) -> String {
+        format!("{} ORDER BY agent_id, {}", self.select, self.order)
+    }
+}
+
+/// An interface row and when it was last written.
+fn interface(r: &Row<'_>) -> rusqlite::Result<(String, (InterfaceRow, i64))> {
+    let row = InterfaceRow {
+        name: r.get(1)?,
+        kind: r.get(2)?,
+        state: r.get(3)?,
+        mtu: r.get(4)?,
+        mac: r.get(5)?,
+        addresses: json_list(&r.get::<_, String>(6)?),
+    };
+    Ok((r.get(0)?, (row, r.get(7)?)))
+}
+
+/// A peer row and when it was last written.
+fn peer(r: &Row<'_>) -> rusqlite::Result<(String, (PeerRow, i64))> {
+    let row = PeerRow {
+        device: r.get(1)?,
+        public_key: r.get(2)?,
+        endpoint: r.get(3)?,
+        allowed_ips: json_list(&r.get::<_, String>(4)?),
+        latest_handshake: r.get(5)?,
+        rx_bytes: r.get::<_, i64>(6)? as u64,
+        rx_grew_at: r.get(7)?,
+        health: PeerHealth::parse(&r.get::<_, String>(8)?),
+        peer_agent_id: r.get(9)?,
+    };
+    Ok((r.get(0)?, (row, r.get(10)?)))
+}
+
+fn device_key(r: &Row<'_>) -> rusqlite::Result<(String, String)> {
+    Ok((r.get(0)?, r.get(1)?))
+}
+
+fn route(r: &Row<'_>) -> rusqlite::Result<(String, Route)> {
+    let route = Route {
+        dst: r.get(1)?,
+        gateway: r.get(2)?,
+        dev: r.get(3)?,
+        metric: r.get(4)?,
+        table: r.get(5)?,
+    };
+    Ok((r.get(0)?, route))
+}
+
+/// One agent's rows as processing takes them.
+fn agent_rows(
+    hostname: Option<String>,
+    interfaces: Vec<(InterfaceRow, i64)>,
+    peers: Vec<(PeerRow, i64)>,
+    mut device_keys: Vec<String>,
+    routes: Vec<Route>,
+) -> AgentRows {
+    device_keys.sort();
+    let counters_written =
+        interfaces.iter().map(|(_, seen)| *seen).chain(peers.iter().map(|(_, seen)| *seen)).max();
+    AgentRows {
+        hostname,
+        counters_written: counters_written.unwrap_or(0),
+        interfaces: interfaces.into_iter().map(|(row, _)| row).collect(),
+        peers: peers.into_iter().map(|(row, _)| row).collect(),
+        device_keys,
+        routes,
+    }
 }
 
 /// Calls `f` with the stored state (as [`load_agent`] loads one) of every
@@ -139,87 +191,27 @@ pub fn for_each_agent(
     since: i64,
     mut f: impl FnMut(String, AgentRows),
 ) -> rusqlite::Result<()> {
-    // Each statement reads in its table's key order, which starts with the
-    // agent id: the five streams are merged by agent without sorting.
     let mut agents = conn.prepare(
         "SELECT agent_id, CASE WHEN reports > 0 THEN hostname END FROM agents
          WHERE last_seen >= ?1 ORDER BY agent_id",
     )?;
-    let mut interfaces = conn.prepare(
-        "SELECT agent_id, name, kind, state, mtu, mac, addresses, last_seen FROM interfaces
-         ORDER BY agent_id, name",
-    )?;
-    let mut peers = conn.prepare(
-        "SELECT agent_id, device, public_key, endpoint, allowed_ips, latest_handshake, rx_bytes, rx_grew_at,
-                health, peer_agent_id, last_seen
-         FROM wg_peers ORDER BY agent_id, device, public_key",
-    )?;
-    let mut devices =
-        conn.prepare("SELECT agent_id, public_key FROM wg_devices ORDER BY agent_id, name")?;
-    let mut routes = conn.prepare(
-        "SELECT agent_id, dst, gateway, dev, metric, table_id FROM routes ORDER BY agent_id, rowid",
-    )?;
-    let mut interfaces = interfaces
-        .query_map([], |r| {
-            let row = InterfaceRow {
-                name: r.get(1)?,
-                kind: r.get(2)?,
-                state: r.get(3)?,
-                mtu: r.get(4)?,
-                mac: r.get(5)?,
-                addresses: json_list(&r.get::<_, String>(6)?),
-            };
-            Ok((r.get::<_, String>(0)?, (row, r.get::<_, i64>(7)?)))
-        })?
-        .peekable();
-    let mut peers = peers
-        .query_map([], |r| {
-            let row = PeerRow {
-                device: r.get(1)?,
-                public_key: r.get(2)?,
-                endpoint: r.get(3)?,
-                allowed_ips: json_list(&r.get::<_, String>(4)?),
-                latest_handshake: r.get(5)?,
-                rx_bytes: r.get::<_, i64>(6)? as u64,
-                rx_grew_at: r.get(7)?,
-                health: PeerHealth::parse(&r.get::<_, String>(8)?),
-                peer_agent_id: r.get(9)?,
-            };
-            Ok((r.get::<_, String>(0)?, (row, r.get::<_, i64>(10)?)))
-        })?
-        .peekable();
-    let mut devices =
-        devices.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?.peekable();
-    let mut routes = routes
-        .query_map([], |r| {
-            let route = Route {
-                dst: r.get(1)?,
-                gateway: r.get(2)?,
-                dev: r.get(3)?,
-                metric: r.get(4)?,
-                table: r.get(5)?,
-            };
-            Ok((r.get::<_, String>(0)?, route))
-        })?
-        .peekable();
-    let rows = agents.query_map([since], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?;
-    for agent in rows {
+    let mut interfaces = conn.prepare(&INTERFACES.of_the_fleet())?;
+    let mut peers = conn.prepare(&PEERS.of_the_fleet())?;
+    let mut devices = conn.prepare(&DEVICE_KEYS.of_the_fleet())?;
+    let mut routes = conn.prepare(&ROUTES.of_the_fleet())?;
+    let mut interfaces = interfaces.query_map([], interface)?.peekable();
+    let mut peers = peers.query_map([], peer)?.peekable();
+    let mut devices = devices.query_map([], device_key)?.peekable();
+    let mut routes = routes.query_map([], route)?.peekable();
+    for agent in agents.query_map([since], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))? {
         let (id, hostname) = agent?;
-        let interfaces = rows_of(&mut interfaces, &id)?;
-        let peers = rows_of(&mut peers, &id)?;
-        let mut device_keys = rows_of(&mut devices, &id)?;
-        device_keys.sort();
-        let routes = rows_of(&mut routes, &id)?;
-        let counters_written =
-            interfaces.iter().map(|(_, seen)| *seen).chain(peers.iter().map(|(_, seen)| *seen));
-        let rows = AgentRows {
+        let rows = agent_rows(
             hostname,
-            counters_written: counters_written.max().unwrap_or(0),
-            interfaces: interfaces.into_iter().map(|(row, _)| row).collect(),
-            peers: peers.into_iter().map(|(row, _)| row).collect(),
-            device_keys,
-            routes,
-        };
+            rows_of(&mut interfaces, &id)?,
+            rows_of(&mut peers, &id)?,
+            rows_of(&mut devices, &id)?,
+            rows_of(&mut routes, &id)?,
+        );
         f(id, rows);
     }
     Ok(())
