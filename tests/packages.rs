@@ -661,3 +661,31 @@ fn packages_install_upgrade_remove_and_purge_in_a_scratch_root() {
         assert!(scratch.exists(&format!("{WANTS}/{unit}")), "{unit} is enabled once configured");
     }
 }
+
+/// The packages' Debian changelog is made from CHANGELOG.md: an item's
+/// first line gains two characters ("- " becomes "  * "), a continuation
+/// line is re-indented by four, and lintian refuses lines over 80. Checked
+/// here on the text, so that no Debian tool is needed to find it.
+#[test]
+fn changelog_lines_fit_the_debian_changelog() {
+    let changelog = std::fs::read_to_string(root().join("CHANGELOG.md")).unwrap();
+    let too_long: Vec<String> = changelog
+        .lines()
+        .enumerate()
+        .filter_map(|(i, line)| {
+            let debian = if let Some(item) = line.strip_prefix("- ") {
+                item.chars().count() + 4
+            } else if line.starts_with([' ', '\t']) {
+                line.trim_start().chars().count() + 4
+            } else {
+                line.chars().count() + 2
+            };
+            (debian > 80).then(|| format!("CHANGELOG.md:{}: {debian} characters", i + 1))
+        })
+        .collect();
+    assert!(
+        too_long.is_empty(),
+        "lines too long for the Debian changelog:\n{}",
+        too_long.join("\n")
+    );
+}
