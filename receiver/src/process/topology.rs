@@ -65,8 +65,8 @@ pub struct Topology {
     subnets: HashMap<String, BTreeSet<String>>,
     agent_subnets: HashMap<String, BTreeSet<String>>,
     /// WireGuard edges as last written, and each agent's edges. Both ends
-    /// share the one key (at 10,000 agents, copies of the keys' strings in
-    /// every end's set took about 15 MB).
+    /// share the one key (at 10,000 agents a copy in each end's set cost
+    /// about 4.6 MB of resident memory).
     wg_edges: HashMap<Arc<EdgeKey>, EdgeState>,
     edges_of: HashMap<String, BTreeSet<Arc<EdgeKey>>>,
     /// Agent → fingerprint of its peers' structure (key, owner, health) and
@@ -257,23 +257,16 @@ impl Topology {
         }
         // Edges this agent no longer has a peer for: keep them only if the
         // other end still lists this agent.
-        let gone: Vec<EdgeKey> = self
+        let gone: Vec<Arc<EdgeKey>> = self
             .edges_of
             .get(agent)
-            .map(|edges| {
-                edges
-                    .iter()
-                    .filter(|k| !current.contains(k.as_ref()))
-                    .map(|k| (**k).clone())
-                    .collect()
-            })
+            .map(|edges| edges.iter().filter(|k| !current.contains(k.as_ref())).cloned().collect())
             .unwrap_or_default();
-        for (a, b, ext) in gone {
-            if b.is_empty() {
-                self.delete_edge((a, b, ext), out);
+        for key in gone {
+            if key.1.is_empty() {
+                self.delete_edge((*key).clone(), out);
             } else {
-                let other = if a == agent { b } else { a };
-                self.write_pair(agent, &other, write, out);
+                self.write_pair(agent, other_end(&key, agent), write, out);
             }
         }
     }
@@ -314,22 +307,18 @@ impl Topology {
 
     fn rewrite_edges_of(&mut self, agent: &str, now: i64, out: &mut Vec<EdgeChange<'_>>) {
         let write = Write { now, min_gap: i64::MAX };
-        let edges: Vec<EdgeKey> = self
-            .edges_of
-            .get(agent)
-            .map(|e| e.iter().map(|k| (**k).clone()).collect())
-            .unwrap_or_default();
+        let edges: Vec<Arc<EdgeKey>> =
+            self.edges_of.get(agent).map(|e| e.iter().cloned().collect()).unwrap_or_default();
         for key in edges {
             if key.1.is_empty() {
                 // An external peer: unknown while its agent is silent.
-                let Some(old) = self.wg_edges.get(&key) else { continue };
+                let Some(old) = self.wg_edges.get(key.as_ref()) else { continue };
                 let health =
                     if self.silent.contains(&key.0) { Health::Unknown } else { old.health };
                 let state = EdgeState { both_ends: false, health, written_at: now };
-                self.write_edge(key, state, None, write, out);
+                self.write_edge((*key).clone(), state, None, write, out);
             } else {
-                let other = if key.0 == agent { key.1.clone() } else { key.0.clone() };
-                self.write_pair(agent, &other, write, out);
+                self.write_pair(agent, other_end(&key, agent), write, out);
             }
         }
     }
@@ -432,6 +421,15 @@ impl Topology {
         }
         out.push(EdgeChange::PhysicalReplaced { agent, edges, now });
         self.agent_subnets.insert(agent.to_string(), nets);
+    }
+}
+
+/// The end of an agent-to-agent edge that is not `agent`.
+fn other_end<'k>(key: &'k EdgeKey, agent: &str) -> &'k str {
+    if key.0 == agent {
+        &key.1
+    } else {
+        &key.0
     }
 }
 
