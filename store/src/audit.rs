@@ -36,15 +36,18 @@ pub fn load_replay_window(conn: &Connection, agent_id: &str) -> rusqlite::Result
             Ok((r.get::<_, i64>(0)?, r.get::<_, Option<Vec<u8>>>(1)?))
         })?;
         for row in rows {
-            // Audit rows from before nonces were recorded have none; their
-            // pairs are in replay_seen, where every layer used to go.
             let (tick, nonce) = row?;
-            if let Some(nonce) = nonce.and_then(|n| <[u8; 16]>::try_from(n).ok()) {
-                seen.push((tick as u64, nonce));
-            }
+            seen.extend(stored_pair(tick, nonce));
         }
     }
     Ok(ReplayWindow::from_parts(highest as u64, seen))
+}
+
+/// A stored (tick, nonce) as a window takes it. Audit rows from before
+/// nonces were recorded have none; their pairs are in replay_seen, where
+/// every layer used to go.
+fn stored_pair(tick: i64, nonce: Option<Vec<u8>>) -> Option<(u64, [u8; 16])> {
+    Some((tick as u64, <[u8; 16]>::try_from(nonce?).ok()?))
 }
 
 /// The anti-replay window (as [`load_replay_window`] loads one) of every
@@ -78,11 +81,7 @@ pub fn load_replay_windows(
         let (agent, highest) = row?;
         let mut pairs = crate::state::rows_of(&mut reports, &agent)?;
         pairs.extend(crate::state::rows_of(&mut relayed, &agent)?);
-        // Audit rows from before nonces were recorded have none (see
-        // load_replay_window).
-        let pairs = pairs.into_iter().filter_map(|(tick, nonce)| {
-            Some((tick as u64, nonce.and_then(|n| <[u8; 16]>::try_from(n).ok())?))
-        });
+        let pairs = pairs.into_iter().filter_map(|(tick, nonce)| stored_pair(tick, nonce));
         f(agent, ReplayWindow::from_parts(highest as u64, pairs));
     }
     Ok(())
