@@ -27,10 +27,6 @@ use kattila_store::notify::{AlarmSubject, IncidentSubject, NotifyChange, NotifyI
 use super::config::{Labels, NotifyConfig, Silence, Window};
 use super::message::{AgentRef, Message, Subject, SCHEMA};
 
-/// Alarm kinds that incidents group: an agent's alarm of these kinds is
-/// told as its incident while one is active.
-pub const GROUPED_KINDS: [&str; 3] = kattila_fleet::INCIDENT_GROUPED_KINDS;
-
 /// Event alarms (resolved by age): no resolve is told.
 const EVENT_KINDS: [&str; 2] = ["interface_new", "endpoint_changed"];
 
@@ -231,7 +227,7 @@ pub fn decide(config: &NotifyConfig, inputs: &NotifyInputs, now: i64) -> Vec<Not
             first_seen: a.first_seen,
             acked: a.acked,
             muted_was: a.muted.as_deref(),
-            grouped: GROUPED_KINDS.contains(&a.kind.as_str()),
+            grouped: kattila_fleet::INCIDENT_GROUPED_KINDS.contains(&a.kind.as_str()),
             alarm: Some(a),
             incident: None,
         });
