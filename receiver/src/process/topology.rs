@@ -65,8 +65,9 @@ pub struct Topology {
     subnets: HashMap<String, BTreeSet<String>>,
     agent_subnets: HashMap<String, BTreeSet<String>>,
     /// WireGuard edges as last written, and each agent's edges. Both ends
-    /// share the one key (at 10,000 agents a copy in each end's set cost
-    /// about 4.6 MB of resident memory).
+    /// share the one key: with a copy of its strings for each end, and
+    /// copies made at every write, 10,000 agents after three reports each
+    /// peaked at 141 MB instead of 122 MB.
     wg_edges: HashMap<Arc<EdgeKey>, EdgeState>,
     edges_of: HashMap<String, BTreeSet<Arc<EdgeKey>>>,
     /// Agent → fingerprint of its peers' structure (key, owner, health) and
