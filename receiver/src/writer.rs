@@ -490,11 +490,11 @@ fn process(
     now: i64,
 ) -> rusqlite::Result<(bool, bool, bool)> {
     load_known(conn, processor, Some((verified, reports)))?;
-    let claimed = processor.claimed_keys(verified);
-    let listings = if claimed.is_empty() {
+    let moved = processor.moved_keys(verified);
+    let listings = if moved.is_empty() {
         Vec::new()
     } else {
-        kattila_store::topology::peers_listing(conn, &claimed)?
+        kattila_store::topology::peers_listing(conn, &moved)?
     };
     let processed = processor.apply(verified, &listings, now);
     kattila_store::apply(conn, &processed.changes)?;

@@ -251,7 +251,7 @@ pub struct Changes<'a> {
     pub alarms: Vec<AlarmChange<'a>>,
     /// Agents that went silent: the peers they list, and the peers that
     /// list them, become unknown.
-    pub silenced: Vec<&'a str>,
+    pub silenced: Vec<Silenced<'a>>,
 }
 
 impl Changes<'_> {
@@ -262,6 +262,16 @@ impl Changes<'_> {
             && self.alarms.is_empty()
             && self.silenced.is_empty()
     }
+}
+
+/// An agent that went silent, and the agents that may list one of its
+/// device keys (the other ends of its links, as the topology model knows
+/// them): their peer rows are found by their own key, not through an index
+/// on the peers' keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Silenced<'a> {
+    pub agent: &'a str,
+    pub listers: Vec<String>,
 }
 
 /// What one report changed in its agent's state.
@@ -332,14 +342,17 @@ pub fn apply(conn: &Connection, changes: &Changes<'_>) -> rusqlite::Result<()> {
         apply_agent(conn, state)?;
     }
     topology::apply(conn, &changes.edges)?;
-    for agent in &changes.silenced {
-        // Its own peers, and every peer whose key is one of its devices'.
-        for sql in [
-            "UPDATE wg_peers SET health = ?2 WHERE agent_id = ?1",
-            "UPDATE wg_peers SET health = ?2
-             WHERE public_key IN (SELECT public_key FROM wg_devices WHERE agent_id = ?1)",
-        ] {
-            conn.prepare_cached(sql)?.execute(params![agent, PeerHealth::Unknown.as_str()])?;
+    let unknown = PeerHealth::Unknown.as_str();
+    for Silenced { agent, listers } in &changes.silenced {
+        // Its own peers, and its listers' peers whose key is one of its devices'.
+        conn.prepare_cached("UPDATE wg_peers SET health = ?2 WHERE agent_id = ?1")?
+            .execute(params![agent, unknown])?;
+        let mut listed = conn.prepare_cached(
+            "UPDATE wg_peers SET health = ?3
+             WHERE agent_id = ?1 AND public_key IN (SELECT public_key FROM wg_devices WHERE agent_id = ?2)",
+        )?;
+        for lister in listers {
+            listed.execute(params![lister, agent, unknown])?;
         }
     }
     alarms::apply(conn, &changes.alarms)
@@ -613,5 +626,55 @@ mod tests {
         assert_eq!(b.counters_written, 450);
         assert_eq!(loaded[0].1.routes[1].dst, "10.0.0.0/24", "routes in stored order");
         assert_eq!(loaded[2].1.hostname, None, "no report yet");
+    }
+
+    /// A claimed key and a silenced agent change the peer rows of exactly
+    /// the listers the receiver names, found by their own agent id.
+    #[test]
+    fn claims_and_silence_write_the_named_listers_peers() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::open(&dir.path().join("t.db")).unwrap();
+        conn.execute_batch(
+            r#"
+            INSERT INTO agents (agent_id, hostname, agent_version, first_seen, last_seen, last_tick) VALUES
+                ('a', 'a', 'v', 1, 1, 1), ('b', 'b', 'v', 1, 1, 1), ('c', 'c', 'v', 1, 1, 1);
+            INSERT INTO wg_devices (agent_id, name, public_key, listen_port) VALUES ('a', 'wg0', 'KEY-A', NULL);
+            INSERT INTO wg_peers (agent_id, device, public_key, peer_agent_id, endpoint, allowed_ips,
+                 latest_handshake, rx_bytes, tx_bytes, persistent_keepalive, rx_grew_at, health, first_seen, last_seen) VALUES
+                ('a', 'wg0', 'KEY-B', NULL, NULL, '[]', 90, 0, 0, NULL, NULL, 'healthy', 1, 1),
+                ('b', 'wg0', 'KEY-A', NULL, NULL, '[]', 90, 0, 0, NULL, NULL, 'healthy', 1, 1),
+                ('b', 'wg0', 'KEY-X', NULL, NULL, '[]', 90, 0, 0, NULL, NULL, 'healthy', 1, 1),
+                ('c', 'wg1', 'KEY-A', NULL, NULL, '[]', 90, 0, 0, NULL, NULL, 'healthy', 1, 1);
+            "#,
+        )
+        .unwrap();
+        let rows = |conn: &Connection| -> Vec<(String, String, Option<String>, String)> {
+            let mut stmt = conn
+                .prepare("SELECT agent_id, public_key, peer_agent_id, health FROM wg_peers ORDER BY 1, 2")
+                .unwrap();
+            let found =
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap();
+            found.map(Result::unwrap).collect()
+        };
+        let row = |agent: &str, key: &str, owner: Option<&str>, health: &str| {
+            (agent.to_string(), key.to_string(), owner.map(str::to_string), health.to_string())
+        };
+        let claimed = crate::topology::EdgeChange::KeysClaimed {
+            agent: "a",
+            listers: vec![("b".into(), "KEY-A".into()), ("c".into(), "KEY-A".into())],
+        };
+        apply(&conn, &Changes { edges: vec![claimed], ..Changes::default() }).unwrap();
+        let silenced = Silenced { agent: "a", listers: vec!["b".into()] };
+        apply(&conn, &Changes { silenced: vec![silenced], ..Changes::default() }).unwrap();
+        assert_eq!(
+            rows(&conn),
+            [
+                row("a", "KEY-B", None, "unknown"),
+                row("b", "KEY-A", Some("a"), "unknown"),
+                row("b", "KEY-X", None, "healthy"),
+                row("c", "KEY-A", Some("a"), "healthy"),
+            ],
+            "a's own peers and b's peer of a's key are unknown; c was not named a lister"
+        );
     }
 }

@@ -66,11 +66,11 @@ pub enum EdgeChange<'a> {
         inner: &'a str,
         now: i64,
     },
-    /// `agent` owns these device keys: peers elsewhere listing them point
-    /// at it.
+    /// `agent` owns device keys that these (listing agent, key) peers list:
+    /// they point at it now.
     KeysClaimed {
         agent: &'a str,
-        keys: Vec<&'a str>,
+        listers: Vec<(String, String)>,
     },
     WireguardUpsert {
         key: EdgeKey,
@@ -142,7 +142,11 @@ pub fn load(conn: &Connection, sink: &mut impl TopologySink) -> rusqlite::Result
     Ok(())
 }
 
-/// Every peer, of any agent, whose key is one of `keys`.
+/// Every peer, of any agent, whose key is one of `keys`. No index serves
+/// this (one on the peers' keys cost every new agent a WAL page per peer):
+/// each key scans the table. The receiver asks only for keys that move
+/// from one agent to another (an agent reset or a cloned machine); the
+/// listers of a key no agent owns it knows from its topology model.
 pub fn peers_listing(conn: &Connection, keys: &[&str]) -> rusqlite::Result<Vec<PeerListing>> {
     let mut stmt = conn.prepare_cached(
         "SELECT agent_id, public_key, peer_agent_id, health, latest_handshake
@@ -179,12 +183,12 @@ pub fn apply(conn: &Connection, changes: &[EdgeChange<'_>]) -> rusqlite::Result<
                 )?
                 .execute(params![relay, inner, now])?;
             }
-            EdgeChange::KeysClaimed { agent, keys } => {
+            EdgeChange::KeysClaimed { agent, listers } => {
                 let mut stmt = conn.prepare_cached(
-                    "UPDATE wg_peers SET peer_agent_id = ?2 WHERE public_key = ?1",
+                    "UPDATE wg_peers SET peer_agent_id = ?3 WHERE agent_id = ?1 AND public_key = ?2",
                 )?;
-                for key in keys {
-                    stmt.execute(params![key, agent])?;
+                for (lister, key) in listers {
+                    stmt.execute(params![lister, key, agent])?;
                 }
             }
             EdgeChange::WireguardUpsert { key, both_ends, health, handshake_age, now } => {

@@ -207,3 +207,49 @@ async fn edge_health_and_handshake_age_follow_the_reports() {
     // The spoke's own view (a fresh handshake from its last report) may be newer.
     assert!(age.is_some_and(|a| a <= 9), "handshake age {age:?}");
 }
+
+/// The agent a peer row of `lister` for `key` points at.
+fn owner_in_peer_row(h: &Harness, lister: &str, key: &str) -> Option<String> {
+    h.conn()
+        .query_row(
+            "SELECT peer_agent_id FROM wg_peers WHERE agent_id = ?1 AND public_key = ?2",
+            [lister, key],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+/// Who lists a key is known without an index on the peers' keys: a key no
+/// agent owned, claimed after a restart, turns the listers' external edges
+/// into links (the model loads them from the stored edges), and a key that
+/// moves to another agent (a cloned machine) takes its listers with it
+/// (storage scans the peers for them).
+#[tokio::test(flavor = "multi_thread")]
+async fn claimed_keys_find_their_listers_across_a_restart_and_a_move() {
+    let h = Harness::start(|_| {}).await;
+    let fleet = SimFleet::new("claims", 5);
+    let mut spoke = SimAgent::new(&fleet, 1);
+    let hub_key = fleet.agents[0].wg_public_key.clone();
+    let (hub_id, spoke_id) = (fleet.agents[0].agent_id.clone(), spoke.id().to_string());
+    spoke.send(&h.url).await.unwrap();
+    assert!(edges(&h, "wireguard").iter().any(|e| e.0 == spoke_id && e.2 == hub_key));
+    assert_eq!(owner_in_peer_row(&h, &spoke_id, &hub_key), None);
+
+    let h = Harness::start_in(h.stop().await, |_| {}).await;
+    SimAgent::new(&fleet, 0).send(&h.url).await.unwrap();
+    let wg = edges(&h, "wireguard");
+    assert!(!wg.iter().any(|e| e.2 == hub_key), "no external edge to a claimed key: {wg:?}");
+    let (a, b) = if hub_id < spoke_id { (&hub_id, &spoke_id) } else { (&spoke_id, &hub_id) };
+    let link = wg.iter().find(|e| &e.0 == a && &e.1 == b).expect("hub-spoke link");
+    assert!(link.3 && link.4 == "healthy", "{link:?}");
+    assert_eq!(owner_in_peer_row(&h, &spoke_id, &hub_key).as_deref(), Some(hub_id.as_str()));
+
+    // Another agent reports the hub's device key as its own.
+    let mut clone = SimAgent::new(&fleet, 3);
+    let clone_id = clone.id().to_string();
+    let moved = hub_key.clone();
+    clone.send_with(&h.url, move |t| t.wireguard[0].public_key = moved).await.unwrap();
+    assert_eq!(owner_in_peer_row(&h, &spoke_id, &hub_key).as_deref(), Some(clone_id.as_str()));
+    let (a, b) = if clone_id < spoke_id { (&clone_id, &spoke_id) } else { (&spoke_id, &clone_id) };
+    assert!(edges(&h, "wireguard").iter().any(|e| &e.0 == a && &e.1 == b), "spoke-clone link");
+}

@@ -143,19 +143,25 @@ impl Processor {
         self.agents.insert(agent_id.to_string(), KnownAgent::from_rows(rows));
     }
 
-    /// Device keys that `message` gives its agent anew: `apply` needs every
-    /// stored peer listing one of them.
-    pub fn claimed_keys<'a>(&self, message: &'a Verified) -> Vec<&'a str> {
-        match (&message.message, self.agents.get(&message.origin().agent_id)) {
-            (Message::Report(r), Some(known)) => known.new_device_keys(r).unwrap_or_default(),
-            _ => Vec::new(),
-        }
+    /// Device keys that `message` gives its agent anew and that another
+    /// agent owned: `apply` needs every stored peer listing one of them.
+    /// Who lists a key no agent owned the topology model knows; a key moves
+    /// from one agent to another only when an agent is reset or a machine
+    /// cloned.
+    pub fn moved_keys<'a>(&self, message: &'a Verified) -> Vec<&'a str> {
+        let agent = message.origin().agent_id.as_str();
+        let (Message::Report(r), Some(known)) = (&message.message, self.agents.get(agent)) else {
+            return Vec::new();
+        };
+        let mut keys = known.new_device_keys(r).unwrap_or_default();
+        keys.retain(|k| self.topology.owners.owner_of(k).is_some_and(|owner| owner != agent));
+        keys
     }
 
     /// Processes an accepted message (its `agents` row is written). The
     /// fleet and the agent must be loaded ([`Processor::load`],
     /// [`Processor::know`]); `listings` are the stored peers listing the
-    /// [`Processor::claimed_keys`].
+    /// [`Processor::moved_keys`].
     ///
     /// The raw copy is kept for registers, relayed messages and reports
     /// that changed something (state, alarms raised or resolved), else once
@@ -223,8 +229,10 @@ impl Processor {
         let step = report::step(known, r, &ctx);
 
         if let Some(keys) = &step.new_device_keys {
-            self.topology.set_device_keys(id, keys, listings, now, &mut changes.edges);
+            let listings = self.listings(id, keys, listings);
+            self.topology.set_device_keys(id, keys, &listings, now, &mut changes.edges);
         }
+        let known = known_mut(&mut self.agents, id);
         let facts: Vec<topology::PeerFact<'_>> = known
             .peers
             .values()
@@ -246,6 +254,41 @@ impl Processor {
         }
         changes.state = Some(step.state);
         step.changed
+    }
+
+    /// Every peer of another agent listing one of the `keys` that `agent`
+    /// claims: those storage found (`stored`, for keys that moved from
+    /// another agent), and those of keys no agent owned, from the topology's
+    /// edges to them, seen as the listing agent's state has them when it is
+    /// loaded (its state may be newer than its rows).
+    fn listings(
+        &self,
+        agent: &str,
+        keys: &[&str],
+        stored: &[PeerListing],
+    ) -> Vec<topology::Listing> {
+        let mut found: Vec<topology::Listing> =
+            stored.iter().map(topology::Listing::from).collect();
+        for key in keys {
+            for (lister, edge_health) in self.topology.external_listers(key) {
+                let listed = |l: &topology::Listing| l.agent_id == lister && l.public_key == *key;
+                if lister == agent || found.iter().any(listed) {
+                    continue;
+                }
+                let peer = self
+                    .agents
+                    .get(lister)
+                    .and_then(|known| known.peers.values().find_map(|device| device.get(*key)));
+                let view =
+                    peer.map_or((edge_health, None), |p| (p.health.link(), p.latest_handshake));
+                found.push(topology::Listing {
+                    agent_id: lister.to_string(),
+                    public_key: key.to_string(),
+                    view,
+                });
+            }
+        }
+        found
     }
 
     /// Agents in `silent` (agent, last seen) are silent: raises their
@@ -271,7 +314,8 @@ impl Processor {
                     }
                 }
             }
-            out.silenced.push(agent);
+            let listers = self.topology.linked(agent);
+            out.silenced.push(kattila_store::state::Silenced { agent, listers });
         }
         out
     }

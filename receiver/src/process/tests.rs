@@ -221,20 +221,15 @@ fn a_key_claimed_later_turns_an_external_edge_into_an_agent_edge() {
         .edges
         .iter()
         .any(|e| matches!(e, EdgeChange::WireguardUpsert { key, .. } if *key == external)));
-    // a reports device key A; storage found b's peer listing it.
+    // a reports device key A, which no agent owned: the model knows b lists
+    // it, so storage is not asked.
     let m = direct(report("a", 'A', 'B', T0 + 1));
-    assert_eq!(p.claimed_keys(&m), [key('A')]);
-    let listing = PeerListing {
-        agent_id: "b".into(),
-        public_key: key('A'),
-        peer_agent_id: None,
-        health: PeerHealth::Healthy,
-        latest_handshake: Some(T0 - 10),
-    };
-    let out = p.apply(&m, &[listing], T0 + 1);
+    assert!(p.moved_keys(&m).is_empty());
+    let out = p.apply(&m, &[], T0 + 1);
     let edges = &out.changes.edges;
     assert!(edges.contains(&EdgeChange::WireguardDelete { key: external }));
-    assert!(edges.iter().any(|e| matches!(e, EdgeChange::KeysClaimed { agent: "a", .. })));
+    let claimed = EdgeChange::KeysClaimed { agent: "a", listers: vec![("b".into(), key('A'))] };
+    assert!(edges.contains(&claimed), "{edges:?}");
     let pair = ("a".to_string(), "b".to_string(), String::new());
     assert!(edges.iter().any(|e| matches!(
         e,
@@ -247,7 +242,44 @@ fn a_key_claimed_later_turns_an_external_edge_into_an_agent_edge() {
         EdgeChange::PhysicalReplaced { agent: "a", edges, .. }
             if edges == &[("b".to_string(), "192.168.7.0/24".to_string())]
     )));
-    assert!(p.claimed_keys(&m).is_empty(), "known now");
+    assert!(p.moved_keys(&m).is_empty(), "known now");
+}
+
+/// A key another agent owned (an agent reset, a cloned machine): storage
+/// says who lists it, and those peers point at the new owner.
+#[test]
+fn a_key_moving_to_another_agent_takes_its_listers_from_storage() {
+    let mut p = processor(&["a", "b", "c"]);
+    p.apply(&direct(report("c", 'A', 'D', T0)), &[], T0);
+    p.apply(&direct(report("b", 'B', 'A', T0)), &[], T0);
+    let m = direct(report("a", 'A', 'B', T0 + 1));
+    assert_eq!(p.moved_keys(&m), [key('A')], "c owned it");
+    let listing = PeerListing {
+        agent_id: "b".into(),
+        public_key: key('A'),
+        peer_agent_id: Some("c".into()),
+        health: PeerHealth::Healthy,
+        latest_handshake: Some(T0 - 10),
+    };
+    let out = p.apply(&m, &[listing], T0 + 1);
+    let edges = &out.changes.edges;
+    let claimed = EdgeChange::KeysClaimed { agent: "a", listers: vec![("b".into(), key('A'))] };
+    assert!(edges.contains(&claimed), "{edges:?}");
+    let pair = ("a".to_string(), "b".to_string(), String::new());
+    assert!(edges.iter().any(|e| matches!(
+        e,
+        EdgeChange::WireguardUpsert { key, both_ends: true, health: Health::Healthy, .. }
+            if *key == pair
+    )));
+}
+
+/// A key nobody lists is claimed without a write to other agents' peers.
+#[test]
+fn a_key_nobody_lists_claims_nothing_elsewhere() {
+    let mut p = processor(&["a"]);
+    let m = direct(report("a", 'A', 'B', T0));
+    let out = p.apply(&m, &[], T0);
+    assert!(!out.changes.edges.iter().any(|e| matches!(e, EdgeChange::KeysClaimed { .. })));
 }
 
 #[test]
@@ -285,7 +317,8 @@ fn a_silent_end_makes_its_links_and_peers_unknown_until_it_reports() {
 
     let silent = vec![("a".to_string(), T0)];
     let changes = p.silent(&silent, T0 + 100);
-    assert_eq!(changes.silenced, ["a"]);
+    let silenced = kattila_store::state::Silenced { agent: "a", listers: vec!["b".into()] };
+    assert_eq!(changes.silenced, [silenced], "b lists a's key");
     assert_eq!(health_of(&changes.edges), Some(Health::Unknown), "the link of a silent end");
     // Silence is decided once: the next sweep changes nothing more.
     let again = p.silent(&silent, T0 + 105);

@@ -35,6 +35,25 @@ struct EdgeState {
 /// handshake over its peers that are devices of the other agent.
 pub type View = (Health, Option<i64>);
 
+/// An agent listing a key that another agent now claims, and how its peer
+/// of that key sees the link.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listing {
+    pub agent_id: String,
+    pub public_key: String,
+    pub view: View,
+}
+
+impl From<&PeerListing> for Listing {
+    fn from(l: &PeerListing) -> Self {
+        Listing {
+            agent_id: l.agent_id.clone(),
+            public_key: l.public_key.clone(),
+            view: (l.health.link(), l.latest_handshake),
+        }
+    }
+}
+
 /// One peer as the processor reports it to the topology.
 pub struct PeerFact<'a> {
     pub public_key: &'a str,
@@ -70,6 +89,10 @@ pub struct Topology {
     /// peaked at 141 MB instead of 122 MB.
     wg_edges: HashMap<Arc<EdgeKey>, EdgeState>,
     edges_of: HashMap<String, BTreeSet<Arc<EdgeKey>>>,
+    /// Key of an external peer → the agents with an edge to it: who lists
+    /// a key no agent owns, for when an agent claims it (storage has no
+    /// index on the peers' keys).
+    external_listers: HashMap<String, BTreeSet<String>>,
     /// Agent → fingerprint of its peers' structure (key, owner, health) and
     /// when its edges were last brought up to date from them.
     peer_structure: HashMap<String, (u64, i64)>,
@@ -159,19 +182,41 @@ impl TopologySink for TopologyLoader {
 impl Topology {
     fn index_edge(&mut self, key: &Arc<EdgeKey>) {
         self.edges_of.entry(key.0.clone()).or_default().insert(key.clone());
-        if !key.1.is_empty() {
+        if key.1.is_empty() {
+            self.external_listers.entry(key.2.clone()).or_default().insert(key.0.clone());
+        } else {
             self.edges_of.entry(key.1.clone()).or_default().insert(key.clone());
         }
     }
 
+    /// Agents listing `key` while no agent owns it, and how each sees it
+    /// as far as its edge to the key tells (no handshake).
+    pub fn external_listers<'t>(
+        &'t self,
+        key: &'t str,
+    ) -> impl Iterator<Item = (&'t str, Health)> + 't {
+        let listers = self.external_listers.get(key).into_iter().flatten();
+        listers.map(move |lister| {
+            let edge = (lister.clone(), String::new(), key.to_string());
+            (lister.as_str(), self.wg_edges.get(&edge).map_or(Health::Unknown, |e| e.health))
+        })
+    }
+
+    /// The agents `agent` has a WireGuard link with: among them every agent
+    /// listing one of its device keys.
+    pub fn linked(&self, agent: &str) -> Vec<String> {
+        let edges = self.edges_of.get(agent).into_iter().flatten();
+        edges.filter(|k| !k.1.is_empty()).map(|k| other_end(k, agent).to_string()).collect()
+    }
+
     /// Records an agent's device keys. Peers elsewhere that pointed at one of
-    /// the new keys (`listings`: every peer listing one of `keys`) stop being
-    /// external and get agent-to-agent edges.
+    /// the new keys (`listings`: every peer of another agent listing one of
+    /// `keys`) stop being external and get agent-to-agent edges.
     pub fn set_device_keys<'a>(
         &mut self,
         agent: &'a str,
         keys: &[&'a str],
-        listings: &[PeerListing],
+        listings: &[Listing],
         now: i64,
         out: &mut Vec<EdgeChange<'a>>,
     ) {
@@ -186,18 +231,23 @@ impl Topology {
         for k in keys {
             self.owners.0.insert(k.to_string(), agent.to_string());
         }
-        out.push(EdgeChange::KeysClaimed { agent, keys: keys.to_vec() });
+        let listings: Vec<&Listing> = listings
+            .iter()
+            .filter(|l| l.agent_id != agent && keys.contains(&l.public_key.as_str()))
+            .collect();
+        if !listings.is_empty() {
+            let listers = listings.iter().map(|l| (l.agent_id.clone(), l.public_key.clone()));
+            out.push(EdgeChange::KeysClaimed { agent, listers: listers.collect() });
+        }
         let mut listers = BTreeSet::new();
-        for l in
-            listings.iter().filter(|l| l.agent_id != agent && keys.contains(&l.public_key.as_str()))
-        {
+        for l in listings {
             let view = self
                 .views
                 .entry(l.agent_id.clone())
                 .or_default()
                 .entry(agent.to_string())
                 .or_insert((Health::Down, None));
-            *view = merge(*view, (l.health.link(), l.latest_handshake));
+            *view = merge(*view, l.view);
             self.delete_edge((l.agent_id.clone(), String::new(), l.public_key.clone()), out);
             // The lister's edges changed outside its own reports.
             self.peer_structure.remove(&l.agent_id);
@@ -383,6 +433,14 @@ impl Topology {
             for end in [&key.0, &key.1] {
                 if let Some(set) = self.edges_of.get_mut(end) {
                     set.remove(&key);
+                }
+            }
+            if key.1.is_empty() {
+                if let Some(listers) = self.external_listers.get_mut(&key.2) {
+                    listers.remove(&key.0);
+                    if listers.is_empty() {
+                        self.external_listers.remove(&key.2);
+                    }
                 }
             }
             out.push(EdgeChange::WireguardDelete { key });
