@@ -1,0 +1,3 @@
+module kattila-independent-gen
+
+go 1.19
