@@ -301,7 +301,7 @@ const STEPS: &[&str] = &[
     // by something random (agent ids, WireGuard keys) costs a new agent one
     // page of its own per row, written to the WAL at its commit; these four
     // served no lookup worth that. Peers listing an agent are found through
-    // its device keys (wg_peers_by_key), devices by agent, and only
+    // its device keys (wg_peers_by_key, dropped by 16), devices by agent, and only
     // physical edges are looked up by their b end.
     r#"
     DROP INDEX wg_peers_by_peer_agent;

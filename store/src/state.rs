@@ -249,8 +249,8 @@ pub struct Changes<'a> {
     pub state: Option<AgentChanges<'a>>,
     pub edges: Vec<EdgeChange<'a>>,
     pub alarms: Vec<AlarmChange<'a>>,
-    /// Agents that went silent: the peers they list, and the peers that
-    /// list them, become unknown.
+    /// Agents that went silent: the peers they list, and their listers'
+    /// peers of their device keys, become unknown.
     pub silenced: Vec<Silenced<'a>>,
 }
 

@@ -144,17 +144,20 @@ impl Processor {
     }
 
     /// Device keys that `message` gives its agent anew and that another
-    /// agent owned: `apply` needs every stored peer listing one of them.
-    /// Who lists a key no agent owned the topology model knows; a key moves
-    /// from one agent to another only when an agent is reset or a machine
-    /// cloned.
+    /// agent owns or gave up: `apply` needs every stored peer listing one
+    /// of them. Who lists a key no agent owned the topology model knows; a
+    /// key moves from one agent to another only when an agent is reset or
+    /// a machine cloned.
     pub fn moved_keys<'a>(&self, message: &'a Verified) -> Vec<&'a str> {
         let agent = message.origin().agent_id.as_str();
         let (Message::Report(r), Some(known)) = (&message.message, self.agents.get(agent)) else {
             return Vec::new();
         };
         let mut keys = known.new_device_keys(r).unwrap_or_default();
-        keys.retain(|k| self.topology.owners.owner_of(k).is_some_and(|owner| owner != agent));
+        keys.retain(|k| {
+            self.topology.owners.owner_of(k).is_some_and(|owner| owner != agent)
+                || self.topology.is_orphaned(k)
+        });
         keys
     }
 
@@ -269,10 +272,13 @@ impl Processor {
     ) -> Vec<topology::Listing> {
         let mut found: Vec<topology::Listing> =
             stored.iter().map(topology::Listing::from).collect();
+        let stored = found.len();
         for key in keys {
             for (lister, edge_health) in self.topology.external_listers(key) {
+                // A key's external listers are distinct: only what storage
+                // found can repeat one.
                 let listed = |l: &topology::Listing| l.agent_id == lister && l.public_key == *key;
-                if lister == agent || found.iter().any(listed) {
+                if lister == agent || found[..stored].iter().any(listed) {
                     continue;
                 }
                 let peer = self

@@ -273,6 +273,48 @@ fn a_key_moving_to_another_agent_takes_its_listers_from_storage() {
     )));
 }
 
+/// A key its owner gave up may still be listed as the former owner's: a
+/// claim of it asks storage, whatever the model knows.
+#[test]
+fn a_key_given_up_by_its_owner_takes_its_listers_from_storage() {
+    let mut p = processor(&["a", "b", "c"]);
+    p.apply(&direct(report("c", 'A', 'D', T0)), &[], T0);
+    p.apply(&direct(report("b", 'B', 'A', T0)), &[], T0);
+    p.apply(&direct(report("c", 'E', 'D', T0 + 1)), &[], T0 + 1);
+    let m = direct(report("a", 'A', 'B', T0 + 2));
+    assert_eq!(p.moved_keys(&m), [key('A')], "b's row may still name c");
+    let listing = PeerListing {
+        agent_id: "b".into(),
+        public_key: key('A'),
+        peer_agent_id: Some("c".into()),
+        health: PeerHealth::Healthy,
+        latest_handshake: Some(T0 - 10),
+    };
+    let out = p.apply(&m, &[listing], T0 + 2);
+    let claimed = EdgeChange::KeysClaimed { agent: "a", listers: vec![("b".into(), key('A'))] };
+    assert!(out.changes.edges.contains(&claimed), "{:?}", out.changes.edges);
+    let again = direct(report("a", 'E', 'B', T0 + 3));
+    assert_eq!(p.moved_keys(&again), [key('E')], "c owns E");
+}
+
+/// An agent that stops listing a key is no longer named its lister when
+/// another agent claims the key.
+#[test]
+fn a_dropped_peer_is_not_a_lister_of_a_later_claim() {
+    let mut p = processor(&["a", "b"]);
+    p.apply(&direct(report("b", 'B', 'A', T0)), &[], T0);
+    p.apply(&direct(report("b", 'B', 'C', T0 + 1)), &[], T0 + 1);
+    let m = direct(report("a", 'A', 'D', T0 + 2));
+    assert!(p.moved_keys(&m).is_empty());
+    let out = p.apply(&m, &[], T0 + 2);
+    let edges = &out.changes.edges;
+    assert!(!edges.iter().any(|e| matches!(e, EdgeChange::KeysClaimed { .. })), "{edges:?}");
+    let pair = ("a".to_string(), "b".to_string(), String::new());
+    assert!(!edges
+        .iter()
+        .any(|e| matches!(e, EdgeChange::WireguardUpsert { key, .. } if *key == pair)));
+}
+
 /// A key nobody lists is claimed without a write to other agents' peers.
 #[test]
 fn a_key_nobody_lists_claims_nothing_elsewhere() {

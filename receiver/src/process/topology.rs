@@ -93,6 +93,11 @@ pub struct Topology {
     /// a key no agent owns, for when an agent claims it (storage has no
     /// index on the peers' keys).
     external_listers: HashMap<String, BTreeSet<String>>,
+    /// Keys that an agent gave up (it changed keys) or that stored peers
+    /// still attribute to an agent not owning them (after an admin reset):
+    /// their listers may still point at the former owner, so a claim of
+    /// one asks storage who lists it.
+    orphaned: foldhash::HashSet<String>,
     /// Agent → fingerprint of its peers' structure (key, owner, health) and
     /// when its edges were last brought up to date from them.
     peer_structure: HashMap<String, (u64, i64)>,
@@ -142,6 +147,10 @@ impl TopologySink for TopologyLoader {
 
     fn agent_peer(&mut self, p: PeerListing) {
         let Some(to) = p.peer_agent_id else { return };
+        // Devices come first, so the owners are complete here.
+        if self.t.owners.owner_of(&p.public_key) != Some(to.as_str()) {
+            self.t.orphaned.insert(p.public_key.clone());
+        }
         let view =
             self.t.views.entry(p.agent_id).or_default().entry(to).or_insert((Health::Down, None));
         *view = merge(*view, (p.health.link(), p.latest_handshake));
@@ -189,6 +198,12 @@ impl Topology {
         }
     }
 
+    /// Whether the listers of `key` may still point at an agent that gave
+    /// it up: the model does not know them, storage does.
+    pub fn is_orphaned(&self, key: &str) -> bool {
+        self.orphaned.contains(key)
+    }
+
     /// Agents listing `key` while no agent owns it, and how each sees it
     /// as far as its edge to the key tells (no handshake).
     pub fn external_listers<'t>(
@@ -203,7 +218,7 @@ impl Topology {
     }
 
     /// The agents `agent` has a WireGuard link with: among them every agent
-    /// listing one of its device keys.
+    /// whose peers list one of its device keys as its.
     pub fn linked(&self, agent: &str) -> Vec<String> {
         let edges = self.edges_of.get(agent).into_iter().flatten();
         edges.filter(|k| !k.1.is_empty()).map(|k| other_end(k, agent).to_string()).collect()
@@ -225,11 +240,13 @@ impl Topology {
             for k in old {
                 if self.owners.0.get(&k).is_some_and(|a| a == agent) {
                     self.owners.0.remove(&k);
+                    self.orphaned.insert(k);
                 }
             }
         }
         for k in keys {
             self.owners.0.insert(k.to_string(), agent.to_string());
+            self.orphaned.remove(*k);
         }
         let listings: Vec<&Listing> = listings
             .iter()
@@ -562,6 +579,27 @@ mod tests {
             rx_errors: 0,
             tx_errors: 0,
         }
+    }
+
+    /// Stored peers that name an agent not owning their key (its devices
+    /// were reset or replaced): the key's listers are not what the model
+    /// knows, so its claim asks storage.
+    #[test]
+    fn stored_peers_naming_a_former_owner_orphan_the_key() {
+        let mut loader = TopologyLoader::default();
+        loader.device("c".into(), "wg0".into(), "KEY-E".into());
+        let listing = |key: &str| PeerListing {
+            agent_id: "b".into(),
+            public_key: key.into(),
+            peer_agent_id: Some("c".into()),
+            health: PeerHealth::Healthy,
+            latest_handshake: None,
+        };
+        loader.agent_peer(listing("KEY-A"));
+        loader.agent_peer(listing("KEY-E"));
+        let t = loader.finish();
+        assert!(t.is_orphaned("KEY-A"), "c no longer owns it");
+        assert!(!t.is_orphaned("KEY-E"), "c owns it");
     }
 
     #[test]
