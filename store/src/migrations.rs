@@ -338,7 +338,8 @@ const STEPS: &[&str] = &[
     // dirtied. Who lists a key the receiver knows from its topology model
     // (the agents linked to the key's owner, or with an edge to the key as
     // an external peer), and finds their rows by their own agent id; only a
-    // key moving from one agent to another scans the table.
+    // key moving from one agent to another, or one its owner gave up, scans
+    // the table.
     r#"
     DROP INDEX wg_peers_by_key;
     "#,

@@ -245,6 +245,18 @@ fn a_key_claimed_later_turns_an_external_edge_into_an_agent_edge() {
     assert!(p.moved_keys(&m).is_empty(), "known now");
 }
 
+/// What storage finds for key A in the tests below: b lists it, its row
+/// naming c as the owner.
+fn b_lists_a_as_cs() -> PeerListing {
+    PeerListing {
+        agent_id: "b".into(),
+        public_key: key('A'),
+        peer_agent_id: Some("c".into()),
+        health: PeerHealth::Healthy,
+        latest_handshake: Some(T0 - 10),
+    }
+}
+
 /// A key another agent owned (an agent reset, a cloned machine): storage
 /// says who lists it, and those peers point at the new owner.
 #[test]
@@ -254,14 +266,7 @@ fn a_key_moving_to_another_agent_takes_its_listers_from_storage() {
     p.apply(&direct(report("b", 'B', 'A', T0)), &[], T0);
     let m = direct(report("a", 'A', 'B', T0 + 1));
     assert_eq!(p.moved_keys(&m), [key('A')], "c owned it");
-    let listing = PeerListing {
-        agent_id: "b".into(),
-        public_key: key('A'),
-        peer_agent_id: Some("c".into()),
-        health: PeerHealth::Healthy,
-        latest_handshake: Some(T0 - 10),
-    };
-    let out = p.apply(&m, &[listing], T0 + 1);
+    let out = p.apply(&m, &[b_lists_a_as_cs()], T0 + 1);
     let edges = &out.changes.edges;
     let claimed = EdgeChange::KeysClaimed { agent: "a", listers: vec![("b".into(), key('A'))] };
     assert!(edges.contains(&claimed), "{edges:?}");
@@ -283,14 +288,7 @@ fn a_key_given_up_by_its_owner_takes_its_listers_from_storage() {
     p.apply(&direct(report("c", 'E', 'D', T0 + 1)), &[], T0 + 1);
     let m = direct(report("a", 'A', 'B', T0 + 2));
     assert_eq!(p.moved_keys(&m), [key('A')], "b's row may still name c");
-    let listing = PeerListing {
-        agent_id: "b".into(),
-        public_key: key('A'),
-        peer_agent_id: Some("c".into()),
-        health: PeerHealth::Healthy,
-        latest_handshake: Some(T0 - 10),
-    };
-    let out = p.apply(&m, &[listing], T0 + 2);
+    let out = p.apply(&m, &[b_lists_a_as_cs()], T0 + 2);
     let claimed = EdgeChange::KeysClaimed { agent: "a", listers: vec![("b".into(), key('A'))] };
     assert!(out.changes.edges.contains(&claimed), "{:?}", out.changes.edges);
     let again = direct(report("a", 'E', 'B', T0 + 3));
